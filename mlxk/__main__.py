@@ -1,0 +1,5 @@
+import sys
+
+from mlxk.cli import main
+
+sys.exit(main())

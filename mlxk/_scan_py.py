@@ -1,0 +1,251 @@
+"""Pure-Python twin of the native cache scan (``mlxk._native.scan_cache``).
+
+One pass over the hub folder: for each ``models--*`` repo, its refs, every snapshot's files
+(lstat, readlink, stat through the link), the small files the health rules need, the weight
+files' checks (answered from the memo when the file is unchanged), leftover ``*.incomplete``
+blobs and lock files. Raw facts only; ``mlxk.cache`` gives them meaning. The native core
+returns exactly the same records, in the same order.
+"""
+
+from __future__ import annotations
+
+import errno as errno_codes
+import os
+import stat
+
+from collections.abc import Iterable
+
+from mlxk import _checkcodes as codes
+from mlxk._memo_format import KIND_SAFETENSORS, KIND_WEIGHT_HEAD, unpack_records
+from mlxk._records import (
+    FLAG_CHAT_TEMPLATE,
+    LFS_PREFIX,
+    MAX_DEPTH,
+    README_HEAD,
+    READ_WHOLE_LIMIT,
+    WEIGHT_SUFFIXES,
+    CheckResult,
+    FileEntry,
+    RepoRecord,
+    SnapshotRecord,
+)
+from mlxk._safetensors_py import check_safetensors_file
+
+_MemoKey = tuple[int, int, int, int, int]  # dev, ino, size, mtime_ns, kind
+
+
+def scan_cache(
+    root: str, repos: Iterable[str] | None = None, memo: bytes = b"", threads: int = 0
+) -> tuple[list[RepoRecord], list[CheckResult]]:
+    """Scan ``repos`` (folder names) under ``root``, or every ``models--*`` folder there.
+
+    ``memo`` holds earlier check results (see ``mlxk._memo_format``); the second value returned
+    lists the checks that had to be done afresh. ``threads`` is accepted for parity with the
+    native core and ignored: Python threads make syscall-bound walks slower, not faster.
+    """
+    del threads
+    names = sorted(repos) if repos is not None else _model_dirs(root)
+    known = {(r[0], r[1], r[2], r[3], r[4]): (r[5], r[6]) for r in unpack_records(memo)}
+    fresh: list[CheckResult] = []
+    records = [_scan_repo(root, name, known, fresh) for name in names]
+    return records, fresh
+
+
+def _model_dirs(root: str) -> list[str]:
+    with os.scandir(root) as entries:
+        return sorted(e.name for e in entries if e.name.startswith("models--"))
+
+
+def _sorted_names(path: str) -> list[str]:
+    return sorted(os.listdir(path))
+
+
+def _scan_repo(root: str, name: str, memo: dict[_MemoKey, tuple[int, int]], fresh: list[CheckResult]) -> RepoRecord:
+    path = os.path.join(root, name)
+    try:
+        st = os.stat(path)
+        if not stat.S_ISDIR(st.st_mode):
+            return RepoRecord(name, errno_codes.ENOTDIR, [], [], [], [])
+        os.listdir(path)  # an unreadable repo folder is the repo's error, not its snapshots'
+    except OSError as exc:
+        return RepoRecord(name, exc.errno or errno_codes.EIO, [], [], [], [])
+    refs = _read_refs(os.path.join(path, "refs"))
+    snapshots = _scan_snapshots(os.path.join(path, "snapshots"), memo, fresh)
+    incomplete = _incomplete_blobs(os.path.join(path, "blobs"))
+    locks = _walk_files(os.path.join(root, ".locks", name))
+    return RepoRecord(name, 0, refs, snapshots, incomplete, locks)
+
+
+def _walk_files(top: str, prefix: str = "", depth: int = 0) -> list[str]:
+    """Relative paths of the regular files (and links) under ``top``; empty when absent."""
+    try:
+        names = _sorted_names(top)
+    except OSError:
+        return []
+    found: list[str] = []
+    for entry in names:
+        full = os.path.join(top, entry)
+        try:
+            st = os.lstat(full)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            if depth < MAX_DEPTH:
+                found.extend(_walk_files(full, prefix + entry + "/", depth + 1))
+        else:
+            found.append(prefix + entry)
+    return found
+
+
+def _read_refs(refs_dir: str) -> list[tuple[str, str]]:
+    refs: list[tuple[str, str]] = []
+    for rel in _walk_files(refs_dir):
+        try:
+            with open(os.path.join(refs_dir, rel), "rb") as fh:
+                text = fh.read(256)
+        except OSError:
+            continue
+        refs.append((rel, text.strip().decode("utf-8", "replace")))
+    return refs
+
+
+def _incomplete_blobs(blobs_dir: str) -> list[tuple[str, int]]:
+    try:
+        names = _sorted_names(blobs_dir)
+    except OSError:
+        return []
+    found: list[tuple[str, int]] = []
+    for entry in names:
+        if entry.endswith(".incomplete"):
+            try:
+                size = os.lstat(os.path.join(blobs_dir, entry)).st_size
+            except OSError:
+                continue
+            found.append((entry, size))
+    return found
+
+
+def _scan_snapshots(
+    snap_root: str, memo: dict[_MemoKey, tuple[int, int]], fresh: list[CheckResult]
+) -> list[SnapshotRecord]:
+    try:
+        names = _sorted_names(snap_root)
+    except OSError:
+        return []
+    snapshots: list[SnapshotRecord] = []
+    for commit in names:
+        path = os.path.join(snap_root, commit)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            continue
+        files: list[FileEntry] = []
+        try:
+            _scan_dir(path, "", 0, memo, fresh, files)
+            err = 0
+        except OSError as exc:
+            err = exc.errno or errno_codes.EIO
+        snapshots.append(SnapshotRecord(commit, st.st_mtime_ns, err, files))
+    return snapshots
+
+
+def _scan_dir(
+    path: str,
+    prefix: str,
+    depth: int,
+    memo: dict[_MemoKey, tuple[int, int]],
+    fresh: list[CheckResult],
+    out: list[FileEntry],
+) -> None:
+    for entry in _sorted_names(path):
+        full = os.path.join(path, entry)
+        try:
+            lst = os.lstat(full)
+        except OSError:
+            continue  # vanished while we looked
+        if stat.S_ISDIR(lst.st_mode):
+            if depth < MAX_DEPTH:
+                _scan_dir(full, prefix + entry + "/", depth + 1, memo, fresh, out)
+            continue
+        out.append(_file_entry(full, prefix + entry, depth == 0, lst, memo, fresh))
+
+
+def _file_entry(
+    full: str,
+    rel: str,
+    top_level: bool,
+    lst: os.stat_result,
+    memo: dict[_MemoKey, tuple[int, int]],
+    fresh: list[CheckResult],
+) -> FileEntry:
+    is_link = stat.S_ISLNK(lst.st_mode)
+    target: str | None = None
+    st: os.stat_result | None = lst
+    if is_link:
+        try:
+            target = os.readlink(full)
+        except OSError:
+            target = ""
+        try:
+            st = os.stat(full)
+        except OSError:
+            st = None
+    if st is None:
+        return FileEntry(rel, is_link, target, False, -1, 0, lst.st_mtime_ns, 0, 0, -1, 0, None, 0)
+
+    size = st.st_size
+    check, detail, content, flags = -1, 0, None, 0
+    name = rel.rsplit("/", 1)[-1]
+    if name.endswith(WEIGHT_SUFFIXES):
+        kind = KIND_SAFETENSORS if name.endswith(".safetensors") else KIND_WEIGHT_HEAD
+        key = (st.st_dev, st.st_ino, size, st.st_mtime_ns, kind)
+        known = memo.get(key)
+        if known is not None:
+            check, detail = known
+        else:
+            check, detail = _check_weights(full, size, kind)
+            fresh.append(CheckResult(st.st_dev, st.st_ino, size, st.st_mtime_ns, kind, check, detail))
+    elif top_level:
+        check, detail, content, flags = _read_small_file(full, name, size)
+    return FileEntry(
+        rel, is_link, target, True, size, st.st_mtime_ns, lst.st_mtime_ns, st.st_dev, st.st_ino,
+        check, detail, content, flags,
+    )  # fmt: skip
+
+
+def _check_weights(full: str, size: int, kind: int) -> tuple[int, int]:
+    if kind == KIND_SAFETENSORS:
+        return check_safetensors_file(full)
+    if size == 0:
+        return codes.EMPTY, 0
+    try:
+        with open(full, "rb") as fh:
+            head = fh.read(len(LFS_PREFIX))
+    except OSError as exc:
+        return codes.IO_ERROR, exc.errno or errno_codes.EIO
+    return (codes.LFS_POINTER, 0) if head.startswith(LFS_PREFIX) else (codes.OK, 0)
+
+
+def _read_small_file(full: str, name: str, size: int) -> tuple[int, int, bytes | None, int]:
+    """(check, detail, content, flags) for the top-level files the rules read."""
+    if name == "README.md":
+        limit = README_HEAD
+    elif name in ("config.json", "tokenizer_config.json") or name.endswith(".index.json"):
+        if size > READ_WHOLE_LIMIT:
+            return -1, 0, None, 0
+        limit = size
+    else:
+        return -1, 0, None, 0
+    try:
+        with open(full, "rb") as fh:
+            data = fh.read(limit)
+    except OSError as exc:
+        return codes.IO_ERROR, exc.errno or errno_codes.EIO, None, 0
+    if name == "tokenizer_config.json":
+        return codes.OK, 0, None, FLAG_CHAT_TEMPLATE if b'"chat_template"' in data else 0
+    return codes.OK, 0, data, 0
+
+
+__all__ = ["scan_cache"]

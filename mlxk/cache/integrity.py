@@ -1,0 +1,109 @@
+"""Health (file integrity) rules over one snapshot's scan records.
+
+Each rule returns the first problem it finds as a sentence, or None. The order of the rules
+is the order of the checks a user would want reported first: broken links, config, weights,
+then how shards fit together.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from mlxk import _checkcodes as codes
+from mlxk._records import WEIGHT_SUFFIXES, FileEntry
+
+_SHARD = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.(?P<ext>safetensors|bin)$")
+
+
+def read_config(files_by_path: dict[str, FileEntry]) -> tuple[dict[str, Any] | None, str | None]:
+    """(config, problem): the parsed config.json, or why it is missing or unusable."""
+    entry = files_by_path.get("config.json")
+    if entry is None:
+        return None, "config.json is missing"
+    if not entry.exists:
+        return None, "config.json is a broken link"
+    if entry.check == codes.IO_ERROR:
+        return None, f"config.json cannot be read (errno {entry.detail})"
+    if entry.content is None:
+        return None, "config.json is too large to be a model config"
+    try:
+        config = orjson.loads(entry.content)
+    except orjson.JSONDecodeError:
+        return None, "config.json is not valid JSON"
+    if not isinstance(config, dict):
+        return None, "config.json is not a JSON object"
+    return config, None
+
+
+def _broken_link(files: Sequence[FileEntry]) -> str | None:
+    for f in files:
+        if not f.exists:
+            return f"{f.path} is a broken link (its blob is missing)"
+    return None
+
+
+def _bad_weights(weights: Sequence[FileEntry]) -> str | None:
+    if not weights:
+        return "no weight files"
+    for f in weights:
+        if f.check not in (-1, codes.OK):
+            return f"{f.path} {codes.describe(f.check, f.detail, f.size)}"
+    return None
+
+
+def _index_problem(files: Sequence[FileEntry], paths: set[str]) -> str | None:
+    for f in files:
+        if "/" in f.path or not f.path.endswith(".index.json") or not f.exists:
+            continue
+        if f.content is None:
+            return f"{f.path} cannot be read" if f.check == codes.IO_ERROR else None
+        try:
+            index = orjson.loads(f.content)
+        except orjson.JSONDecodeError:
+            return f"{f.path} is not valid JSON"
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict):
+            return f"{f.path} has no weight_map"
+        for shard in sorted({v for v in weight_map.values() if isinstance(v, str)}):
+            if shard not in paths:
+                return f"{f.path} names {shard}, which is missing"
+    return None
+
+
+def _shard_problem(weights: Sequence[FileEntry], has_index: bool) -> str | None:
+    groups: dict[tuple[str, str, int], set[int]] = {}
+    for f in weights:
+        match = _SHARD.match(f.path)
+        if match:
+            key = (match["stem"], match["ext"], int(match["total"]))
+            groups.setdefault(key, set()).add(int(match["index"]))
+    for (stem, ext, total), present in sorted(groups.items()):
+        if not has_index:
+            return f"sharded weights {stem}-*-of-{total:05d}.{ext} have no index file"
+        for number in range(1, total + 1):
+            if number not in present:
+                return f"shard {stem}-{number:05d}-of-{total:05d}.{ext} is missing"
+    return None
+
+
+def integrity_problem(files: Sequence[FileEntry], config_problem: str | None, config_required: bool) -> str | None:
+    """The first integrity problem of a snapshot, or None when it is healthy."""
+    problem = _broken_link(files)
+    if problem:
+        return problem
+    if config_problem and config_required:
+        return config_problem
+    weights = [f for f in files if f.path.endswith(WEIGHT_SUFFIXES)]
+    problem = _bad_weights(weights)
+    if problem:
+        return problem
+    paths = {f.path for f in files}
+    problem = _index_problem(files, paths)
+    if problem:
+        return problem
+    has_index = any(f.path.endswith(".index.json") for f in files if "/" not in f.path)
+    return _shard_problem(weights, has_index)

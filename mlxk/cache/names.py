@@ -1,0 +1,59 @@
+"""Model names: validation like the Hub does it, and the ``org/name`` <-> folder mapping."""
+
+from __future__ import annotations
+
+import re
+
+from mlxk.errors import ValidationError
+
+REPO_PREFIX = "models--"
+MAX_NAME_LENGTH = 96
+_PART = re.compile(r"[A-Za-z0-9_.\-]+")
+HASH_PREFIX = re.compile(r"[0-9a-fA-F]{1,40}")
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` is not a valid ``[org/]name`` repo id, or None when it is."""
+    if not name:
+        return "the model name is empty"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"the model name is longer than {MAX_NAME_LENGTH} characters"
+    parts = name.split("/")
+    if len(parts) > 2:
+        return "a model name has at most one '/' (org/name)"
+    for part in parts:
+        if not part:
+            return "a model name has an empty part around '/'"
+        if not _PART.fullmatch(part):
+            return "a model name may only contain ASCII letters, digits, '-', '_' and '.'"
+        if "--" in part or ".." in part:
+            return "a model name may not contain '--' or '..'"
+        if part[0] in "-." or part[-1] in "-.":
+            return "a model name may not start or end with '-' or '.'"
+    return None
+
+
+def validate_name(name: str) -> str:
+    problem = name_problem(name)
+    if problem is not None:
+        raise ValidationError(f"invalid model name {name!r}: {problem}")
+    return name
+
+
+def split_revision(spec: str) -> tuple[str, str | None]:
+    """``name@abc123`` -> (``name``, ``abc123``); the part after ``@`` must be a hex prefix."""
+    if "@" not in spec:
+        return spec, None
+    name, _, revision = spec.rpartition("@")
+    if not HASH_PREFIX.fullmatch(revision):
+        raise ValidationError(f"invalid revision {revision!r}: expected a commit hash prefix (hex)")
+    return name, revision.lower()
+
+
+def dirname_to_name(dirname: str) -> str:
+    """``models--org--name`` -> ``org/name`` (every ``--`` is a ``/``)."""
+    return dirname[len(REPO_PREFIX) :].replace("--", "/")
+
+
+def name_to_dirname(name: str) -> str:
+    return REPO_PREFIX + name.replace("/", "--")

@@ -1,0 +1,84 @@
+"""The cleo application: commands are loaded lazily, ``--json`` is global."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from cleo.application import Application
+from cleo.commands.command import Command
+from cleo.commands.completions_command import CompletionsCommand
+from cleo.commands.help_command import HelpCommand
+from cleo.commands.list_command import ListCommand as CleoListCommand
+from cleo.io.inputs.argv_input import ArgvInput
+from cleo.io.inputs.definition import Definition
+from cleo.io.inputs.option import Option
+from cleo.io.io import IO
+from cleo.loaders.factory_command_loader import FactoryCommandLoader
+
+from mlxk._version import __version__
+from mlxk.errors import ValidationError
+from mlxk.output.emit import write_error, write_json
+
+
+def _list() -> Command:
+    from mlxk.cli.list_command import ListCommand
+
+    return ListCommand()
+
+
+def _show() -> Command:
+    from mlxk.cli.show_command import ShowCommand
+
+    return ShowCommand()
+
+
+def _health() -> Command:
+    from mlxk.cli.health_command import HealthCommand
+
+    return HealthCommand()
+
+
+COMMANDS: dict[str, Callable[[], Command]] = {"list": _list, "show": _show, "health": _health}
+# The JSON envelope's "command" for each command name a user can type.
+JSON_COMMAND_NAMES = {"list": "list", "show": "show", "health": "health"}
+
+
+class CommandsCommand(CleoListCommand):
+    """cleo's command overview, renamed: ``list`` lists models here."""
+
+    name = "commands"
+    description = "List mlxk's commands."
+
+
+class MlxkApplication(Application):
+    def __init__(self) -> None:
+        super().__init__("mlxk", __version__)
+        self._default_command = "commands"
+        self.set_command_loader(FactoryCommandLoader(COMMANDS))
+
+    @property
+    def default_commands(self) -> list[Command]:
+        return [HelpCommand(), CommandsCommand(), CompletionsCommand()]
+
+    @property
+    def _default_definition(self) -> Definition:
+        definition = super()._default_definition
+        definition.add_option(Option("--json", flag=True, description="Print one JSON envelope on stdout."))
+        return definition
+
+    def render_error(self, error: Exception, io: IO) -> None:
+        """Usage errors (unknown option, missing argument): the envelope under --json, else a message."""
+        command = self._running_command.name if self._running_command else None
+        if io.input.has_parameter_option("--json") and command in JSON_COMMAND_NAMES:
+            write_json(JSON_COMMAND_NAMES[command], None, ValidationError(str(error)))
+            return
+        write_error(str(error).strip())
+        if command:
+            sys.stderr.write(f"Usage: mlxk {command} --help\n")
+
+
+def run_app(args: list[str]) -> int:
+    app = MlxkApplication()
+    app.auto_exits(False)
+    return app.run(ArgvInput(["mlxk", *args]))

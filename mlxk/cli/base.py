@@ -1,0 +1,69 @@
+"""What every mlxk command shares: ``--json``, the cache location, one error translation."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Any, ClassVar
+
+from cleo.commands.command import Command
+from cleo.helpers import option
+
+from mlxk.cache.root import hub_cache_root, mlxk_cache_dir
+from mlxk.cache.scan import CacheLocation
+from mlxk.errors import InternalError, MlxkError
+from mlxk.output.emit import color_enabled, write_error, write_json, write_text
+from mlxk.output.human import Style
+
+NO_MEMO = option("no-memo", None, "Ignore and do not update the verification memo.", flag=True)
+
+
+class MlxkCommand(Command):
+    """A command whose ``run`` returns (data for JSON, text for people) or raises ``MlxkError``."""
+
+    json_command: ClassVar[str]  # the envelope's "command"
+
+    def handle(self) -> int:
+        json_mode = bool(self.option("json"))
+        try:
+            return self.execute_command(json_mode)
+        except MlxkError as error:
+            self.report_error(error, json_mode)
+            return error.exit_code
+        except (KeyboardInterrupt, BrokenPipeError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - translate once, at the edge
+            if os.environ.get("MLXK_DEBUG") == "1":
+                traceback.print_exc()
+            error = InternalError(f"{type(exc).__name__}: {exc}")
+            self.report_error(error, json_mode)
+            return error.exit_code
+
+    def execute_command(self, json_mode: bool) -> int:
+        raise NotImplementedError
+
+    def report_error(self, error: MlxkError, json_mode: bool) -> None:
+        if json_mode:
+            write_json(self.json_command, None, error)
+        else:
+            extra = error.extra.get("matches") or error.extra.get("available_hashes")
+            write_error(error.message + (f"\n  candidates: {', '.join(extra)}" if extra else ""))
+
+    def emit(self, json_mode: bool, data: Any, text: str) -> None:
+        if json_mode:
+            write_json(self.json_command, data)
+        else:
+            write_text(text)
+
+    def location(self) -> CacheLocation:
+        use_memo = not (self.io.input.has_option("no-memo") and self.option("no-memo"))
+        return CacheLocation(hub_cache_root(), mlxk_cache_dir() if use_memo else None)
+
+    @staticmethod
+    def style() -> Style:
+        return Style(color_enabled())
+
+
+def stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()

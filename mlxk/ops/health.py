@@ -1,0 +1,47 @@
+"""``mlxk health [PATTERN]``: file integrity of every (or every matching) cached model."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from mlxk.cache.build import build_model
+from mlxk.cache.locks import lock_is_held
+from mlxk.cache.model import CachedModel
+from mlxk.cache.resolve import resolve
+from mlxk.cache.scan import CacheLocation, repo_dirnames, scan_records
+
+
+@dataclass(frozen=True, slots=True)
+class HealthEntry:
+    model: CachedModel
+    held_locks: tuple[str, ...]  # lock files a live process holds (a download in progress)
+
+    @property
+    def stale_locks(self) -> tuple[str, ...]:
+        return tuple(lock for lock in self.model.leftovers.lock_files if lock not in self.held_locks)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthResult:
+    entries: tuple[HealthEntry, ...]
+
+    @property
+    def unhealthy_count(self) -> int:
+        return sum(1 for e in self.entries if not e.model.healthy)
+
+
+def _held_locks(location: CacheLocation, model: CachedModel) -> tuple[str, ...]:
+    base = os.path.join(location.hub_root, ".locks", model.dirname)
+    return tuple(lock for lock in model.leftovers.lock_files if lock_is_held(os.path.join(base, lock)))
+
+
+def check_health(location: CacheLocation, pattern: str | None = None) -> HealthResult:
+    dirnames = repo_dirnames(location.hub_root)
+    revision = None
+    if pattern:
+        resolved = resolve(dirnames, pattern, single=False)
+        dirnames, revision = resolved.dirnames, resolved.revision
+    records = scan_records(location, dirnames) if dirnames else []
+    models = sorted((build_model(rec, revision) for rec in records), key=lambda m: m.name)
+    return HealthResult(tuple(HealthEntry(m, _held_locks(location, m)) for m in models))

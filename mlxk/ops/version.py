@@ -1,0 +1,27 @@
+"""``mlxk --version``: versions and the facts a controller needs about this machine."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from mlxk._version import JSON_API_SPEC_VERSION, __version__
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    cli_version: str
+    json_api_spec_version: str
+    memory_total_bytes: int | None
+    native: bool
+
+
+def total_memory_bytes() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def version_info(native: bool) -> VersionInfo:
+    return VersionInfo(__version__, JSON_API_SPEC_VERSION, total_memory_bytes(), native)

@@ -1,0 +1,1 @@
+"""Results -> JSON (orjson) or human text. The only code that writes to stdout."""

@@ -1,0 +1,43 @@
+"""Writing results: JSON envelopes (orjson, one line) and text, to stdout; messages to stderr."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import orjson
+
+from mlxk.errors import MlxkError
+
+
+def envelope(command: str, data: Any, error: MlxkError | None = None) -> bytes:
+    body = {
+        "status": "error" if error else "success",
+        "command": command,
+        "data": data,
+        "error": error.to_json() if error else None,
+    }
+    return orjson.dumps(body, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def write_json(command: str, data: Any, error: MlxkError | None = None) -> None:
+    out = sys.stdout
+    out.flush()
+    out.buffer.write(envelope(command, data, error))
+    out.buffer.flush()
+
+
+def write_text(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def write_error(message: str) -> None:
+    sys.stderr.write(f"Error: {message}\n")
+    sys.stderr.flush()
+
+
+def color_enabled() -> bool:
+    import os
+
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"

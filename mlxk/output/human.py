@@ -1,0 +1,133 @@
+"""Results -> text for people: aligned tables and cards. Plain text unless stdout is a terminal."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import orjson
+
+from mlxk.output.contract import file_type, health_reason, model_metadata
+from mlxk.output.units import human_age, human_size
+
+if TYPE_CHECKING:
+    from mlxk.cache.model import CachedModel
+    from mlxk.ops.health import HealthResult
+    from mlxk.ops.list import ListResult
+    from mlxk.ops.show import ShowResult
+    from mlxk.ops.version import VersionInfo
+
+
+class Style:
+    """ANSI colours, or nothing (pipes, NO_COLOR)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def _wrap(self, code: str, text: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.enabled else text
+
+    def bold(self, text: str) -> str:
+        return self._wrap("1", text)
+
+    def ok(self, text: str) -> str:
+        return self._wrap("32", text)
+
+    def bad(self, text: str) -> str:
+        return self._wrap("31", text)
+
+    def dim(self, text: str) -> str:
+        return self._wrap("2", text)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], widths_from: Sequence[Sequence[str]]) -> list[str]:
+    """Left-aligned columns; ``widths_from`` is the uncoloured text used to measure."""
+    widths = [max(len(h), *(len(r[i]) for r in widths_from)) if widths_from else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for shown, plain in zip(rows, widths_from, strict=True):
+        cells = [s + " " * (w - len(p)) for s, p, w in zip(shown, plain, widths, strict=True)]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def _short_hash(model: CachedModel) -> str:
+    return model.hash[:8] if model.hash else "-"
+
+
+def render_list(result: ListResult, style: Style, now: float | None = None) -> str:
+    if not result.models:
+        return "No models in the cache.\n"
+    now = time.time() if now is None else now
+    plain, shown = [], []
+    for m in result.models:
+        health = "healthy" if m.healthy else "unhealthy"
+        row = [m.name, _short_hash(m), human_size(m.size_bytes),
+               human_age(now - m.last_modified_ns / 1e9) if m.last_modified_ns else "-", m.model_type, health]  # fmt: skip
+        plain.append(row)
+        shown.append([*row[:5], style.ok(health) if m.healthy else style.bad(health)])
+    lines = _table(["NAME", "HASH", "SIZE", "MODIFIED", "TYPE", "HEALTH"], shown, plain)
+    total = sum(m.size_bytes for m in result.models)
+    unhealthy = sum(1 for m in result.models if not m.healthy)
+    footer = f"{len(result.models)} model{'s' if len(result.models) != 1 else ''}, {human_size(total)}"
+    if unhealthy:
+        footer += f"; {unhealthy} unhealthy (see `mlxk health`)"
+    return "\n".join([*lines, style.dim(footer)]) + "\n"
+
+
+def _quantization_text(quant: object) -> str | None:
+    if not isinstance(quant, dict):
+        return None
+    bits, group = quant.get("bits"), quant.get("group_size")
+    text = f"{bits}-bit" if bits is not None else "quantized"
+    return f"{text}, group size {group}" if group is not None else text
+
+
+def render_show(result: ShowResult, style: Style, now: float | None = None) -> str:
+    m = result.model
+    now = time.time() if now is None else now
+    meta = model_metadata(m.config) or {}
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(m.last_modified_ns / 1e9))
+    others = [s[:8] for s in m.snapshots if s != m.hash]
+    fields: list[tuple[str, str | None]] = [
+        ("Model", style.bold(m.name)),
+        ("Snapshot", (m.hash or "-") + (f"  (also: {', '.join(others)})" if others else "")),
+        ("Size", human_size(m.size_bytes)),
+        ("Modified", f"{stamp} ({human_age(now - m.last_modified_ns / 1e9)})" if m.last_modified_ns else None),
+        ("Framework", m.framework),
+        ("Type", f"{m.model_type} ({', '.join(m.capabilities)})" if m.capabilities else m.model_type),
+        ("Architecture", str(meta["architecture"]) if "architecture" in meta else None),
+        ("Quantization", _quantization_text(meta.get("quantization"))),
+        ("Context", str(meta["context_length"]) if "context_length" in meta else None),
+        ("Health", style.ok("healthy") if m.healthy else style.bad(f"unhealthy: {m.health_reason}")),
+        ("Runnable", "yes (mlx-lm)" if m.runtime_compatible else f"no: {m.reason}"),
+    ]
+    width = max(len(label) for label, _ in fields) + 1
+    lines = [f"{(label + ':').ljust(width)}  {value}" for label, value in fields if value is not None]
+    if result.with_files:
+        lines += ["", style.bold("Files:")]
+        rows = [[f.path, human_size(f.size) if f.size >= 0 else "missing", file_type(f.path)] for f in m.files]
+        lines += ["  " + line for line in _table(["NAME", "SIZE", "TYPE"], rows, rows)]
+    if result.with_config:
+        lines += ["", style.bold("config.json:")]
+        config = orjson.dumps(m.config, option=orjson.OPT_INDENT_2).decode() if m.config is not None else "(none)"
+        lines.append(config)
+    return "\n".join(lines) + "\n"
+
+
+def render_health(result: HealthResult, style: Style) -> str:
+    if not result.entries:
+        return "No models in the cache.\n"
+    lines = []
+    width = max(len(e.model.name) for e in result.entries)
+    for entry in result.entries:
+        mark = style.ok("ok ") if entry.model.healthy else style.bad("BAD")
+        lines.append(f"{mark}  {entry.model.name.ljust(width)}  {health_reason(entry)}")
+    total, bad = len(result.entries), result.unhealthy_count
+    lines.append(style.dim(f"{total} checked: {total - bad} healthy, {bad} unhealthy"))
+    return "\n".join(lines) + "\n"
+
+
+def render_version(info: VersionInfo) -> str:
+    core = "native core" if info.native else "pure-Python core"
+    return f"mlxk {info.cli_version} (JSON API {info.json_api_spec_version}, {core})\n"

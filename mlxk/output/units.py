@@ -1,0 +1,26 @@
+"""Sizes and ages as people read them."""
+
+from __future__ import annotations
+
+_UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
+
+
+def human_size(num_bytes: int) -> str:
+    """Decimal units, like the Hub shows them: 1234567 -> '1.2 MB'."""
+    value = float(num_bytes)
+    for unit in _UNITS:
+        if value < 1000 or unit == _UNITS[-1]:
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def human_age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    for limit, divisor, unit in ((60, 1, "second"), (3600, 60, "minute"), (86400, 3600, "hour"),
+                                 (86400 * 30, 86400, "day"), (86400 * 365, 86400 * 30, "month")):  # fmt: skip
+        if seconds < limit:
+            count = int(seconds // divisor)
+            return f"{count} {unit}{'s' if count != 1 else ''} ago"
+    years = int(seconds // (86400 * 365))
+    return f"{years} year{'s' if years != 1 else ''} ago"

@@ -1,0 +1,69 @@
+"""Builds the optional Cython core (``mlxk._native``); all other metadata lives in pyproject.toml.
+
+Where there is no compiler, no Cython, or ``MLXK_NO_EXTENSIONS=1`` is set at build time, the
+package installs without the extension and runs on its pure-Python twins.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+
+class OptionalBuildExt(build_ext):
+    """A failed extension build is a warning, not a failed install."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # noqa: BLE001 - any toolchain failure means "use the twin"
+            self._warn(exc)
+
+    def build_extension(self, ext) -> None:  # type: ignore[no-untyped-def]
+        try:
+            super().build_extension(ext)
+        except Exception as exc:  # noqa: BLE001
+            self._warn(exc)
+
+    @staticmethod
+    def _warn(exc: Exception) -> None:
+        print(f"WARNING: mlxk's native core was not built ({exc}); using pure Python.", file=sys.stderr)
+
+
+def native_extensions() -> list:
+    if os.environ.get("MLXK_NO_EXTENSIONS") == "1":
+        return []
+    try:
+        from Cython.Build import cythonize
+        from setuptools import Extension
+    except ImportError:
+        print("WARNING: Cython is not available; mlxk installs without its native core.", file=sys.stderr)
+        return []
+    compile_args = ["-O3"] if sys.platform != "win32" else []
+    extension = Extension(
+        "mlxk._native",
+        sources=["_native/_native.pyx"],
+        extra_compile_args=compile_args,
+        define_macros=[("_FILE_OFFSET_BITS", "64"), ("_GNU_SOURCE", "1")],
+    )
+    try:
+        return cythonize(
+            [extension],
+            include_path=["_native"],
+            compiler_directives={
+                "language_level": "3",
+                "boundscheck": False,
+                "wraparound": False,
+                "cdivision": True,
+                "initializedcheck": False,
+            },
+        )
+    except Exception as exc:  # noqa: BLE001 - a broken toolchain means "use the twin"
+        print(f"WARNING: Cython could not translate mlxk's native core ({exc}).", file=sys.stderr)
+        return []
+
+
+setup(ext_modules=native_extensions(), cmdclass={"build_ext": OptionalBuildExt})

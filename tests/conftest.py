@@ -1,0 +1,88 @@
+"""Shared fixtures: a hub folder of our own per test, and the core implementation under test.
+
+Every test that touches the cache runs twice, against the compiled core and its pure-Python
+twin (``core`` fixture). Without a compiler the native half skips, unless
+``MLXK_REQUIRE_NATIVE=1`` says the extension must be there (CI sets it), then it fails.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import orjson
+import pytest
+
+from mlxk import _accel
+
+
+def native_module() -> ModuleType | None:
+    try:
+        from mlxk import _native
+    except ImportError:
+        if os.environ.get("MLXK_REQUIRE_NATIVE") == "1":
+            raise
+        return None
+    return _native
+
+
+@pytest.fixture(params=["native", "python"])
+def core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Selects the implementation for in-process calls and for CLI subprocesses."""
+    if request.param == "native":
+        module = native_module()
+        if module is None:
+            pytest.skip("the native core is not built")
+        monkeypatch.setattr(_accel, "impl", module)
+        monkeypatch.delenv("MLXK_NO_EXTENSIONS", raising=False)
+    else:
+        from mlxk import _twin
+
+        monkeypatch.setattr(_accel, "impl", _twin)
+        monkeypatch.setenv("MLXK_NO_EXTENSIONS", "1")
+    return str(request.param)
+
+
+@pytest.fixture
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty hub folder that mlxk (and huggingface_hub) will use; memo in tmp too."""
+    root = tmp_path / "hf" / "hub"
+    root.mkdir(parents=True)
+    monkeypatch.setenv("HF_HUB_CACHE", str(root))
+    monkeypatch.delenv("HF_HOME", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("MLXK_CACHE_DIR", raising=False)
+    return root
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return orjson.loads(self.stdout)
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Runs ``mlxk`` in-process with captured stdout/stderr (both text and the byte buffer)."""
+    from mlxk.cli import main
+
+    def run(*args: str) -> CliResult:
+        out, err = io.BytesIO(), io.BytesIO()
+        text_out = io.TextIOWrapper(out, encoding="utf-8", write_through=True)
+        text_err = io.TextIOWrapper(err, encoding="utf-8", write_through=True)
+        monkeypatch.setattr(sys, "stdout", text_out)
+        monkeypatch.setattr(sys, "stderr", text_err)
+        code = main(list(args))
+        return CliResult(code, out.getvalue().decode(), err.getvalue().decode())
+
+    yield run
