@@ -1,0 +1,65 @@
+"""Light commands stay light, and the layers import in one direction only."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.cachefix import healthy_model
+
+HEAVY = ("mlx", "mlx_lm", "transformers", "huggingface_hub", "granian", "numpy")
+PACKAGE = Path(__file__).parents[1] / "mlxk"
+# layer -> layers it must not import from (dependencies point one way)
+FORBIDDEN = {"cache": ("ops", "cli", "output", "server", "runner", "hub"), "ops": ("cli", "output"), "output": ("cli",)}
+
+
+@pytest.mark.parametrize("args", [["--version"], ["list", "--json"], ["health"], ["show", "x", "--json"]])
+def test_light_commands_do_not_import_heavy_modules(args: list[str], hub: Path) -> None:
+    healthy_model(hub)
+    code = (
+        "import sys\nfrom mlxk.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+        "print('HEAVY:' + ','.join(sorted(m for m in %r if m in sys.modules)))" % (args, HEAVY)
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "HEAVY:"
+
+
+def test_version_does_not_load_cleo() -> None:
+    code = "import sys\nfrom mlxk.cli import main\nmain(['--version'])\nprint('cleo' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_layers_import_one_way() -> None:
+    offenders = []
+    for layer, forbidden in FORBIDDEN.items():
+        for path in (PACKAGE / layer).glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mlxk."):
+                    target = node.module.split(".")[1]
+                    if target in forbidden:
+                        offenders.append(f"{path.relative_to(PACKAGE)} imports {node.module}")
+    assert offenders == []
+
+
+def test_native_core_is_used_when_required() -> None:
+    """Guard: where CI expects the compiled core, the fallback must not load silently."""
+    if os.environ.get("MLXK_REQUIRE_NATIVE") != "1":
+        pytest.skip("MLXK_REQUIRE_NATIVE is not set")
+    env = {k: v for k, v in os.environ.items() if k != "MLXK_NO_EXTENSIONS"}
+    proc = subprocess.run([sys.executable, "-c", "import mlxk; print(mlxk.NATIVE)"], capture_output=True, text=True,
+                          env=env, timeout=60)  # fmt: skip
+    assert proc.stdout.strip() == "True"
+
+
+def test_no_extensions_env_forces_the_twin() -> None:
+    env = {**os.environ, "MLXK_NO_EXTENSIONS": "1"}
+    proc = subprocess.run([sys.executable, "-c", "import mlxk; print(mlxk.NATIVE)"], capture_output=True, text=True,
+                          env=env, timeout=60)  # fmt: skip
+    assert proc.stdout.strip() == "False"
