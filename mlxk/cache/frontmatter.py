@@ -26,7 +26,11 @@ def read_front_matter(readme_head: bytes | None) -> dict[str, str | list[str]]:
     """``library_name``, ``pipeline_tag`` (str), ``tags``/``base_model`` (str or list) when present."""
     if not readme_head:
         return {}
-    text = readme_head.decode("utf-8", "replace").lstrip("\ufeff")
+    head = readme_head.removeprefix(b"\xef\xbb\xbf")
+    if not head.startswith(b"---"):
+        return {}
+    end = head.find(b"\n---", 3)
+    text = (head if end < 0 else head[: end + 4]).decode("utf-8", "replace")
     lines = text.splitlines()
     if not lines or lines[0].strip() != "---":
         return {}
