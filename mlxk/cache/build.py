@@ -10,7 +10,7 @@ from mlxk._records import FLAG_CHAT_TEMPLATE, WEIGHT_SUFFIXES, FileEntry, RepoRe
 from mlxk.cache.detect import detect_kind
 from mlxk.cache.frontmatter import read_front_matter
 from mlxk.cache.integrity import integrity_problem, read_config
-from mlxk.cache.model import CachedModel, Leftovers, SnapshotFile
+from mlxk.cache.model import CachedModel, Leftovers
 from mlxk.cache.names import dirname_to_name, name_problem
 from mlxk.cache.runtime import mlx_lm_support
 from mlxk.errors import AmbiguousMatch, HashNotFound
@@ -115,9 +115,6 @@ def build_model(rec: RepoRecord, revision: str | None = None) -> CachedModel:
     health = integrity_problem(snap.files, config_problem, config_required=kind.framework != "GGUF")
     runtime = None if health else _runtime_problem(kind.framework, config, kind.model_type)
     last_modified = max([snap.mtime_ns, *(f.lmtime_ns for f in snap.files)])
-    files = tuple(
-        SnapshotFile(f.path, f.size, os.path.basename(f.target) if f.target else None) for f in snap.files
-    )
     return CachedModel(
         name=name, dirname=rec.dirname, hash=commit,
         snapshots=tuple(s.commit for s in _newest_first(rec.snapshots)),
@@ -125,5 +122,5 @@ def build_model(rec: RepoRecord, revision: str | None = None) -> CachedModel:
         framework=kind.framework, model_type=kind.model_type, capabilities=kind.capabilities,
         healthy=health is None, health_reason=health,
         runtime_compatible=health is None and runtime is None, runtime_reason=runtime,
-        config=config, files=files, leftovers=Leftovers(tuple(rec.incomplete), tuple(rec.locks)),
+        config=config, files=tuple(snap.files), leftovers=Leftovers(tuple(rec.incomplete), tuple(rec.locks)),
     )  # fmt: skip

@@ -42,7 +42,10 @@ def read_config(files_by_path: dict[str, FileEntry]) -> tuple[dict[str, Any] | N
 def _broken_link(files: Sequence[FileEntry]) -> str | None:
     for f in files:
         if not f.exists:
-            return f"{f.path} is a broken link (its blob is missing)"
+            target = f.target or ""
+            if "blobs/" in target:
+                return f"{f.path} is a broken link (its blob is missing)"
+            return f"{f.path} is a broken link (target {target!r} does not resolve)"
     return None
 
 

@@ -5,12 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-
-@dataclass(frozen=True, slots=True)
-class SnapshotFile:
-    path: str  # relative to the snapshot
-    size: int  # -1 when the content is missing
-    blob: str | None  # blob file name for linked files
+from mlxk._records import FileEntry
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +32,7 @@ class CachedModel:
     runtime_compatible: bool
     runtime_reason: str | None
     config: dict[str, Any] | None
-    files: tuple[SnapshotFile, ...]
+    files: tuple[FileEntry, ...]  # the scan's records of the described snapshot
     leftovers: Leftovers = field(default_factory=Leftovers)
 
     @property

@@ -28,17 +28,17 @@ class MlxkCommand(Command):
         json_mode = bool(self.option("json"))
         try:
             return self.execute_command(json_mode)
-        except MlxkError as error:
-            self.report_error(error, json_mode)
-            return error.exit_code
+        except MlxkError as known:
+            self.report_error(known, json_mode)
+            return known.exit_code
         except (KeyboardInterrupt, BrokenPipeError):
             raise
         except Exception as exc:  # noqa: BLE001 - translate once, at the edge
             if os.environ.get("MLXK_DEBUG") == "1":
                 traceback.print_exc()
-            error = InternalError(f"{type(exc).__name__}: {exc}")
-            self.report_error(error, json_mode)
-            return error.exit_code
+            bug = InternalError(f"{type(exc).__name__}: {exc}")
+            self.report_error(bug, json_mode)
+            return bug.exit_code
 
     def execute_command(self, json_mode: bool) -> int:
         raise NotImplementedError

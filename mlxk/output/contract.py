@@ -84,7 +84,8 @@ def health_reason(entry: HealthEntry) -> str:
 
 
 def health_data(result: HealthResult) -> dict[str, Any]:
-    healthy, unhealthy = [], []
+    healthy: list[dict[str, str]] = []
+    unhealthy: list[dict[str, str]] = []
     for entry in result.entries:
         item = {"name": entry.model.name, "status": "healthy" if entry.model.healthy else "unhealthy",
                 "reason": health_reason(entry)}  # fmt: skip
@@ -107,7 +108,8 @@ def file_type(path: str) -> str:
 def model_metadata(config: dict[str, Any] | None) -> dict[str, Any] | None:
     if config is None:
         return None
-    sources = [config, config.get("text_config") if isinstance(config.get("text_config"), dict) else {}]
+    text_config = config.get("text_config")
+    sources: list[dict[str, Any]] = [config, text_config if isinstance(text_config, dict) else {}]
     found: dict[str, Any] = {}
     for key, candidates in _METADATA_KEYS:
         for source in sources:

@@ -1,0 +1,82 @@
+"""Whole processes, as a user runs them: ``mlxk list/health --json`` vs ``find -L``,
+``scan_cache_dir()``, and ``mlxk --version`` vs ``python -c pass``.
+
+Goals (10,000 models, warm page cache): list <= 1.5x find, >= 10x faster than scan_cache_dir;
+health <= 3x find; --version <= 60 ms over bare Python. The memo rows show a second run
+(unchanged cache); the no-memo rows show every safetensors header read and validated.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.conftest import QUICK, ROUNDS, SIZES, Medians, cache_of, mlxk_command, process_env
+
+
+def run_quietly(cmd: list[str], env: dict[str, str] | None = None) -> None:
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=False)
+
+
+@pytest.mark.parametrize("models", SIZES)
+def test_find(benchmark, bench_root: Path, medians: Medians, models: int) -> None:
+    hub = cache_of(bench_root, models)
+    benchmark.pedantic(run_quietly, args=(["find", "-L", str(hub), "-printf", "%s\n"],), rounds=ROUNDS, iterations=1)
+    medians.record(f"find-{models}", benchmark)
+
+
+@pytest.mark.parametrize("models", SIZES)
+@pytest.mark.parametrize("command", ["list", "health"])
+@pytest.mark.parametrize("memo", ["memo", "no-memo"])
+def test_mlxk(benchmark, bench_root: Path, medians: Medians, models: int, command: str, memo: str) -> None:
+    hub = cache_of(bench_root, models)
+    env = process_env(hub, bench_root / "memo")
+    args = mlxk_command(command, "--json", *(["--no-memo"] if memo == "no-memo" else []))
+    proc = subprocess.run(args, capture_output=True, env=env, check=False)  # also fills the memo
+    assert proc.returncode == 0 and b'"status":"success"' in proc.stdout, proc.stderr
+    benchmark.pedantic(run_quietly, args=(args, env), rounds=ROUNDS, iterations=1)
+    medians.record(f"{command}-{memo}-{models}", benchmark)
+
+
+@pytest.mark.parametrize("models", SIZES)
+def test_hf_scan_cache_dir_in_process(benchmark, bench_root: Path, medians: Medians, models: int) -> None:
+    from huggingface_hub import scan_cache_dir
+
+    hub = cache_of(bench_root, models)
+    benchmark.pedantic(scan_cache_dir, args=(hub,), rounds=3, iterations=1)
+    medians.record(f"hf-{models}", benchmark)
+
+
+def test_python_startup(benchmark, medians: Medians) -> None:
+    benchmark.pedantic(run_quietly, args=([sys.executable, "-c", "pass"],), rounds=ROUNDS * 3, iterations=1)
+    medians.record("python", benchmark)
+
+
+def test_version(benchmark, medians: Medians) -> None:
+    benchmark.pedantic(run_quietly, args=(mlxk_command("--version"),), rounds=ROUNDS * 3, iterations=1)
+    medians.record("version", benchmark)
+
+
+def test_ratios(medians: Medians) -> None:
+    """Regression check on ratios from this run. Quick mode (1,000 models, CI) leaves slack
+    for the fixed costs (interpreter start-up) that weigh more on a small cache."""
+    models = SIZES[-1]
+    values = medians.values
+    rows = {
+        "list (memo) / find": medians.ratio(f"list-memo-{models}", f"find-{models}"),
+        "list (no memo) / find": medians.ratio(f"list-no-memo-{models}", f"find-{models}"),
+        "health (memo) / find": medians.ratio(f"health-memo-{models}", f"find-{models}"),
+        "health (no memo) / find": medians.ratio(f"health-no-memo-{models}", f"find-{models}"),
+        "scan_cache_dir / list (memo)": medians.ratio(f"hf-{models}", f"list-memo-{models}"),
+    }
+    overhead_ms = (values["version"] - values["python"]) * 1000
+    print(f"\n{models} models, medians (s): " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(values.items())))
+    print("\n".join(f"  {k}: {v:.2f}" for k, v in rows.items()) + f"\n  --version overhead: {overhead_ms:.1f} ms")
+    slack = 2.0 if QUICK else 1.0
+    assert rows["list (memo) / find"] <= 1.5 * slack
+    assert rows["health (memo) / find"] <= 3.0 * slack
+    assert rows["scan_cache_dir / list (memo)"] >= 10.0 / slack
+    assert overhead_ms <= 60.0 * slack
