@@ -5,3 +5,4 @@ The pure-Python twin (mlxk/_twin.py) has the same functions with the same result
 """
 
 include "safetensors.pxi"
+include "scan.pxi"
