@@ -10,7 +10,7 @@ from libc.stdlib cimport malloc as st_malloc, realloc as st_realloc, free as st_
 from libc.string cimport memcmp as st_memcmp, memcpy as st_memcpy
 from libc.errno cimport errno as st_errno, ENOMEM as ST_ENOMEM, EINTR as ST_EINTR
 from posix.unistd cimport pread as st_pread, close as st_close
-from posix.fcntl cimport open as st_open, O_RDONLY as ST_O_RDONLY, O_CLOEXEC as ST_O_CLOEXEC
+from posix.fcntl cimport open as st_open, O_RDONLY as ST_O_RDONLY, O_CLOEXEC as ST_O_CLOEXEC, O_NONBLOCK as ST_O_NONBLOCK
 from posix.stat cimport fstat as st_fstat, struct_stat as st_struct_stat
 from posix.types cimport off_t as st_off_t
 
@@ -979,7 +979,7 @@ def check_safetensors_file(path):
     cdef uint64_t detail = 0
     cdef st_struct_stat st
     with nogil:
-        fd = st_open(cpath, ST_O_RDONLY | ST_O_CLOEXEC)
+        fd = st_open(cpath, ST_O_RDONLY | ST_O_CLOEXEC | ST_O_NONBLOCK)
         if fd < 0:
             code = ST_IO_ERROR
             detail = <uint64_t>st_errno

@@ -22,7 +22,7 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort
 from libc.string cimport memcmp, memcpy, memset, strlen
 from libc.errno cimport EINTR, EIO, EISDIR, ENAMETOOLONG, ENOMEM, ENOTDIR, errno
-from posix.fcntl cimport AT_FDCWD, AT_SYMLINK_NOFOLLOW, O_CLOEXEC, O_DIRECTORY, O_RDONLY, openat
+from posix.fcntl cimport AT_FDCWD, AT_SYMLINK_NOFOLLOW, O_CLOEXEC, O_DIRECTORY, O_NONBLOCK, O_RDONLY, openat
 from posix.stat cimport S_ISDIR, S_ISLNK, S_ISREG, fstat, fstatat, stat, struct_stat
 from posix.unistd cimport close, read, sysconf
 from posix.signal cimport sigfillset
@@ -472,9 +472,10 @@ cdef inline int sc_open_dir(int at_fd, const char* path) noexcept nogil:
 
 
 cdef inline int sc_open_at(int dfd, const char* name) noexcept nogil:
+    # O_NONBLOCK: a FIFO planted where a file belongs must not hang the scan (no effect on files)
     cdef int fd
     while True:
-        fd = openat(dfd, name, O_RDONLY | O_CLOEXEC)
+        fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         if fd >= 0 or errno != EINTR:
             return fd
 

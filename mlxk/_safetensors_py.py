@@ -86,7 +86,7 @@ def check_safetensors_file(path: str) -> tuple[int, int]:
     """Checks the safetensors file at ``path``; ``(IO_ERROR, errno)`` when it cannot be read."""
     # os.open/fstat/pread rather than open(): the same system calls, so the same errnos, as C
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         return IO_ERROR, exc.errno or 0
     try:

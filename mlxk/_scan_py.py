@@ -14,6 +14,7 @@ import os
 import stat
 
 from collections.abc import Iterable
+from typing import BinaryIO
 
 from mlxk import _checkcodes as codes
 from mlxk._memo_format import KIND_SAFETENSORS, KIND_WEIGHT_HEAD, unpack_records
@@ -49,6 +50,13 @@ def scan_cache(
     fresh: list[CheckResult] = []
     records = [_scan_repo(root, name, known, fresh) for name in names]
     return records, fresh
+
+
+def _open_file(path: str) -> BinaryIO:
+    """Open for reading without blocking: a FIFO planted where a file belongs must not hang
+    the scan (O_NONBLOCK changes nothing for regular files)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
+    return os.fdopen(fd, "rb")
 
 
 def _model_dirs(root: str) -> list[str]:
@@ -101,7 +109,7 @@ def _read_refs(refs_dir: str) -> list[tuple[str, str]]:
     refs: list[tuple[str, str]] = []
     for rel in _walk_files(refs_dir):
         try:
-            with open(os.path.join(refs_dir, rel), "rb") as fh:
+            with _open_file(os.path.join(refs_dir, rel)) as fh:
                 text = fh.read(256)
         except OSError:
             continue
@@ -221,7 +229,7 @@ def _check_weights(full: str, size: int, kind: int) -> tuple[int, int]:
     if size == 0:
         return codes.EMPTY, 0
     try:
-        with open(full, "rb") as fh:
+        with _open_file(full) as fh:
             head = fh.read(len(LFS_PREFIX))
     except OSError as exc:
         return codes.IO_ERROR, exc.errno or errno_codes.EIO
@@ -239,7 +247,7 @@ def _read_small_file(full: str, name: str, size: int) -> tuple[int, int, bytes |
     else:
         return -1, 0, None, 0
     try:
-        with open(full, "rb") as fh:
+        with _open_file(full) as fh:
             data = fh.read(limit)
     except OSError as exc:
         return codes.IO_ERROR, exc.errno or errno_codes.EIO, None, 0

@@ -75,3 +75,30 @@ def test_list_output_matches(hub: Path, monkeypatch: pytest.MonkeyPatch) -> None
         outputs.append(list_data(list_models(CacheLocation(str(hub), None))))
     assert outputs[0] == outputs[1]
     assert outputs[0]["count"] == 20
+
+
+FIFO_SCAN = """
+import sys
+from mlxk._accel import implementation
+native = implementation(True).scan_cache(sys.argv[1], None, b"", 0)
+twin = implementation(False).scan_cache(sys.argv[1], None, b"", 0)
+assert native == twin, (native, twin)
+print(sorted((f.path, f.check) for f in twin[0][0].snapshots[0].files))
+"""
+
+
+def test_fifos_where_files_belong_do_not_hang_the_scan(hub: Path) -> None:
+    import subprocess
+    import sys
+
+    if native_module() is None:
+        pytest.skip("the native core is not built")
+    repo = healthy_model(hub)
+    for name in ("config.json", "model.safetensors", "README.md"):
+        (repo.snapshot / name).unlink()
+        os.mkfifo(repo.snapshot / name)
+    (repo.repo_dir / "refs" / "main").unlink()
+    os.mkfifo(repo.repo_dir / "refs" / "main")
+    proc = subprocess.run([sys.executable, "-c", FIFO_SCAN, str(hub)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "('model.safetensors', 2)" in proc.stdout  # a FIFO has no bytes: reported as empty weights

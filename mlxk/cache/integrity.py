@@ -71,7 +71,11 @@ def _index_problem(files: Sequence[FileEntry], paths: set[str]) -> str | None:
         weight_map = index.get("weight_map") if isinstance(index, dict) else None
         if not isinstance(weight_map, dict):
             return f"{f.path} has no weight_map"
-        for shard in sorted({v for v in weight_map.values() if isinstance(v, str)}):
+        try:
+            shards = set(weight_map.values())
+        except TypeError:  # a list or object where a file name belongs
+            return f"{f.path} has a weight_map value that is not a file name"
+        for shard in sorted(s for s in shards if isinstance(s, str)):
             if shard not in paths:
                 return f"{f.path} names {shard}, which is missing"
     return None

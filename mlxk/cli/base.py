@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import traceback
@@ -26,6 +27,9 @@ class MlxkCommand(Command):
 
     def handle(self) -> int:
         json_mode = bool(self.option("json"))
+        # A command is a short-lived process that allocates many small objects and frees none
+        # of them early: cyclic garbage collection only costs time here (about 20% of a large list).
+        gc.disable()
         try:
             return self.execute_command(json_mode)
         except MlxkError as known:
