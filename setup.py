@@ -19,13 +19,13 @@ class OptionalBuildExt(build_ext):
     def run(self) -> None:
         try:
             super().run()
-        except Exception as exc:  # noqa: BLE001 - any toolchain failure means "use the twin"
+        except Exception as exc:
             self._warn(exc)
 
     def build_extension(self, ext) -> None:  # type: ignore[no-untyped-def]
         try:
             super().build_extension(ext)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._warn(exc)
 
     @staticmethod
@@ -61,7 +61,7 @@ def native_extensions() -> list:
                 "initializedcheck": False,
             },
         )
-    except Exception as exc:  # noqa: BLE001 - a broken toolchain means "use the twin"
+    except Exception as exc:
         print(f"WARNING: Cython could not translate mlxk's native core ({exc}).", file=sys.stderr)
         return []
 

@@ -19,10 +19,29 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DTYPE_BITS = {
-    "BOOL": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8,
-    "F8_E8M0": 8, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
-    "I32": 32, "U32": 32, "F32": 32, "C64": 64, "F64": 64, "I64": 64, "U64": 64,
-}  # fmt: skip
+    "BOOL": 8,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
+    "U8": 8,
+    "I8": 8,
+    "F8_E5M2": 8,
+    "F8_E4M3": 8,
+    "F8_E8M0": 8,
+    "F8_E4M3FNUZ": 8,
+    "F8_E5M2FNUZ": 8,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "C64": 64,
+    "F64": 64,
+    "I64": 64,
+    "U64": 64,
+}
 OLD_MTIME = 1_700_000_000  # a fixed past time: outside the memo's racy window, stable in tests
 
 
@@ -45,7 +64,9 @@ def commit_hash(seed: str) -> str:
     return hashlib.sha1(seed.encode()).hexdigest()
 
 
-def tensor_entries(count: int, dtype: str = "BF16", dims: tuple[int, int] = (64, 64)) -> list[tuple[str, str, list[int]]]:
+def tensor_entries(
+    count: int, dtype: str = "BF16", dims: tuple[int, int] = (64, 64)
+) -> list[tuple[str, str, list[int]]]:
     """``count`` realistic tensor names (layers of a decoder) with one shape each."""
     names = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "input_layernorm"]
     out: list[tuple[str, str, list[int]]] = []
@@ -99,12 +120,20 @@ def readme(library: str | None = "mlx", tags: Iterable[str] = ("mlx",), pipeline
 
 def llama_config(quantized: bool = True, **extra: object) -> bytes:
     config: dict[str, object] = {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 2048,
-        "num_attention_heads": 32, "num_hidden_layers": 16, "num_key_value_heads": 8,
-        "intermediate_size": 8192, "max_position_embeddings": 131072, "rms_norm_eps": 1e-5,
-        "vocab_size": 128256, "rope_theta": 500000.0, "tie_word_embeddings": True,
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": 2048,
+        "num_attention_heads": 32,
+        "num_hidden_layers": 16,
+        "num_key_value_heads": 8,
+        "intermediate_size": 8192,
+        "max_position_embeddings": 131072,
+        "rms_norm_eps": 1e-5,
+        "vocab_size": 128256,
+        "rope_theta": 500000.0,
+        "tie_word_embeddings": True,
         "torch_dtype": "bfloat16",
-    }  # fmt: skip
+    }
     if quantized:
         config["quantization"] = {"group_size": 64, "bits": 4}
     config.update(extra)
@@ -112,8 +141,12 @@ def llama_config(quantized: bool = True, **extra: object) -> bytes:
 
 
 def tokenizer_config(chat: bool = True) -> bytes:
-    config: dict[str, object] = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|eot_id|>",
-                                 "bos_token": "<|begin_of_text|>", "model_max_length": 131072}  # fmt: skip
+    config: dict[str, object] = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "eos_token": "<|eot_id|>",
+        "bos_token": "<|begin_of_text|>",
+        "model_max_length": 131072,
+    }
     if chat:
         config["chat_template"] = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}"
     return json.dumps(config, indent=2).encode()
@@ -130,7 +163,12 @@ def index_json(shards: Mapping[str, Sequence[str]], total_size: int) -> bytes:
 
 
 def mlx_chat_model_files(
-    *, tensors: int = 300, shards: int = 1, sparse: bool = False, dims: tuple[int, int] = (64, 64), chat: bool = True
+    *,
+    tensors: int = 300,
+    shards: int = 1,
+    sparse: bool = False,
+    dims: tuple[int, int] = (64, 64),
+    chat: bool = True,
 ) -> dict[str, Content]:
     """A realistic MLX model snapshot: config, README, tokenizer files, weights (+ index)."""
     files: dict[str, Content] = {
@@ -147,7 +185,9 @@ def mlx_chat_model_files(
         name = "model.safetensors" if shards == 1 else f"model-{number:05d}-of-{shards:05d}.safetensors"
         files[name] = safetensors_file(group, sparse=sparse)
     if shards > 1:
-        mapping = {f"model-{n:05d}-of-{shards:05d}.safetensors": [t[0] for t in g] for n, g in enumerate(groups, 1)}
+        mapping = {
+            f"model-{n:05d}-of-{shards:05d}.safetensors": [t[0] for t in g] for n, g in enumerate(groups, 1)
+        }
         files["model.safetensors.index.json"] = index_json(mapping, 0)
     return files
 
@@ -239,7 +279,9 @@ def add_model(
     return repo
 
 
-def build_cache(root: Path, count: int, *, tensors: int = 300, dims: tuple[int, int] = (1024, 1024)) -> list[CachedRepo]:
+def build_cache(
+    root: Path, count: int, *, tensors: int = 300, dims: tuple[int, int] = (1024, 1024)
+) -> list[CachedRepo]:
     """``count`` healthy MLX chat models with sparse weights (300 BF16 tensors of 1024x1024 make
     a 630 MB model), every fourth sharded in two: the benchmark cache."""
     root.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,9 @@ def cache_of(bench_root: Path, models: int) -> Path:
     if models not in _CACHES:
         hub = bench_root / f"hub-{models}"
         build_cache(hub, models)
-        subprocess.run(["find", "-L", str(hub), "-printf", "%s\n"], stdout=subprocess.DEVNULL, check=True)  # warm
+        subprocess.run(
+            ["find", "-L", str(hub), "-printf", "%s\n"], stdout=subprocess.DEVNULL, check=True
+        )  # warm
         _CACHES[models] = hub
     return _CACHES[models]
 

@@ -24,7 +24,9 @@ def run_quietly(cmd: list[str], env: dict[str, str] | None = None) -> None:
 @pytest.mark.parametrize("models", SIZES)
 def test_find(benchmark, bench_root: Path, medians: Medians, models: int) -> None:
     hub = cache_of(bench_root, models)
-    benchmark.pedantic(run_quietly, args=(["find", "-L", str(hub), "-printf", "%s\n"],), rounds=ROUNDS, iterations=1)
+    benchmark.pedantic(
+        run_quietly, args=(["find", "-L", str(hub), "-printf", "%s\n"],), rounds=ROUNDS, iterations=1
+    )
     medians.record(f"find-{models}", benchmark)
 
 
@@ -74,7 +76,10 @@ def test_ratios(medians: Medians) -> None:
     }
     overhead_ms = (values["version"] - values["python"]) * 1000
     print(f"\n{models} models, medians (s): " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(values.items())))
-    print("\n".join(f"  {k}: {v:.2f}" for k, v in rows.items()) + f"\n  --version overhead: {overhead_ms:.1f} ms")
+    print(
+        "\n".join(f"  {k}: {v:.2f}" for k, v in rows.items())
+        + f"\n  --version overhead: {overhead_ms:.1f} ms"
+    )
     slack = 2.0 if QUICK else 1.0
     assert rows["list (memo) / find"] <= 1.5 * slack
     assert rows["health (memo) / find"] <= 3.0 * slack

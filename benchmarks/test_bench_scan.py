@@ -10,8 +10,7 @@ from benchmarks.conftest import QUICK, ROUNDS, SIZES, Medians, cache_of
 from mlxk._accel import implementation
 
 try:
-    from mlxk import _native  # noqa: F401
-
+    implementation(native=True)
     HAVE_NATIVE = True
 except ImportError:
     HAVE_NATIVE = False
@@ -23,10 +22,8 @@ def test_scan_cold_memo(benchmark, bench_root: Path, medians: Medians, models: i
     """Every safetensors header read and validated (no memo)."""
     if core == "native" and not HAVE_NATIVE:
         pytest.skip("native core not built")
-    if core == "python" and models > 1000 and not QUICK:
-        rounds = 1  # the twin is a fallback: one round at 10k is enough to show the gap
-    else:
-        rounds = ROUNDS
+    # the twin is a fallback: one round at 10k is enough to show the gap
+    rounds = 1 if core == "python" and models > 1000 and not QUICK else ROUNDS
     hub = cache_of(bench_root, models)
     scan = implementation(core == "native").scan_cache
     records, fresh = benchmark.pedantic(scan, args=(str(hub), None, b"", 0), rounds=rounds, iterations=1)
@@ -39,7 +36,9 @@ def test_hf_scan_cache_dir(benchmark, bench_root: Path, medians: Medians, models
     from huggingface_hub import scan_cache_dir
 
     hub = cache_of(bench_root, models)
-    report = benchmark.pedantic(scan_cache_dir, args=(hub,), rounds=ROUNDS if models <= 1000 else 3, iterations=1)
+    report = benchmark.pedantic(
+        scan_cache_dir, args=(hub,), rounds=ROUNDS if models <= 1000 else 3, iterations=1
+    )
     assert len(report.repos) == models
     medians.record(f"hf-{models}", benchmark)
 

@@ -24,7 +24,9 @@ BAD_OFFSETS = 13  # data_offsets not exactly two non-negative integers with begi
 SIZE_MISMATCH = 14  # prod(shape) * dtype bits / 8 != end - begin (incl. overflow); detail: offset
 LAYOUT = 15  # tensors leave a gap, overlap, or do not start at 0; detail: the offending begin
 TRUNCATED = 16  # tensor data extends past the end of the file; detail: bytes the header says the file needs
-TRAILING_BYTES = 17  # the file is longer than header + tensor data; detail: bytes the header says the file needs
+TRAILING_BYTES = (
+    17  # the file is longer than header + tensor data; detail: bytes the header says the file needs
+)
 BAD_METADATA = 18  # __metadata__ is not an object of string values; detail: offset
 
 MAX_HEADER_LENGTH = 100_000_000

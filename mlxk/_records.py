@@ -15,7 +15,18 @@ FLAG_CHAT_TEMPLATE = 1  # tokenizer_config.json mentions "chat_template"
 READ_WHOLE_LIMIT = 4 * 1024 * 1024  # config.json and index files larger than this are not read
 README_HEAD = 8 * 1024  # enough for any sensible README front matter
 LFS_PREFIX = b"version https://git-lfs"
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".npz", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx")
+WEIGHT_SUFFIXES = (
+    ".safetensors",
+    ".bin",
+    ".gguf",
+    ".npz",
+    ".pt",
+    ".pth",
+    ".ckpt",
+    ".h5",
+    ".msgpack",
+    ".onnx",
+)
 MAX_DEPTH = 8  # nested folders inside a snapshot that the scan follows
 
 

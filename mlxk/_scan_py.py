@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno as errno_codes
 import os
 import stat
-
 from collections.abc import Iterable
 from typing import BinaryIO
 
@@ -22,8 +21,8 @@ from mlxk._records import (
     FLAG_CHAT_TEMPLATE,
     LFS_PREFIX,
     MAX_DEPTH,
-    README_HEAD,
     READ_WHOLE_LIMIT,
+    README_HEAD,
     WEIGHT_SUFFIXES,
     CheckResult,
     FileEntry,
@@ -68,7 +67,9 @@ def _sorted_names(path: str) -> list[str]:
     return sorted(os.listdir(path))
 
 
-def _scan_repo(root: str, name: str, memo: dict[_MemoKey, tuple[int, int]], fresh: list[CheckResult]) -> RepoRecord:
+def _scan_repo(
+    root: str, name: str, memo: dict[_MemoKey, tuple[int, int]], fresh: list[CheckResult]
+) -> RepoRecord:
     path = os.path.join(root, name)
     try:
         st = os.stat(path)
@@ -218,9 +219,20 @@ def _file_entry(
     elif top_level:
         check, detail, content, flags = _read_small_file(full, name, size)
     return FileEntry(
-        rel, is_link, target, True, size, st.st_mtime_ns, lst.st_mtime_ns, st.st_dev, st.st_ino,
-        check, detail, content, flags,
-    )  # fmt: skip
+        rel,
+        is_link,
+        target,
+        True,
+        size,
+        st.st_mtime_ns,
+        lst.st_mtime_ns,
+        st.st_dev,
+        st.st_ino,
+        check,
+        detail,
+        content,
+        flags,
+    )
 
 
 def _check_weights(full: str, size: int, kind: int) -> tuple[int, int]:

@@ -24,12 +24,11 @@ from mlxk import _accel
 
 def native_module() -> ModuleType | None:
     try:
-        from mlxk import _native
+        return _accel.implementation(native=True)
     except ImportError:
         if os.environ.get("MLXK_REQUIRE_NATIVE") == "1":
             raise
         return None
-    return _native
 
 
 @pytest.fixture(params=["native", "python"])

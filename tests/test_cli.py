@@ -65,7 +65,9 @@ def test_show_card_and_files(cli, two_models: Path) -> None:
 
 
 def test_show_json_metadata_files_config(cli, two_models: Path) -> None:
-    data = cli("show", "mlx-community/Qwen2.5-0.5B-Instruct-4bit", "--files", "--config", "--json").json()["data"]
+    data = cli("show", "mlx-community/Qwen2.5-0.5B-Instruct-4bit", "--files", "--config", "--json").json()[
+        "data"
+    ]
     assert data["model"]["quantization"] == {"group_size": 64, "bits": 4}
     assert data["metadata"]["context_length"] == 131072
     assert data["metadata"]["architecture"] == "LlamaForCausalLM"
@@ -80,7 +82,10 @@ def test_show_ambiguous_lists_matches(cli, two_models: Path) -> None:
     assert result.exit_code == 1
     error = result.json()["error"]
     assert error["type"] == "ambiguous_match"
-    assert sorted(error["matches"]) == ["mlx-community/Llama-3.2-1B-4bit", "mlx-community/Qwen2.5-0.5B-Instruct-4bit"]
+    assert sorted(error["matches"]) == [
+        "mlx-community/Llama-3.2-1B-4bit",
+        "mlx-community/Qwen2.5-0.5B-Instruct-4bit",
+    ]
 
 
 def test_show_not_found_and_invalid_name(cli, two_models: Path) -> None:
@@ -93,10 +98,17 @@ def test_show_not_found_and_invalid_name(cli, two_models: Path) -> None:
 
 
 def test_hash_prefix_selects_snapshot(cli, hub: Path) -> None:
-    old = gen.add_model(hub, "org/two-snaps", gen.mlx_chat_model_files(tensors=4), commit="a" * 40, ref=None,
-                        mtime=gen.OLD_MTIME)  # fmt: skip
-    new = gen.add_model(hub, "org/two-snaps", gen.mlx_chat_model_files(tensors=8), commit="b" * 40,
-                        mtime=gen.OLD_MTIME + 100)  # fmt: skip
+    old = gen.add_model(
+        hub,
+        "org/two-snaps",
+        gen.mlx_chat_model_files(tensors=4),
+        commit="a" * 40,
+        ref=None,
+        mtime=gen.OLD_MTIME,
+    )
+    new = gen.add_model(
+        hub, "org/two-snaps", gen.mlx_chat_model_files(tensors=8), commit="b" * 40, mtime=gen.OLD_MTIME + 100
+    )
     assert cli("show", "org/two-snaps", "--json").json()["data"]["model"]["hash"] == new.commit
     picked = cli("show", "org/two-snaps@aaaa", "--json").json()["data"]
     assert picked["model"]["hash"] == old.commit
@@ -110,8 +122,12 @@ def test_hash_prefix_selects_snapshot(cli, hub: Path) -> None:
 
 
 def test_newest_snapshot_without_ref(cli, hub: Path) -> None:
-    gen.add_model(hub, "org/noref", gen.mlx_chat_model_files(tensors=4), commit="a" * 40, ref=None, mtime=1_700_000_000)
-    gen.add_model(hub, "org/noref", gen.mlx_chat_model_files(tensors=4), commit="c" * 40, ref=None, mtime=1_700_000_500)
+    gen.add_model(
+        hub, "org/noref", gen.mlx_chat_model_files(tensors=4), commit="a" * 40, ref=None, mtime=1_700_000_000
+    )
+    gen.add_model(
+        hub, "org/noref", gen.mlx_chat_model_files(tensors=4), commit="c" * 40, ref=None, mtime=1_700_000_500
+    )
     assert cli("list", "--json").json()["data"]["models"][0]["hash"] == "c" * 40
 
 
@@ -158,7 +174,12 @@ def test_console_scripts_and_real_process(two_models: Path) -> None:
         exe = bindir / script
         if not exe.exists():
             pytest.skip("mlxk is not installed into this environment")
-        proc = subprocess.run([str(exe), "health", "--strict", "--json"], capture_output=True, text=True,
-                              env=os.environ.copy(), timeout=60)  # fmt: skip
+        proc = subprocess.run(
+            [str(exe), "health", "--strict", "--json"],
+            capture_output=True,
+            text=True,
+            env=os.environ.copy(),
+            timeout=60,
+        )
         assert proc.returncode == 1, proc.stderr
         assert '"command":"health"' in proc.stdout and "Traceback" not in proc.stderr

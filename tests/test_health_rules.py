@@ -70,7 +70,10 @@ def test_truncated_weights(hub: Path) -> None:
     repo = healthy_model(hub)
     size = repo.blob_of("model.safetensors").stat().st_size
     truncate_blob(repo, "model.safetensors", -1)
-    assert only_reason(hub) == f"model.safetensors is truncated: its header needs {size} bytes, the file has {size - 1}"
+    assert (
+        only_reason(hub)
+        == f"model.safetensors is truncated: its header needs {size} bytes, the file has {size - 1}"
+    )
 
 
 def test_weights_with_trailing_bytes(hub: Path) -> None:
@@ -104,7 +107,10 @@ def test_invalid_safetensors_header(hub: Path) -> None:
 def test_index_names_missing_shard(hub: Path) -> None:
     repo = gen.add_model(hub, "org/sharded", gen.mlx_chat_model_files(tensors=12, shards=3))
     (repo.snapshot / "model-00002-of-00003.safetensors").unlink()
-    assert only_reason(hub) == "model.safetensors.index.json names model-00002-of-00003.safetensors, which is missing"
+    assert (
+        only_reason(hub)
+        == "model.safetensors.index.json names model-00002-of-00003.safetensors, which is missing"
+    )
 
 
 def test_shards_without_index(hub: Path) -> None:
@@ -115,7 +121,9 @@ def test_shards_without_index(hub: Path) -> None:
 
 def test_shard_missing_from_sequence_not_in_index(hub: Path) -> None:
     repo = gen.add_model(hub, "org/sharded", gen.mlx_chat_model_files(tensors=12, shards=3))
-    replace_blob(repo, "model.safetensors.index.json", b'{"weight_map": {"a": "model-00001-of-00003.safetensors"}}')
+    replace_blob(
+        repo, "model.safetensors.index.json", b'{"weight_map": {"a": "model-00001-of-00003.safetensors"}}'
+    )
     (repo.snapshot / "model-00003-of-00003.safetensors").unlink()
     assert only_reason(hub) == "shard model-00003-of-00003.safetensors is missing"
 
@@ -187,7 +195,9 @@ def test_copy_mode_snapshot(hub: Path) -> None:
 
 
 def test_gguf_repo_needs_no_config(hub: Path) -> None:
-    gen.add_model(hub, "org/Model-GGUF", {"model.Q4_K_M.gguf": b"GGUF" + b"\0" * 60, "README.md": gen.readme(None, ())})
+    gen.add_model(
+        hub, "org/Model-GGUF", {"model.Q4_K_M.gguf": b"GGUF" + b"\0" * 60, "README.md": gen.readme(None, ())}
+    )
     result = list_models(location(hub))
     model = result.models[0]
     assert model.healthy and model.framework == "GGUF"

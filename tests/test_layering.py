@@ -15,17 +15,23 @@ from tests.cachefix import healthy_model
 HEAVY = ("mlx", "mlx_lm", "transformers", "huggingface_hub", "granian", "numpy")
 PACKAGE = Path(__file__).parents[1] / "mlxk"
 # layer -> layers it must not import from (dependencies point one way)
-FORBIDDEN = {"cache": ("ops", "cli", "output", "server", "runner", "hub"), "ops": ("cli", "output"), "output": ("cli",)}
+FORBIDDEN = {
+    "cache": ("ops", "cli", "output", "server", "runner", "hub"),
+    "ops": ("cli", "output"),
+    "output": ("cli",),
+}
 
 
 @pytest.mark.parametrize("args", [["--version"], ["list", "--json"], ["health"], ["show", "x", "--json"]])
 def test_light_commands_do_not_import_heavy_modules(args: list[str], hub: Path) -> None:
     healthy_model(hub)
     code = (
-        "import sys\nfrom mlxk.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
-        "print('HEAVY:' + ','.join(sorted(m for m in %r if m in sys.modules)))" % (args, HEAVY)
+        f"import sys\nfrom mlxk.cli import main\ntry:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
+        f"print('HEAVY:' + ','.join(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(), timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(), timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "HEAVY:"
 
@@ -53,13 +59,23 @@ def test_native_core_is_used_when_required() -> None:
     if os.environ.get("MLXK_REQUIRE_NATIVE") != "1":
         pytest.skip("MLXK_REQUIRE_NATIVE is not set")
     env = {k: v for k, v in os.environ.items() if k != "MLXK_NO_EXTENSIONS"}
-    proc = subprocess.run([sys.executable, "-c", "import mlxk; print(mlxk.NATIVE)"], capture_output=True, text=True,
-                          env=env, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", "import mlxk; print(mlxk.NATIVE)"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert proc.stdout.strip() == "True"
 
 
 def test_no_extensions_env_forces_the_twin() -> None:
     env = {**os.environ, "MLXK_NO_EXTENSIONS": "1"}
-    proc = subprocess.run([sys.executable, "-c", "import mlxk; print(mlxk.NATIVE)"], capture_output=True, text=True,
-                          env=env, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", "import mlxk; print(mlxk.NATIVE)"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert proc.stdout.strip() == "False"

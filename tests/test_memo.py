@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mlxk import _accel
+from mlxk._memo_format import RECORD
 from mlxk._records import CheckResult
 from mlxk.cache import memo
 from mlxk.cache.root import mlxk_cache_dir
@@ -67,7 +68,7 @@ def test_recent_files_and_io_errors_are_not_remembered() -> None:
     settled = CheckResult(1, 4, 3, 0, 1, 0, 0)
     assert memo.merge(b"", [racy, failed], now) is None
     body = memo.merge(b"", [racy, failed, settled], now)
-    assert body is not None and len(body) == memo.RECORD.size
+    assert body is not None and len(body) == RECORD.size
 
 
 def test_corrupt_memo_file_is_ignored(hub: Path) -> None:

@@ -12,7 +12,9 @@ from mlxk.cache.runtime import mlx_lm_support
 from mlxk.errors import AmbiguousMatch, ModelNotFound, ValidationError
 
 
-@pytest.mark.parametrize("name", ["gpt2", "org/name", "mlx-community/Qwen2.5-0.5B-Instruct-4bit", "a_b/c.d-1"])
+@pytest.mark.parametrize(
+    "name", ["gpt2", "org/name", "mlx-community/Qwen2.5-0.5B-Instruct-4bit", "a_b/c.d-1"]
+)
 def test_valid_names(name: str) -> None:
     assert name_problem(name) is None
     assert dirname_to_name(name_to_dirname(name)) == name
@@ -56,11 +58,16 @@ def test_cache_root_rules(tmp_path) -> None:
 
 
 def test_front_matter() -> None:
-    text = b"---\nlibrary_name: mlx\ntags:\n- mlx\n- 'chat'\npipeline_tag: text-generation\nbase_model: [a/b, c/d]\n" \
-           b"model-index:\n  - name: x\n---\n# card\nlibrary_name: not-this\n"  # fmt: skip
+    text = (
+        b"---\nlibrary_name: mlx\ntags:\n- mlx\n- 'chat'\npipeline_tag: text-generation\nbase_model: [a/b, c/d]\n"
+        b"model-index:\n  - name: x\n---\n# card\nlibrary_name: not-this\n"
+    )
     assert read_front_matter(text) == {
-        "library_name": "mlx", "tags": ["mlx", "chat"], "pipeline_tag": "text-generation", "base_model": ["a/b", "c/d"],
-    }  # fmt: skip
+        "library_name": "mlx",
+        "tags": ["mlx", "chat"],
+        "pipeline_tag": "text-generation",
+        "base_model": ["a/b", "c/d"],
+    }
     assert read_front_matter(b"# no front matter\n---\nlibrary_name: mlx\n") == {}
     assert read_front_matter(None) == {}
 

@@ -11,9 +11,9 @@ import pytest
 from benchmarks import cachegen as gen
 from mlxk import _accel
 from mlxk._accel import implementation
-from mlxk.output.contract import list_data
-from mlxk.ops.list import list_models
 from mlxk.cache.scan import CacheLocation
+from mlxk.ops.list import list_models
+from mlxk.output.contract import list_data
 from tests.cachefix import healthy_model, replace_blob, truncate_blob
 from tests.conftest import native_module
 
@@ -25,14 +25,22 @@ def build_zoo(hub: Path) -> None:
     gen.add_model(hub, "org/sharded", gen.mlx_chat_model_files(tensors=12, shards=3))
     gen.add_model(hub, "org/copy-mode", gen.mlx_chat_model_files(tensors=6), links=False)
     gen.add_model(hub, "org/two-snaps", gen.mlx_chat_model_files(tensors=4), commit="a" * 40, ref=None)
-    gen.add_model(hub, "org/two-snaps", gen.mlx_chat_model_files(tensors=5), commit="b" * 40, mtime=gen.OLD_MTIME + 9)
+    gen.add_model(
+        hub, "org/two-snaps", gen.mlx_chat_model_files(tensors=5), commit="b" * 40, mtime=gen.OLD_MTIME + 9
+    )
     (healthy_model(hub, "org/no-config").snapshot / "config.json").unlink()
     replace_blob(healthy_model(hub, "org/bad-config"), "config.json", b"{")
     replace_blob(healthy_model(hub, "org/empty-weights"), "model.safetensors", b"")
     truncate_blob(healthy_model(hub, "org/truncated"), "model.safetensors", -5)
     header = b'{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,9]}}'
-    replace_blob(healthy_model(hub, "org/bad-header"), "model.safetensors", struct.pack("<Q", len(header)) + header + bytes(9))
-    replace_blob(healthy_model(hub, "org/lfs"), "model.safetensors", b"version https://git-lfs.github.com/spec/v1\n")
+    replace_blob(
+        healthy_model(hub, "org/bad-header"),
+        "model.safetensors",
+        struct.pack("<Q", len(header)) + header + bytes(9),
+    )
+    replace_blob(
+        healthy_model(hub, "org/lfs"), "model.safetensors", b"version https://git-lfs.github.com/spec/v1\n"
+    )
     healthy_model(hub, "org/dangling").blob_of("tokenizer.json").unlink()
     sharded = gen.add_model(hub, "org/missing-shard", gen.mlx_chat_model_files(tensors=12, shards=2))
     (sharded.snapshot / "model-00002-of-00002.safetensors").unlink()
@@ -99,6 +107,8 @@ def test_fifos_where_files_belong_do_not_hang_the_scan(hub: Path) -> None:
         os.mkfifo(repo.snapshot / name)
     (repo.repo_dir / "refs" / "main").unlink()
     os.mkfifo(repo.repo_dir / "refs" / "main")
-    proc = subprocess.run([sys.executable, "-c", FIFO_SCAN, str(hub)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", FIFO_SCAN, str(hub)], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     assert "('model.safetensors', 2)" in proc.stdout  # a FIFO has no bytes: reported as empty weights

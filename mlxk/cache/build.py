@@ -39,7 +39,8 @@ def choose_snapshot(
             )
         if len(hits) > 1:
             raise AmbiguousMatch(
-                f"{revision} matches several snapshots of {name}", matches=[f"{name}@{s.commit[:8]}" for s in hits]
+                f"{revision} matches several snapshots of {name}",
+                matches=[f"{name}@{s.commit[:8]}" for s in hits],
             )
         return hits[0], hits[0].commit, None
     main = dict(rec.refs).get("main")
@@ -64,17 +65,31 @@ def _content_size(files: list[FileEntry]) -> int:
 
 
 def _unreadable(rec: RepoRecord, name: str) -> CachedModel:
-    what = "is not a folder" if rec.errno == errno_codes.ENOTDIR else f"cannot be read: {os.strerror(rec.errno)}"
+    what = (
+        "is not a folder" if rec.errno == errno_codes.ENOTDIR else f"cannot be read: {os.strerror(rec.errno)}"
+    )
     return _broken_model(rec, name, None, f"repo folder {rec.dirname} {what}")
 
 
 def _broken_model(rec: RepoRecord, name: str, commit: str | None, problem: str) -> CachedModel:
     return CachedModel(
-        name=name, dirname=rec.dirname, hash=commit, snapshots=tuple(s.commit for s in _newest_first(rec.snapshots)),
-        size_bytes=0, last_modified_ns=0, framework="Unknown", model_type="base", capabilities=(),
-        healthy=False, health_reason=problem, runtime_compatible=False, runtime_reason=None, config=None,
-        files=(), leftovers=Leftovers(tuple(rec.incomplete), tuple(rec.locks)),
-    )  # fmt: skip
+        name=name,
+        dirname=rec.dirname,
+        hash=commit,
+        snapshots=tuple(s.commit for s in _newest_first(rec.snapshots)),
+        size_bytes=0,
+        last_modified_ns=0,
+        framework="Unknown",
+        model_type="base",
+        capabilities=(),
+        healthy=False,
+        health_reason=problem,
+        runtime_compatible=False,
+        runtime_reason=None,
+        config=None,
+        files=(),
+        leftovers=Leftovers(tuple(rec.incomplete), tuple(rec.locks)),
+    )
 
 
 def _runtime_problem(framework: str, config: dict[str, Any] | None, model_type: str) -> str | None:
@@ -103,7 +118,9 @@ def build_model(rec: RepoRecord, revision: str | None = None) -> CachedModel:
     if snap is None:
         return _broken_model(rec, name, commit, problem or "no snapshot")
     if snap.errno:
-        return _broken_model(rec, name, commit, f"snapshot {snap.commit[:8]} cannot be read: {os.strerror(snap.errno)}")
+        return _broken_model(
+            rec, name, commit, f"snapshot {snap.commit[:8]} cannot be read: {os.strerror(snap.errno)}"
+        )
 
     by_path = {f.path: f for f in snap.files}
     config, config_problem = read_config(by_path)
@@ -116,11 +133,20 @@ def build_model(rec: RepoRecord, revision: str | None = None) -> CachedModel:
     runtime = None if health else _runtime_problem(kind.framework, config, kind.model_type)
     last_modified = max([snap.mtime_ns, *(f.lmtime_ns for f in snap.files)])
     return CachedModel(
-        name=name, dirname=rec.dirname, hash=commit,
+        name=name,
+        dirname=rec.dirname,
+        hash=commit,
         snapshots=tuple(s.commit for s in _newest_first(rec.snapshots)),
-        size_bytes=_content_size(snap.files), last_modified_ns=last_modified,
-        framework=kind.framework, model_type=kind.model_type, capabilities=kind.capabilities,
-        healthy=health is None, health_reason=health,
-        runtime_compatible=health is None and runtime is None, runtime_reason=runtime,
-        config=config, files=tuple(snap.files), leftovers=Leftovers(tuple(rec.incomplete), tuple(rec.locks)),
-    )  # fmt: skip
+        size_bytes=_content_size(snap.files),
+        last_modified_ns=last_modified,
+        framework=kind.framework,
+        model_type=kind.model_type,
+        capabilities=kind.capabilities,
+        healthy=health is None,
+        health_reason=health,
+        runtime_compatible=health is None and runtime is None,
+        runtime_reason=runtime,
+        config=config,
+        files=tuple(snap.files),
+        leftovers=Leftovers(tuple(rec.incomplete), tuple(rec.locks)),
+    )

@@ -97,7 +97,9 @@ def _shard_problem(weights: Sequence[FileEntry], has_index: bool) -> str | None:
     return None
 
 
-def integrity_problem(files: Sequence[FileEntry], config_problem: str | None, config_required: bool) -> str | None:
+def integrity_problem(
+    files: Sequence[FileEntry], config_problem: str | None, config_required: bool
+) -> str | None:
     """The first integrity problem of a snapshot, or None when it is healthy."""
     problem = _broken_link(files)
     if problem:

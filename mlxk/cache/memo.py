@@ -8,6 +8,7 @@ never see a half-written file; the last writer wins, and a lost update only cost
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -69,8 +70,6 @@ def save_memo(path: str, body: bytes) -> bool:
         os.replace(tmp, path)
         return True
     except OSError:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         return False

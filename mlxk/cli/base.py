@@ -37,7 +37,7 @@ class MlxkCommand(Command):
             return known.exit_code
         except (KeyboardInterrupt, BrokenPipeError):
             raise
-        except Exception as exc:  # noqa: BLE001 - translate once, at the edge
+        except Exception as exc:
             if os.environ.get("MLXK_DEBUG") == "1":
                 traceback.print_exc()
             bug = InternalError(f"{type(exc).__name__}: {exc}")

@@ -13,8 +13,12 @@ class HealthCommand(MlxkCommand):
     name = "health"
     description = "Check the integrity of cached models (config, weights, shards, safetensors headers)."
     json_command = "health"
-    arguments = [argument("model", "Only models matching this name or pattern (name@<hash> for a snapshot).", optional=True)]  # noqa: RUF012,E501
-    options = [  # noqa: RUF012
+    arguments = [
+        argument(
+            "model", "Only models matching this name or pattern (name@<hash> for a snapshot).", optional=True
+        )
+    ]
+    options = [
         option("strict", None, "Exit with status 1 when any checked model is unhealthy.", flag=True),
         NO_MEMO,
     ]

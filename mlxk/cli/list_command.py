@@ -12,11 +12,16 @@ class ListCommand(MlxkCommand):
     name = "list"
     description = "List the models in the HuggingFace cache, with size, type and health."
     json_command = "list"
-    arguments = [argument("pattern", "Only models whose name contains this (case-insensitive).", optional=True)]  # noqa: RUF012
-    options = [NO_MEMO]  # noqa: RUF012
+    arguments = [
+        argument("pattern", "Only models whose name contains this (case-insensitive).", optional=True)
+    ]
+    options = [NO_MEMO]
 
     def execute_command(self, json_mode: bool) -> int:
         result = list_models(self.location(), self.argument("pattern"))
-        self.emit(json_mode, list_data(result) if json_mode else None,
-                  "" if json_mode else render_list(result, self.style()))  # fmt: skip
+        self.emit(
+            json_mode,
+            list_data(result) if json_mode else None,
+            "" if json_mode else render_list(result, self.style()),
+        )
         return 0

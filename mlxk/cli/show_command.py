@@ -12,16 +12,20 @@ class ShowCommand(MlxkCommand):
     name = "show"
     description = "Show one model: snapshot, size, type, health, metadata."
     json_command = "show"
-    arguments = [argument("model", "Model name (org/name, a unique part of it, or name@<hash prefix>).")]  # noqa: RUF012
-    options = [  # noqa: RUF012
+    arguments = [argument("model", "Model name (org/name, a unique part of it, or name@<hash prefix>).")]
+    options = [
         option("files", None, "List the snapshot's files.", flag=True),
         option("config", None, "Include the whole config.json.", flag=True),
         NO_MEMO,
     ]
 
     def execute_command(self, json_mode: bool) -> int:
-        result = show_model(self.location(), self.argument("model"),
-                            files=bool(self.option("files")), config=bool(self.option("config")))  # fmt: skip
+        result = show_model(
+            self.location(),
+            self.argument("model"),
+            files=bool(self.option("files")),
+            config=bool(self.option("config")),
+        )
         if json_mode:
             self.emit(True, show_data(result), "")
         else:

@@ -18,7 +18,9 @@ class ShowResult:
     with_config: bool
 
 
-def show_model(location: CacheLocation, spec: str, *, files: bool = False, config: bool = False) -> ShowResult:
+def show_model(
+    location: CacheLocation, spec: str, *, files: bool = False, config: bool = False
+) -> ShowResult:
     resolved = resolve(repo_dirnames(location.hub_root), spec, single=True)
     records = scan_records(location, resolved.dirnames)
     if not records:

@@ -21,7 +21,10 @@ _METADATA_KEYS = (
     ("model_type", ("model_type",)),
     ("architecture", ("architectures",)),
     ("quantization", ("quantization",)),
-    ("context_length", ("max_position_embeddings", "max_sequence_length", "seq_length", "n_positions", "n_ctx")),
+    (
+        "context_length",
+        ("max_position_embeddings", "max_sequence_length", "seq_length", "n_positions", "n_ctx"),
+    ),
     ("vocab_size", ("vocab_size",)),
     ("hidden_size", ("hidden_size", "d_model", "n_embd")),
     ("num_attention_heads", ("num_attention_heads", "n_head")),
@@ -29,10 +32,22 @@ _METADATA_KEYS = (
 )
 _FILE_TYPES = (
     ("config", lambda n: n in ("config.json", "generation_config.json")),
-    ("weights", lambda n: n.endswith((".safetensors", ".bin", ".gguf", ".npz", ".pt", ".pth")) or n.endswith(".index.json")),
-    ("tokenizer", lambda n: "tokenizer" in n or n in ("vocab.json", "merges.txt", "special_tokens_map.json", "vocab.txt") or n.startswith("chat_template")),
+    (
+        "weights",
+        lambda n: (
+            n.endswith((".safetensors", ".bin", ".gguf", ".npz", ".pt", ".pth")) or n.endswith(".index.json")
+        ),
+    ),
+    (
+        "tokenizer",
+        lambda n: (
+            "tokenizer" in n
+            or n in ("vocab.json", "merges.txt", "special_tokens_map.json", "vocab.txt")
+            or n.startswith("chat_template")
+        ),
+    ),
     ("readme", lambda n: n.lower().startswith("readme")),
-)  # fmt: skip
+)
 
 
 def utc_timestamp(epoch_ns: int) -> str:
@@ -75,11 +90,15 @@ def health_reason(entry: HealthEntry) -> str:
     notes = []
     if model.leftovers.incomplete_blobs:
         count = len(model.leftovers.incomplete_blobs)
-        notes.append(f"{count} leftover .incomplete blob{'s' if count != 1 else ''} from an interrupted download")
+        notes.append(
+            f"{count} leftover .incomplete blob{'s' if count != 1 else ''} from an interrupted download"
+        )
     if entry.stale_locks:
         notes.append(f"{len(entry.stale_locks)} stale lock file{'s' if len(entry.stale_locks) != 1 else ''}")
     if entry.held_locks:
-        notes.append(f"{len(entry.held_locks)} lock{'s' if len(entry.held_locks) != 1 else ''} held (download in progress?)")
+        notes.append(
+            f"{len(entry.held_locks)} lock{'s' if len(entry.held_locks) != 1 else ''} held (download in progress?)"
+        )
     return "healthy" + (f" ({'; '.join(notes)})" if notes else "")
 
 
@@ -87,13 +106,20 @@ def health_data(result: HealthResult) -> dict[str, Any]:
     healthy: list[dict[str, str]] = []
     unhealthy: list[dict[str, str]] = []
     for entry in result.entries:
-        item = {"name": entry.model.name, "status": "healthy" if entry.model.healthy else "unhealthy",
-                "reason": health_reason(entry)}  # fmt: skip
+        item = {
+            "name": entry.model.name,
+            "status": "healthy" if entry.model.healthy else "unhealthy",
+            "reason": health_reason(entry),
+        }
         (healthy if entry.model.healthy else unhealthy).append(item)
     return {
         "healthy": healthy,
         "unhealthy": unhealthy,
-        "summary": {"total": len(result.entries), "healthy_count": len(healthy), "unhealthy_count": len(unhealthy)},
+        "summary": {
+            "total": len(result.entries),
+            "healthy_count": len(healthy),
+            "unhealthy_count": len(unhealthy),
+        },
     }
 
 
@@ -115,7 +141,9 @@ def model_metadata(config: dict[str, Any] | None) -> dict[str, Any] | None:
         for source in sources:
             value = next((source[c] for c in candidates if c in source), None)
             if value is not None:
-                found[key] = value[0] if key == "architecture" and isinstance(value, list) and value else value
+                found[key] = (
+                    value[0] if key == "architecture" and isinstance(value, list) and value else value
+                )
                 break
     return found
 
@@ -128,8 +156,14 @@ def show_data(result: ShowResult) -> dict[str, Any]:
         "snapshots": list(model.snapshots),
     }
     if result.with_files:
-        data["files"] = [{"name": f.path, "size": human_size(f.size) if f.size >= 0 else "missing",
-                          "type": file_type(f.path)} for f in model.files]  # fmt: skip
+        data["files"] = [
+            {
+                "name": f.path,
+                "size": human_size(f.size) if f.size >= 0 else "missing",
+                "type": file_type(f.path),
+            }
+            for f in model.files
+        ]
     if result.with_config:
         data["config"] = model.config
     return data
@@ -137,4 +171,8 @@ def show_data(result: ShowResult) -> dict[str, Any]:
 
 def version_data(info: VersionInfo) -> dict[str, Any]:
     system = None if info.memory_total_bytes is None else {"memory_total_bytes": info.memory_total_bytes}
-    return {"cli_version": info.cli_version, "json_api_spec_version": info.json_api_spec_version, "system": system}
+    return {
+        "cli_version": info.cli_version,
+        "json_api_spec_version": info.json_api_spec_version,
+        "system": system,
+    }

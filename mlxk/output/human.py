@@ -41,9 +41,14 @@ class Style:
         return self._wrap("2", text)
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], widths_from: Sequence[Sequence[str]]) -> list[str]:
+def _table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], widths_from: Sequence[Sequence[str]]
+) -> list[str]:
     """Left-aligned columns; ``widths_from`` is the uncoloured text used to measure."""
-    widths = [max(len(h), *(len(r[i]) for r in widths_from)) if widths_from else len(h) for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in widths_from)) if widths_from else len(h)
+        for i, h in enumerate(headers)
+    ]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     for shown, plain in zip(rows, widths_from, strict=True):
         cells = [s + " " * (w - len(p)) for s, p, w in zip(shown, plain, widths, strict=True)]
@@ -62,8 +67,14 @@ def render_list(result: ListResult, style: Style, now: float | None = None) -> s
     plain, shown = [], []
     for m in result.models:
         health = "healthy" if m.healthy else "unhealthy"
-        row = [m.name, _short_hash(m), human_size(m.size_bytes),
-               human_age(now - m.last_modified_ns / 1e9) if m.last_modified_ns else "-", m.model_type, health]  # fmt: skip
+        row = [
+            m.name,
+            _short_hash(m),
+            human_size(m.size_bytes),
+            human_age(now - m.last_modified_ns / 1e9) if m.last_modified_ns else "-",
+            m.model_type,
+            health,
+        ]
         plain.append(row)
         shown.append([*row[:5], style.ok(health) if m.healthy else style.bad(health)])
     lines = _table(["NAME", "HASH", "SIZE", "MODIFIED", "TYPE", "HEALTH"], shown, plain)
@@ -93,7 +104,10 @@ def render_show(result: ShowResult, style: Style, now: float | None = None) -> s
         ("Model", style.bold(m.name)),
         ("Snapshot", (m.hash or "-") + (f"  (also: {', '.join(others)})" if others else "")),
         ("Size", human_size(m.size_bytes)),
-        ("Modified", f"{stamp} ({human_age(now - m.last_modified_ns / 1e9)})" if m.last_modified_ns else None),
+        (
+            "Modified",
+            f"{stamp} ({human_age(now - m.last_modified_ns / 1e9)})" if m.last_modified_ns else None,
+        ),
         ("Framework", m.framework),
         ("Type", f"{m.model_type} ({', '.join(m.capabilities)})" if m.capabilities else m.model_type),
         ("Architecture", str(meta["architecture"]) if "architecture" in meta else None),
@@ -106,11 +120,15 @@ def render_show(result: ShowResult, style: Style, now: float | None = None) -> s
     lines = [f"{(label + ':').ljust(width)}  {value}" for label, value in fields if value is not None]
     if result.with_files:
         lines += ["", style.bold("Files:")]
-        rows = [[f.path, human_size(f.size) if f.size >= 0 else "missing", file_type(f.path)] for f in m.files]
+        rows = [
+            [f.path, human_size(f.size) if f.size >= 0 else "missing", file_type(f.path)] for f in m.files
+        ]
         lines += ["  " + line for line in _table(["NAME", "SIZE", "TYPE"], rows, rows)]
     if result.with_config:
         lines += ["", style.bold("config.json:")]
-        config = orjson.dumps(m.config, option=orjson.OPT_INDENT_2).decode() if m.config is not None else "(none)"
+        config = (
+            orjson.dumps(m.config, option=orjson.OPT_INDENT_2).decode() if m.config is not None else "(none)"
+        )
         lines.append(config)
     return "\n".join(lines) + "\n"
 

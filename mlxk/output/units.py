@@ -17,8 +17,13 @@ def human_size(num_bytes: int) -> str:
 
 def human_age(seconds: float) -> str:
     seconds = max(0.0, seconds)
-    for limit, divisor, unit in ((60, 1, "second"), (3600, 60, "minute"), (86400, 3600, "hour"),
-                                 (86400 * 30, 86400, "day"), (86400 * 365, 86400 * 30, "month")):  # fmt: skip
+    for limit, divisor, unit in (
+        (60, 1, "second"),
+        (3600, 60, "minute"),
+        (86400, 3600, "hour"),
+        (86400 * 30, 86400, "day"),
+        (86400 * 365, 86400 * 30, "month"),
+    ):
         if seconds < limit:
             count = int(seconds // divisor)
             return f"{count} {unit}{'s' if count != 1 else ''} ago"

@@ -26,12 +26,18 @@ def validate(envelope: Any) -> None:
 def varied(hub: Path) -> Path:
     healthy_model(hub, "mlx-community/Chat-4bit")
     healthy_model(hub, "mlx-community/Base-4bit", chat=False)
-    bert = {"config.json": b'{"model_type": "bert", "architectures": ["BertModel"]}',
-            "model.safetensors": gen.safetensors_file(gen.tensor_entries(3, "F32")),
-            "modules.json": b"[]", "README.md": gen.readme("sentence-transformers", ["sentence-transformers"])}  # fmt: skip
+    bert = {
+        "config.json": b'{"model_type": "bert", "architectures": ["BertModel"]}',
+        "model.safetensors": gen.safetensors_file(gen.tensor_entries(3, "F32")),
+        "modules.json": b"[]",
+        "README.md": gen.readme("sentence-transformers", ["sentence-transformers"]),
+    }
     gen.add_model(hub, "sentence-transformers/all-MiniLM-L6-v2", bert)
     gen.add_model(hub, "TheBloke/Tiny-GGUF", {"tiny.Q4_0.gguf": b"GGUF" + bytes(60)})
-    torch = {"config.json": gen.llama_config(quantized=False), "model.safetensors": gen.safetensors_file(gen.tensor_entries(3))}
+    torch = {
+        "config.json": gen.llama_config(quantized=False),
+        "model.safetensors": gen.safetensors_file(gen.tensor_entries(3)),
+    }
     gen.add_model(hub, "meta/Llama-torch", torch)
     broken = healthy_model(hub, "org/broken")
     broken.blob_of("model.safetensors").unlink()
@@ -67,8 +73,14 @@ def test_version(cli) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [("show", "zzz"), ("show", "mlx-community"), ("show", "a b"), ("show", "org/broken@ffff"),
-     ("health", "zzz"), ("list", "--nope")],  # fmt: skip
+    [
+        ("show", "zzz"),
+        ("show", "mlx-community"),
+        ("show", "a b"),
+        ("show", "org/broken@ffff"),
+        ("health", "zzz"),
+        ("list", "--nope"),
+    ],
 )
 def test_errors(cli, varied: Path, args: tuple[str, ...]) -> None:
     result = cli(*args, "--json")
