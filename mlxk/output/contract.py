@@ -50,6 +50,14 @@ _FILE_TYPES = (
 )
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
+def commit_or_none(commit: str | None) -> str | None:
+    """A 40-hex commit, as the contract promises; a folder or ref holding anything else is null."""
+    return commit if commit and len(commit) == 40 and _HEX.issuperset(commit) else None
+
+
 def utc_timestamp(epoch_ns: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_ns // 1_000_000_000))
 
@@ -57,7 +65,7 @@ def utc_timestamp(epoch_ns: int) -> str:
 def model_object(model: CachedModel, *, with_quantization: bool = False) -> dict[str, Any]:
     data: dict[str, Any] = {
         "name": model.name,
-        "hash": model.hash,
+        "hash": commit_or_none(model.hash),
         "size_bytes": model.size_bytes,
         "last_modified": utc_timestamp(model.last_modified_ns),
         "framework": model.framework,

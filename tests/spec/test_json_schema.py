@@ -42,6 +42,9 @@ def varied(hub: Path) -> Path:
     broken = healthy_model(hub, "org/broken")
     broken.blob_of("model.safetensors").unlink()
     (hub / "models--org--garbage").write_bytes(b"junk")
+    gen.add_model(hub, "org/odd-snapshot", gen.mlx_chat_model_files(tensors=3), commit="not-a-commit", ref=None)
+    garbage_ref = healthy_model(hub, "org/garbage-ref")
+    (garbage_ref.repo_dir / "refs" / "main").write_text("this is no commit\n")
     return hub
 
 
@@ -58,7 +61,13 @@ def test_list(cli, varied: Path) -> None:
 def test_health(cli, varied: Path) -> None:
     out = cli("health", "--json").json()
     validate(out)
-    assert out["data"]["summary"]["unhealthy_count"] == 2
+    assert out["data"]["summary"]["unhealthy_count"] == 3
+
+
+def test_hash_is_null_unless_a_commit(cli, varied: Path) -> None:
+    models = {m["name"]: m for m in cli("list", "--json").json()["data"]["models"]}
+    assert models["org/odd-snapshot"]["hash"] is None and models["org/odd-snapshot"]["health"] == "healthy"
+    assert models["org/garbage-ref"]["hash"] is None and models["org/garbage-ref"]["health"] == "unhealthy"
 
 
 @pytest.mark.parametrize("flags", [(), ("--files",), ("--config",), ("--files", "--config")])
