@@ -42,7 +42,9 @@ def varied(hub: Path) -> Path:
     broken = healthy_model(hub, "org/broken")
     broken.blob_of("model.safetensors").unlink()
     (hub / "models--org--garbage").write_bytes(b"junk")
-    gen.add_model(hub, "org/odd-snapshot", gen.mlx_chat_model_files(tensors=3), commit="not-a-commit", ref=None)
+    gen.add_model(
+        hub, "org/odd-snapshot", gen.mlx_chat_model_files(tensors=3), commit="not-a-commit", ref=None
+    )
     garbage_ref = healthy_model(hub, "org/garbage-ref")
     (garbage_ref.repo_dir / "refs" / "main").write_text("this is no commit\n")
     return hub
