@@ -140,6 +140,8 @@ def test_health_json_and_strict_exit_code(cli, two_models: Path) -> None:
         {"name": "mlx-community/Llama-3.2-1B-4bit", "status": "unhealthy", "reason": "config.json is missing"}
     ]
     assert cli("health", "--strict").exit_code == 1
+    quiet = cli("health", "--strict", "-q")
+    assert quiet.exit_code == 1 and quiet.stdout == ""
     assert cli("health", "qwen", "--strict").exit_code == 0
     assert cli("health", "zzz", "--json").json()["error"]["type"] == "model_not_found"
 

@@ -57,7 +57,7 @@ class MlxkCommand(Command):
     def emit(self, json_mode: bool, data: Any, text: str) -> None:
         if json_mode:
             write_json(self.json_command, data)
-        else:
+        elif not self.io.output.is_quiet():  # -q: only the exit code speaks (e.g. health --strict -q)
             write_text(text)
 
     def location(self) -> CacheLocation:
