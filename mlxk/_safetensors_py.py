@@ -464,6 +464,16 @@ class _Reference:
         self.i = i + 1
         return "".join(parts)
 
+    def _required_digits(self, i: int) -> int:
+        """The end of the run of digits that must start at ``i`` (after '.', 'e', 'e+'...)."""
+        if i >= self.n:
+            raise _Reject(HEADER_JSON, self.n)
+        match = _DIGITS.match(self.h, i)
+        assert match is not None
+        if match.end() == i:
+            raise _Reject(HEADER_JSON, i)
+        return match.end()
+
     def number(self) -> int | None:
         """Scans the number at i (a '-' or a digit): its value if a plain u64, else None."""
         h, n = self.h, self.n
@@ -486,26 +496,13 @@ class _Reference:
         digits = h[start:i]
         if i < n and h[i] == ord("."):
             ok = False
-            i += 1
-            if i >= n:
-                raise _Reject(HEADER_JSON, n)
-            match = _DIGITS.match(h, i)
-            assert match is not None
-            if match.end() == i:
-                raise _Reject(HEADER_JSON, i)
-            i = match.end()
+            i = self._required_digits(i + 1)
         if i < n and h[i] in b"eE":
             ok = False
             i += 1
             if i < n and h[i] in b"+-":
                 i += 1
-            if i >= n:
-                raise _Reject(HEADER_JSON, n)
-            match = _DIGITS.match(h, i)
-            assert match is not None
-            if match.end() == i:
-                raise _Reject(HEADER_JSON, i)
-            i = match.end()
+            i = self._required_digits(i)
         self.i = i
         # more than 20 digits never fits 64 bits (and int() of 5000 digits would be refused)
         if not ok or len(digits) > 20:

@@ -54,28 +54,24 @@ def test_layers_import_one_way() -> None:
     assert offenders == []
 
 
+def native_flag(env: dict[str, str]) -> str:
+    """What ``mlxk.NATIVE`` says in a fresh interpreter with ``env``."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "import mlxk; print(mlxk.NATIVE)"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    return proc.stdout.strip()
+
+
 def test_native_core_is_used_when_required() -> None:
     """Guard: where CI expects the compiled core, the fallback must not load silently."""
     if os.environ.get("MLXK_REQUIRE_NATIVE") != "1":
         pytest.skip("MLXK_REQUIRE_NATIVE is not set")
-    env = {k: v for k, v in os.environ.items() if k != "MLXK_NO_EXTENSIONS"}
-    proc = subprocess.run(
-        [sys.executable, "-c", "import mlxk; print(mlxk.NATIVE)"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    assert proc.stdout.strip() == "True"
+    assert native_flag({k: v for k, v in os.environ.items() if k != "MLXK_NO_EXTENSIONS"}) == "True"
 
 
 def test_no_extensions_env_forces_the_twin() -> None:
-    env = {**os.environ, "MLXK_NO_EXTENSIONS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-c", "import mlxk; print(mlxk.NATIVE)"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    assert proc.stdout.strip() == "False"
+    assert native_flag({**os.environ, "MLXK_NO_EXTENSIONS": "1"}) == "False"
