@@ -179,7 +179,7 @@ def test_held_lock_is_reported_as_held(hub: Path) -> None:
     with open(lock, "rb") as holder:
         fcntl.flock(holder, fcntl.LOCK_EX)
         pid = os.fork()
-        if pid == 0:  # a second process is needed: flock locks of one process don't conflict
+        if pid == 0:  # probe from another process, as a real downloader would be
             os._exit(0 if check_health(location(hub)).entries[0].held_locks == ("x.lock",) else 1)
         _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 0

@@ -81,11 +81,23 @@ def test_corrupt_memo_file_is_ignored(hub: Path) -> None:
     assert memo.load_memo(path) != b""
 
 
-def test_save_is_atomic_and_survives_unwritable_dir(tmp_path: Path) -> None:
+def test_save_replaces_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The old memo stays whole until the new one is complete: a write that fails before the
+    rename leaves the previous file untouched and no temporary file behind."""
     target = tmp_path / "m" / "memo.bin"
-    assert memo.save_memo(str(target), b"")
-    assert target.read_bytes() == memo.MAGIC
-    assert [p.name for p in target.parent.iterdir()] == ["memo.bin"]  # no temp file left behind
+    assert memo.save_memo(str(target), b"A" * RECORD.size)
+    assert target.read_bytes() == memo.MAGIC + b"A" * RECORD.size
+
+    def failing_replace(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    assert not memo.save_memo(str(target), b"B" * RECORD.size)
+    assert target.read_bytes() == memo.MAGIC + b"A" * RECORD.size
+    assert [p.name for p in target.parent.iterdir()] == ["memo.bin"]
+
+
+def test_unwritable_memo_folder_is_not_an_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert not memo.save_memo(str(blocker / "memo.bin"), b"")

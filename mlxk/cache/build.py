@@ -11,7 +11,7 @@ from mlxk.cache.detect import detect_kind
 from mlxk.cache.frontmatter import read_front_matter
 from mlxk.cache.integrity import integrity_problem, read_config
 from mlxk.cache.model import CachedModel, Leftovers
-from mlxk.cache.names import dirname_to_name, name_problem
+from mlxk.cache.names import dirname_to_name, is_commit, name_problem
 from mlxk.cache.runtime import mlx_lm_support
 from mlxk.errors import AmbiguousMatch, HashNotFound
 
@@ -35,7 +35,7 @@ def choose_snapshot(
         if not hits:
             raise HashNotFound(
                 f"{name} has no snapshot starting with {revision}",
-                available_hashes=[s.commit[:8] for s in ordered],
+                available_hashes=[s.commit[:8] for s in ordered if is_commit(s.commit)],
             )
         if len(hits) > 1:
             raise AmbiguousMatch(
@@ -109,7 +109,7 @@ def _runtime_problem(framework: str, config: dict[str, Any] | None, model_type: 
 
 
 def build_model(rec: RepoRecord, revision: str | None = None) -> CachedModel:
-    name = dirname_to_name(rec.dirname)
+    name = dirname_to_name(rec.dirname) or rec.dirname  # "models--" alone still needs a name
     if rec.errno:
         return _unreadable(rec, name)
     if name_problem(name):

@@ -3,6 +3,7 @@ the tokenizer files of a snapshot."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,8 @@ AUDIO_PIPELINES = frozenset({"automatic-speech-recognition", "text-to-speech", "
 VISION_PIPELINES = frozenset({"image-text-to-text", "image-to-text", "visual-question-answering"})
 SENTENCE_TRANSFORMER_FILES = ("modules.json", "sentence_bert_config.json")
 CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
-CHAT_NAME_HINTS = ("instruct", "-chat", "_chat", "-it", "-rlhf", "-dpo", "-sft")
+# name parts that mark a chat-tuned model: "-Instruct", "-chat", "-it" (not "-Italian")
+CHAT_NAME_HINT = re.compile(r"(?:^|[-_.])(?:instruct|chat|it|rlhf|dpo|sft)(?:$|[-_.\d])", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +35,7 @@ def detect_framework(
 ) -> str:
     if ".gguf" in weight_suffixes and ".safetensors" not in weight_suffixes:
         return "GGUF"
-    library = str(front.get("library_name") or "").lower()
+    library = " ".join(as_list(front.get("library_name"))).lower()
     tags = {t.lower() for t in as_list(front.get("tags"))}
     org = name.split("/", 1)[0].lower() if "/" in name else ""
     # mlx-lm writes its quantization settings as "quantization"; transformers uses "quantization_config"
@@ -81,8 +83,7 @@ def _has_vision(config: Mapping[str, Any], front: Mapping[str, Any], file_names:
 def _is_chat(name: str, has_chat_template: bool, file_names: Collection[str]) -> bool:
     if has_chat_template or any(f in file_names for f in CHAT_TEMPLATE_FILES):
         return True
-    short = name.rsplit("/", 1)[-1].lower()
-    return any(hint in short for hint in CHAT_NAME_HINTS)
+    return CHAT_NAME_HINT.search(name.rsplit("/", 1)[-1]) is not None
 
 
 def detect_kind(

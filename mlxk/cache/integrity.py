@@ -58,12 +58,20 @@ def _bad_weights(weights: Sequence[FileEntry]) -> str | None:
     return None
 
 
+def _folder(path: str) -> str:
+    return path.rpartition("/")[0]
+
+
 def _index_problem(files: Sequence[FileEntry], paths: set[str]) -> str | None:
+    """An index naming a shard that is not beside it. The scan reads top-level indexes only
+    (nested ones, as in diffusers layouts, only count as present)."""
     for f in files:
-        if "/" in f.path or not f.path.endswith(".index.json") or not f.exists:
+        if not f.path.endswith(".index.json") or not f.exists:
             continue
         if f.content is None:
-            return f"{f.path} cannot be read" if f.check == codes.IO_ERROR else None
+            if f.check == codes.IO_ERROR:
+                return f"{f.path} cannot be read"
+            continue
         try:
             index = orjson.loads(f.content)
         except orjson.JSONDecodeError:
@@ -74,26 +82,34 @@ def _index_problem(files: Sequence[FileEntry], paths: set[str]) -> str | None:
         try:
             shards = set(weight_map.values())
         except TypeError:  # a list or object where a file name belongs
+            shards = {None}
+        if not all(isinstance(s, str) and s for s in shards):
             return f"{f.path} has a weight_map value that is not a file name"
-        for shard in sorted(s for s in shards if isinstance(s, str)):
-            if shard not in paths:
+        folder = _folder(f.path)
+        for shard in sorted(shards):
+            if (f"{folder}/{shard}" if folder else shard) not in paths:
                 return f"{f.path} names {shard}, which is missing"
     return None
 
 
-def _shard_problem(weights: Sequence[FileEntry], has_index: bool) -> str | None:
-    groups: dict[tuple[str, str, int], set[int]] = {}
+def _shard_problem(weights: Sequence[FileEntry], index_folders: set[str]) -> str | None:
+    """Numbered shards (``x-00001-of-00003``) need an index in their folder and no gaps."""
+    groups: dict[tuple[str, str, str, int], set[int]] = {}
     for f in weights:
-        match = _SHARD.match(f.path)
+        folder, _, name = f.path.rpartition("/")
+        match = _SHARD.match(name)
         if match:
-            key = (match["stem"], match["ext"], int(match["total"]))
+            key = (folder, match["stem"], match["ext"], int(match["total"]))
             groups.setdefault(key, set()).add(int(match["index"]))
-    for (stem, ext, total), present in sorted(groups.items()):
-        if not has_index:
-            return f"sharded weights {stem}-*-of-{total:05d}.{ext} have no index file"
+    for (folder, stem, ext, total), present in sorted(groups.items()):
+        where = f"{folder}/" if folder else ""
+        if folder not in index_folders:
+            return f"sharded weights {where}{stem}-*-of-{total:05d}.{ext} have no index file"
+        if total == 0 or max(present) > total or min(present) == 0:
+            return f"sharded weights {where}{stem}-*-of-{total:05d}.{ext} are numbered outside 1..{total}"
         for number in range(1, total + 1):
             if number not in present:
-                return f"shard {stem}-{number:05d}-of-{total:05d}.{ext} is missing"
+                return f"shard {where}{stem}-{number:05d}-of-{total:05d}.{ext} is missing"
     return None
 
 
@@ -114,5 +130,5 @@ def integrity_problem(
     problem = _index_problem(files, paths)
     if problem:
         return problem
-    has_index = any(f.path.endswith(".index.json") for f in files if "/" not in f.path)
-    return _shard_problem(weights, has_index)
+    index_folders = {_folder(f.path) for f in files if f.path.endswith(".index.json")}
+    return _shard_problem(weights, index_folders)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 try:
     import fcntl
@@ -18,11 +19,14 @@ def lock_is_held(path: str) -> bool:
     """
     if fcntl is None:
         return False
+    flags = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, flags)  # non-blocking: a FIFO planted in .locks must not hang health
     except OSError:
         return False
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False  # only a regular file is a lock huggingface_hub would take
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return True

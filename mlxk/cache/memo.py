@@ -25,6 +25,14 @@ MAGIC = b"MLXKMEMO\x01\x00\x00\x00"
 RACY_WINDOW_NS = 2_000_000_000
 
 
+def memo_allowed(cache_dir: str, hub_root: str) -> bool:
+    """False when mlxk's cache folder would fall inside the hub folder (e.g. HF_HUB_CACHE set to
+    XDG_CACHE_HOME): huggingface_hub would then report the memo as a corrupt repo."""
+    hub = os.path.realpath(hub_root)
+    own = os.path.realpath(cache_dir)
+    return own != hub and not own.startswith(hub.rstrip(os.sep) + os.sep)
+
+
 def memo_path(cache_dir: str, hub_root: str) -> str:
     key = hashlib.sha256(os.path.realpath(hub_root).encode("utf-8", "surrogateescape")).hexdigest()[:20]
     return os.path.join(cache_dir, f"memo-{key}.bin")

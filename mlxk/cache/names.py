@@ -33,6 +33,18 @@ def name_problem(name: str) -> str | None:
     return None
 
 
+_PATTERN = re.compile(r"[A-Za-z0-9_.\-/]+")
+
+
+def validate_pattern(pattern: str) -> str:
+    """A search pattern (part of a name) may have any of a name's characters anywhere."""
+    if not pattern or len(pattern) > MAX_NAME_LENGTH or not _PATTERN.fullmatch(pattern):
+        raise ValidationError(
+            f"invalid model pattern {pattern!r}: use ASCII letters, digits, '-', '_', '.' and '/'"
+        )
+    return pattern
+
+
 def validate_name(name: str) -> str:
     problem = name_problem(name)
     if problem is not None:
@@ -53,6 +65,24 @@ def split_revision(spec: str) -> tuple[str, str | None]:
 def dirname_to_name(dirname: str) -> str:
     """``models--org--name`` -> ``org/name`` (every ``--`` is a ``/``)."""
     return dirname[len(REPO_PREFIX) :].replace("--", "/")
+
+
+def display_text(text: str) -> str:
+    """``text`` with undecodable bytes (surrogate escapes from the filesystem) as U+FFFD, so a
+    stray non-UTF-8 file name can be printed and JSON-encoded instead of failing the command."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return text
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def is_commit(text: str | None) -> bool:
+    """A full 40-hex commit hash (lower case, as the cache stores them)."""
+    return text is not None and len(text) == 40 and _HEX.issuperset(text)
 
 
 def name_to_dirname(name: str) -> str:

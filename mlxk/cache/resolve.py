@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlxk.cache.names import dirname_to_name, split_revision, validate_name
+from mlxk.cache.names import dirname_to_name, split_revision, validate_name, validate_pattern
 from mlxk.errors import AmbiguousMatch, ModelNotFound, ValidationError
 
 
@@ -40,7 +40,10 @@ def resolve(dirnames: list[str], spec: str, *, single: bool) -> Resolved:
     if _is_local_path(spec):
         raise ValidationError(f"{spec!r} is a local path; this command works on models in the HF cache")
     name, revision = split_revision(spec)
-    validate_name(name)
+    if single:
+        validate_name(name)
+    else:
+        validate_pattern(name)
     found = matching_dirnames(dirnames, name)
     if not found:
         raise ModelNotFound(f"no model in the cache matches {name!r}")

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from mlxk import _accel
 from mlxk._records import RepoRecord
 from mlxk.cache.build import build_model
-from mlxk.cache.memo import load_memo, memo_path, merge, save_memo
+from mlxk.cache.memo import load_memo, memo_allowed, memo_path, merge, save_memo
 from mlxk.cache.model import CachedModel
 from mlxk.cache.names import REPO_PREFIX
+from mlxk.errors import CacheNotFound, PermissionDenied
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,21 +22,25 @@ class CacheLocation:
 
 
 def repo_dirnames(hub_root: str) -> list[str]:
-    """The ``models--*`` entries of the hub folder; empty when the folder does not exist."""
+    """The ``models--*`` entries of the hub folder; empty when the folder does not exist yet
+    (an empty cache, not an error). Any other failure to read it is a filesystem error."""
     try:
         with os.scandir(hub_root) as entries:
             return sorted(e.name for e in entries if e.name.startswith(REPO_PREFIX))
     except FileNotFoundError:
         return []
-    except NotADirectoryError:
-        return []
+    except PermissionError as exc:
+        raise PermissionDenied(f"cannot read the cache folder {hub_root}: {exc.strerror}") from exc
+    except OSError as exc:
+        raise CacheNotFound(f"cannot read the cache folder {hub_root}: {exc.strerror}") from exc
 
 
 def scan_records(location: CacheLocation, dirnames: Iterable[str] | None = None) -> list[RepoRecord]:
     names = repo_dirnames(location.hub_root) if dirnames is None else sorted(dirnames)
     if not names:
         return []
-    path = memo_path(location.memo_dir, location.hub_root) if location.memo_dir else None
+    use_memo = location.memo_dir is not None and memo_allowed(location.memo_dir, location.hub_root)
+    path = memo_path(location.memo_dir, location.hub_root) if location.memo_dir and use_memo else None
     body = load_memo(path) if path else b""
     records, fresh = _accel.impl.scan_cache(location.hub_root, names, body, 0)
     if path and fresh:

@@ -18,7 +18,7 @@ from cleo.loaders.factory_command_loader import FactoryCommandLoader
 
 from mlxk._version import __version__
 from mlxk.errors import ValidationError
-from mlxk.output.emit import write_error, write_json
+from mlxk.output.emit import write_error, write_json, write_text
 
 
 def _list() -> Command:
@@ -66,6 +66,22 @@ class MlxkApplication(Application):
         definition = super()._default_definition
         definition.add_option(Option("--json", flag=True, description="Print one JSON envelope on stdout."))
         return definition
+
+    def _run(self, io: IO) -> int:
+        # --version mixed with other flags (the plain forms never get here): same output as the fast path
+        if io.input.has_parameter_option(["--version", "-V"], True):
+            from mlxk._accel import NATIVE
+            from mlxk.ops.version import version_info
+            from mlxk.output.contract import version_data
+            from mlxk.output.human import render_version
+
+            info = version_info(NATIVE)
+            if io.input.has_parameter_option("--json", True):
+                write_json("version", version_data(info))
+            elif not io.output.is_quiet():
+                write_text(render_version(info))
+            return 0
+        return int(super()._run(io))
 
     def render_error(self, error: Exception, io: IO) -> None:
         """Usage errors (unknown option, missing argument): the envelope under --json, else a message."""

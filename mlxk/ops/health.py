@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from mlxk._records import RepoRecord
 from mlxk.cache.build import build_model
 from mlxk.cache.locks import lock_is_held
 from mlxk.cache.model import CachedModel
 from mlxk.cache.resolve import resolve
 from mlxk.cache.scan import CacheLocation, repo_dirnames, scan_records
+from mlxk.errors import HashNotFound
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,21 @@ def _held_locks(location: CacheLocation, model: CachedModel) -> tuple[str, ...]:
     return tuple(lock for lock in model.leftovers.lock_files if lock_is_held(os.path.join(base, lock)))
 
 
+def _models_at_revision(records: list[RepoRecord], revision: str | None) -> list[CachedModel]:
+    """Every record's model; with ``name@hex``, only the matches that have such a snapshot."""
+    if revision is None:
+        return [build_model(rec) for rec in records]
+    models, missing = [], []
+    for rec in records:
+        try:
+            models.append(build_model(rec, revision))
+        except HashNotFound as exc:
+            missing.append(exc)
+    if not models and missing:
+        raise missing[0]
+    return models
+
+
 def check_health(location: CacheLocation, pattern: str | None = None) -> HealthResult:
     dirnames = repo_dirnames(location.hub_root)
     revision = None
@@ -43,5 +60,5 @@ def check_health(location: CacheLocation, pattern: str | None = None) -> HealthR
         resolved = resolve(dirnames, pattern, single=False)
         dirnames, revision = resolved.dirnames, resolved.revision
     records = scan_records(location, dirnames) if dirnames else []
-    models = sorted((build_model(rec, revision) for rec in records), key=lambda m: m.name)
+    models = sorted(_models_at_revision(records, revision), key=lambda m: m.name)
     return HealthResult(tuple(HealthEntry(m, _held_locks(location, m)) for m in models))

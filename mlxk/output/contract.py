@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from mlxk.cache.names import is_commit
 from mlxk.output.units import human_size
 
 if TYPE_CHECKING:  # the version fast path imports this module; keep it light
@@ -50,16 +51,18 @@ _FILE_TYPES = (
 )
 
 
-_HEX = frozenset("0123456789abcdef")
+# The contract's timestamp has a 4-digit year: clamp what odd filesystems can store to it.
+_LATEST_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
 
 
 def commit_or_none(commit: str | None) -> str | None:
     """A 40-hex commit, as the contract promises; a folder or ref holding anything else is null."""
-    return commit if commit and len(commit) == 40 and _HEX.issuperset(commit) else None
+    return commit if is_commit(commit) else None
 
 
 def utc_timestamp(epoch_ns: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_ns // 1_000_000_000))
+    seconds = min(max(epoch_ns // 1_000_000_000, 0), _LATEST_SECONDS)
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def model_object(model: CachedModel, *, with_quantization: bool = False) -> dict[str, Any]:
@@ -139,6 +142,17 @@ def file_type(path: str) -> str:
     return "other"
 
 
+def _metadata_value(key: str, value: Any) -> Any:
+    """The value in the type the contract gives it, or None when config.json has something else."""
+    if key == "architecture" and isinstance(value, list):
+        value = value[0] if value else None
+    if key in ("model_type", "architecture"):
+        return value if isinstance(value, str) else None
+    if key == "quantization":
+        return value if isinstance(value, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def model_metadata(config: dict[str, Any] | None) -> dict[str, Any] | None:
     if config is None:
         return None
@@ -147,11 +161,9 @@ def model_metadata(config: dict[str, Any] | None) -> dict[str, Any] | None:
     found: dict[str, Any] = {}
     for key, candidates in _METADATA_KEYS:
         for source in sources:
-            value = next((source[c] for c in candidates if c in source), None)
+            value = _metadata_value(key, next((source[c] for c in candidates if c in source), None))
             if value is not None:
-                found[key] = (
-                    value[0] if key == "architecture" and isinstance(value, list) and value else value
-                )
+                found[key] = value
                 break
     return found
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from mlxk.cache.names import display_text
 from mlxk.errors import MlxkError
 
 
@@ -17,7 +18,21 @@ def envelope(command: str, data: Any, error: MlxkError | None = None) -> bytes:
         "data": data,
         "error": error.to_json() if error else None,
     }
-    return orjson.dumps(body, option=orjson.OPT_APPEND_NEWLINE)
+    try:
+        return orjson.dumps(body, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        # a file or folder name that is not UTF-8 (surrogate escapes): print it with U+FFFD
+        return orjson.dumps(_displayable(body), option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _displayable(value: Any) -> Any:
+    if isinstance(value, str):
+        return display_text(value)
+    if isinstance(value, dict):
+        return {display_text(k): _displayable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_displayable(v) for v in value]
+    return value
 
 
 def write_json(command: str, data: Any, error: MlxkError | None = None) -> None:
@@ -28,12 +43,12 @@ def write_json(command: str, data: Any, error: MlxkError | None = None) -> None:
 
 
 def write_text(text: str) -> None:
-    sys.stdout.write(text)
+    sys.stdout.write(display_text(text))
     sys.stdout.flush()
 
 
 def write_error(message: str) -> None:
-    sys.stderr.write(f"Error: {message}\n")
+    sys.stderr.write(f"Error: {display_text(message)}\n")
     sys.stderr.flush()
 
 
