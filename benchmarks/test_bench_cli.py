@@ -44,6 +44,18 @@ def test_mlxk(benchmark, bench_root: Path, medians: Medians, models: int, comman
 
 
 @pytest.mark.parametrize("models", SIZES)
+def test_mlxk_list_pure_python(benchmark, bench_root: Path, medians: Medians, models: int) -> None:
+    """The same ``mlxk list --json`` (memo warm) on the pure-Python twin."""
+    hub = cache_of(bench_root, models)
+    env = process_env(hub, bench_root / "memo", MLXK_NO_EXTENSIONS="1")
+    args = mlxk_command("list", "--json")
+    proc = subprocess.run(args, capture_output=True, env=env, check=False)
+    assert proc.returncode == 0 and b'"status":"success"' in proc.stdout, proc.stderr
+    benchmark.pedantic(run_quietly, args=(args, env), rounds=3, iterations=1)
+    medians.record(f"list-memo-python-{models}", benchmark)
+
+
+@pytest.mark.parametrize("models", SIZES)
 def test_hf_scan_cache_dir_in_process(benchmark, bench_root: Path, medians: Medians, models: int) -> None:
     from huggingface_hub import scan_cache_dir
 
@@ -69,20 +81,23 @@ def test_version(benchmark, medians: Medians) -> None:
 # models, CI) carries the fixed start-up cost of the interpreter and cleo (~70 ms), so its
 # limits are looser, set with headroom over the measured values.
 LIMITS = {
-    "quick": {"list/find": 3.0, "health/find": 4.0, "hf/list": 1.5, "version_ms": 60.0},
-    "full": {"list/find": 1.5, "health/find": 3.0, "hf/list": 3.0, "version_ms": 60.0},
+    "quick": {"list/find": 3.0, "health/find": 4.0, "hf/list": 1.5, "twin/native": 1.2, "version_ms": 60.0},
+    "full": {"list/find": 1.5, "health/find": 3.0, "hf/list": 3.0, "twin/native": 1.5, "version_ms": 60.0},
 }
 
 
 def test_ratios(medians: Medians) -> None:
     models = SIZES[-1]
     values = medians.values
+    if f"list-memo-{models}" not in values:
+        pytest.skip("run the whole module: the ratios need the medians its other benchmarks record")
     rows = {
         "list/find": medians.ratio(f"list-memo-{models}", f"find-{models}"),
         "list(no memo)/find": medians.ratio(f"list-no-memo-{models}", f"find-{models}"),
         "health/find": medians.ratio(f"health-memo-{models}", f"find-{models}"),
         "health(no memo)/find": medians.ratio(f"health-no-memo-{models}", f"find-{models}"),
         "hf/list": medians.ratio(f"hf-{models}", f"list-memo-{models}"),
+        "twin/native": medians.ratio(f"list-memo-python-{models}", f"list-memo-{models}"),
         "version_ms": (values["version"] - values["python"]) * 1000,
     }
     print(f"\n{models} models, medians (s): " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(values.items())))
@@ -91,4 +106,5 @@ def test_ratios(medians: Medians) -> None:
     assert rows["list/find"] <= limits["list/find"]
     assert rows["health/find"] <= limits["health/find"]
     assert rows["hf/list"] >= limits["hf/list"]
+    assert rows["twin/native"] >= limits["twin/native"]
     assert rows["version_ms"] <= limits["version_ms"]
