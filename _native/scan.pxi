@@ -21,7 +21,7 @@
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort
 from libc.string cimport memcmp, memcpy, memset, strlen
-from libc.errno cimport EINTR, EIO, EISDIR, ENAMETOOLONG, ENOMEM, ENOTDIR, errno
+from libc.errno cimport EINTR, EIO, EISDIR, ENAMETOOLONG, ENOENT, ENOMEM, ENOTDIR, errno
 from posix.fcntl cimport AT_FDCWD, AT_SYMLINK_NOFOLLOW, O_CLOEXEC, O_DIRECTORY, O_NONBLOCK, O_RDONLY, openat
 from posix.stat cimport S_ISDIR, S_ISLNK, S_ISREG, fstat, fstatat, stat, struct_stat
 from posix.unistd cimport close, read, sysconf
@@ -848,16 +848,26 @@ cdef int sc_scan_dir(ScCtx* c, int at_fd, const char* path, size_t dir_len, size
     cdef ScListing lst
     cdef ScName* nm
     cdef struct_stat st
-    cdef size_t i, full
+    cdef size_t i, full, stop
+    cdef int nested
     cdef int e = sc_list(c, at_fd, path, SC_LIST_ALL, &lst)
     if e:
         sc_release(&c.scratch, m)
         return e
+    stop = lst.n
     for i in range(lst.n):
         nm = &lst.names[i]
         full = sc_join(c, dir_len, nm.s, nm.len)
-        if full == 0 or fstatat(lst.fd, nm.s, &st, AT_SYMLINK_NOFOLLOW) != 0:
-            continue  # vanished (or a path the twin could not stat)
+        if full == 0:
+            continue  # a path too long for the twin to stat
+        if fstatat(lst.fd, nm.s, &st, AT_SYMLINK_NOFOLLOW) != 0:
+            if errno == ENOENT:
+                continue  # vanished while we looked
+            # listable but not searchable (EACCES) and the like: the snapshot cannot be read,
+            # which is not the same as its files being missing
+            e = errno
+            stop = i
+            break
         if S_ISDIR(st.st_mode):
             if depth < SC_MAX_DEPTH:
                 nm.what = SC_DIR
@@ -867,15 +877,16 @@ cdef int sc_scan_dir(ScCtx* c, int at_fd, const char* path, size_t dir_len, size
             nm.what = SC_LEAF
     sc_close(&lst)
     c.path[dir_len] = 0
-    for i in range(lst.n):
+    for i in range(stop):
         nm = &lst.names[i]
         if nm.what == SC_LEAF:
             sc_append(&snap.files, <ScNode*>nm.item)
         elif nm.what == SC_DIR:
             full = sc_join(c, dir_len, nm.s, nm.len)
-            e = sc_scan_dir(c, AT_FDCWD, c.path, full, rel_start, depth + 1, snap)
+            nested = sc_scan_dir(c, AT_FDCWD, c.path, full, rel_start, depth + 1, snap)
             c.path[dir_len] = 0
-            if e:
+            if nested:
+                e = nested  # the twin stops at the first folder it cannot read, in order
                 break
     sc_release(&c.scratch, m)
     return e

@@ -172,8 +172,12 @@ def _scan_dir(
         full = os.path.join(path, entry)
         try:
             lst = os.lstat(full)
-        except OSError:
+        except FileNotFoundError:
             continue  # vanished while we looked
+        except OSError as exc:
+            if exc.errno == errno_codes.ENAMETOOLONG:
+                continue
+            raise  # listable but not searchable (EACCES): the snapshot cannot be read
         if stat.S_ISDIR(lst.st_mode):
             if depth < MAX_DEPTH:
                 _scan_dir(full, prefix + entry + "/", depth + 1, memo, fresh, out)
