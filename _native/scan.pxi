@@ -831,7 +831,8 @@ cdef ScFile* sc_file(ScCtx* c, int dfd, const ScName* nm, const char* rel, size_
         if not sc_memo_find(&c.sh.memo, f, f.kind):
             sc_check_weights(c, dfd, nm.s, sp, f)
             f.fresh = 1
-    elif top:
+    elif top or sc_ends_with(nm.s, nm.len, ".index.json", 11):
+        # top-level small files, and shard indexes at any depth (diffusers-style subfolders)
         sc_read_small(c, dfd, nm.s, nm.len, sp, f)
     return f
 

@@ -220,7 +220,8 @@ def _file_entry(
         else:
             check, detail = _check_weights(full, size, kind)
             fresh.append(CheckResult(st.st_dev, st.st_ino, size, st.st_mtime_ns, kind, check, detail))
-    elif top_level:
+    elif top_level or name.endswith(".index.json"):
+        # top-level small files, and shard indexes at any depth (diffusers-style subfolders)
         check, detail, content, flags = _read_small_file(full, name, size)
     return FileEntry(
         rel,

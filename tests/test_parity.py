@@ -49,6 +49,7 @@ def build_zoo(hub: Path) -> None:
     nested = gen.mlx_chat_model_files(tensors=3)
     nested["1_Pooling/config.json"] = b"{}"
     nested["onnx/model.onnx"] = b"onnx"
+    nested["unet/model.safetensors.index.json"] = b'{"weight_map": {"w": "gone.safetensors"}}'
     gen.add_model(hub, "org/nested", nested)
     leftovers = healthy_model(hub, "org/leftovers")
     (leftovers.repo_dir / "blobs" / "f.incomplete").write_bytes(b"xx")

@@ -100,9 +100,14 @@ def test_nested_shards_follow_their_own_index(cli, hub: Path) -> None:
     files["text_encoder/model.safetensors.index.json"] = b'{"weight_map": {}}'
     repo = gen.add_model(hub, "org/diffusers-like", files)
     assert cli("health", "--json").json()["data"]["summary"]["healthy_count"] == 1
-    (repo.snapshot / "text_encoder" / "model.safetensors.index.json").unlink()
+    index = repo.snapshot / "text_encoder" / "model.safetensors.index.json"
+    index.unlink()
     reason = cli("health", "--json").json()["data"]["unhealthy"][0]["reason"]
     assert reason == "sharded weights text_encoder/model-*-of-00002.safetensors have no index file"
+    index.write_bytes(b'{"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "other.safetensors"}}')
+    os.utime(index, (gen.OLD_MTIME, gen.OLD_MTIME))
+    reason = cli("health", "--json").json()["data"]["unhealthy"][0]["reason"]
+    assert reason == "text_encoder/model.safetensors.index.json names other.safetensors, which is missing"
 
 
 def test_index_values_and_shard_numbers_are_checked(cli, hub: Path) -> None:

@@ -63,8 +63,7 @@ def _folder(path: str) -> str:
 
 
 def _index_problem(files: Sequence[FileEntry], paths: set[str]) -> str | None:
-    """An index naming a shard that is not beside it. The scan reads top-level indexes only
-    (nested ones, as in diffusers layouts, only count as present)."""
+    """An index naming a shard that is not beside it (in its own folder)."""
     for f in files:
         if not f.path.endswith(".index.json") or not f.exists:
             continue
