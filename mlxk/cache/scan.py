@@ -39,8 +39,9 @@ def scan_records(location: CacheLocation, dirnames: Iterable[str] | None = None)
     names = repo_dirnames(location.hub_root) if dirnames is None else sorted(dirnames)
     if not names:
         return []
-    use_memo = location.memo_dir is not None and memo_allowed(location.memo_dir, location.hub_root)
-    path = memo_path(location.memo_dir, location.hub_root) if location.memo_dir and use_memo else None
+    path = None
+    if location.memo_dir is not None and memo_allowed(location.memo_dir, location.hub_root):
+        path = memo_path(location.memo_dir, location.hub_root)
     body = load_memo(path) if path else b""
     records, fresh = _accel.impl.scan_cache(location.hub_root, names, body, 0)
     if path and fresh:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import os
-import sys
 import traceback
 from typing import Any, ClassVar
 
@@ -67,7 +66,3 @@ class MlxkCommand(Command):
     @staticmethod
     def style() -> Style:
         return Style(color_enabled())
-
-
-def stderr_is_terminal() -> bool:
-    return sys.stderr.isatty()
