@@ -5,7 +5,9 @@ Library code raises these; the CLI (and later the server) translate them once, a
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
+
+_E = TypeVar("_E", bound="MlxkError")
 
 EXIT_OK = 0
 EXIT_OPERATION = 1  # validation, not found, ambiguous, refused
@@ -22,6 +24,11 @@ class MlxkError(Exception):
         super().__init__(message)
         self.message = message
         self.extra = extra  # extra keys for the JSON error object (matches, available_hashes, ...)
+        self.data: Any = None  # partial results for the envelope's ``data`` (pull and rm plans)
+
+    def with_data(self: _E, data: Any) -> _E:
+        self.data = data
+        return self
 
     def to_json(self) -> dict[str, Any]:
         return {"type": self.error_type, "message": self.message, **self.extra}
@@ -61,3 +68,59 @@ class PermissionDenied(MlxkError):
 
 class InternalError(MlxkError):
     error_type = "internal_error"
+
+
+class AccessDenied(MlxkError):
+    """The Hub refused the request: a gated repo without granted access, or a bad token."""
+
+    error_type = "access_denied"
+    http_status = 403
+
+
+class NetworkError(MlxkError):
+    """The Hub could not be reached (connection refused, timeout, offline mode)."""
+
+    error_type = "network_error"
+    exit_code = EXIT_NETWORK
+    http_status = 502
+
+
+class DownloadFailed(MlxkError):
+    """Bytes did not arrive, or arrived wrong (size or checksum mismatch)."""
+
+    error_type = "download_failed"
+    exit_code = EXIT_NETWORK
+    http_status = 502
+
+
+class InsufficientSpace(MlxkError):
+    error_type = "insufficient_space"
+    exit_code = EXIT_FILESYSTEM
+    http_status = 507
+
+
+class ModelUnhealthy(MlxkError):
+    """A download completed, but the model it produced fails the health rules."""
+
+    error_type = "model_unhealthy"
+    http_status = 500
+
+
+class RequiresConfirmation(MlxkError):
+    """A destructive or resuming action needs a yes from a person (or ``--force``)."""
+
+    error_type = "requires_confirmation"
+    http_status = 409
+
+
+class LocksPresent(MlxkError):
+    """Another process holds a lock on the model (a download in progress)."""
+
+    error_type = "locks_present"
+    http_status = 409
+
+
+class DeletionFailed(MlxkError):
+    error_type = "deletion_failed"
+    exit_code = EXIT_FILESYSTEM
+    http_status = 500

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 
@@ -37,3 +38,71 @@ def lock_is_held(path: str) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+REPO_LOCK_NAME = "mlxk.lock"
+
+
+def lock_dir(hub_root: str, dirname: str) -> str:
+    """Where huggingface_hub (and mlxk) keep a repo's lock files."""
+    return os.path.join(hub_root, ".locks", dirname)
+
+
+class RepoLock:
+    """mlxk's whole-repo lock: held by ``pull`` for the whole download (huggingface_hub's
+    per-blob locks leave gaps between files) and by ``rm`` while it deletes, so the two never
+    work on one model at the same time.
+
+    It lives beside huggingface_hub's own lock files, where ``health`` and ``rm`` already look
+    for live writers. ``rm`` unlinks it while holding it; a process that was waiting on the old
+    file then notices (the path no longer names its inode) and locks the new one.
+    """
+
+    def __init__(self, hub_root: str, dirname: str) -> None:
+        self.path = os.path.join(lock_dir(hub_root, dirname), REPO_LOCK_NAME)
+        self._fd: int | None = None
+
+    def acquire(self, wait: bool) -> bool:
+        """Take the lock; without ``wait``, False when another process holds it."""
+        if fcntl is None:  # pragma: no cover - no flock: no cross-process exclusion
+            return True
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        while True:
+            fd = os.open(
+                self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), 0o644
+            )
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            try:
+                current = os.stat(self.path, follow_symlinks=False)
+            except FileNotFoundError:
+                current = None
+            held = os.fstat(fd)
+            if current is not None and (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
+                self._fd = fd
+                return True
+            os.close(fd)  # the file was removed (an rm finished) while we waited: lock the new one
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+
+    def release(self, *, remove: bool = True) -> None:
+        """Drop the lock; with ``remove`` (while still holding it) delete the file and, when
+        empty, its folder, so a finished pull or rm leaves no lock file behind."""
+        if self._fd is None:
+            return
+        if remove:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(self.path))  # fails while other lock files are there
+        os.close(self._fd)  # closing drops the flock
+        self._fd = None
+
+    def __enter__(self) -> RepoLock:
+        self.acquire(wait=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

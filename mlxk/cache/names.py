@@ -87,3 +87,31 @@ def is_commit(text: str | None) -> bool:
 
 def name_to_dirname(name: str) -> str:
     return REPO_PREFIX + name.replace("/", "--")
+
+
+_REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]*")
+MAX_REVISION_LENGTH = 255
+
+
+def validate_revision(revision: str) -> str:
+    """A branch, tag or commit as the Hub names them. The revision becomes a path under
+    ``refs/``, so anything that could climb out of it (``..``, a leading ``/``) is refused."""
+    parts = revision.split("/")
+    if (
+        len(revision) > MAX_REVISION_LENGTH
+        or not _REVISION.fullmatch(revision)
+        or any(not part or part.startswith(".") or part.endswith(".lock") for part in parts)
+    ):
+        raise ValidationError(
+            f"invalid revision {revision!r}: use a branch, tag or commit name "
+            "(ASCII letters, digits, '-', '_', '.', '/'; no '..' or empty parts)"
+        )
+    return revision
+
+
+def split_remote_spec(spec: str) -> tuple[str, str | None]:
+    """``org/name@revision`` for the Hub: the revision may be a branch, tag or commit."""
+    name, sep, revision = spec.partition("@")
+    if not sep:
+        return spec, None
+    return name, validate_revision(revision)

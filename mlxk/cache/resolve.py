@@ -14,7 +14,7 @@ class Resolved:
     revision: str | None  # a snapshot hash prefix from ``name@<hex>``
 
 
-def _is_local_path(spec: str) -> bool:
+def is_local_path(spec: str) -> bool:
     return spec.startswith(("./", "../", "/", "~")) or spec in (".", "..")
 
 
@@ -37,7 +37,7 @@ def resolve(dirnames: list[str], spec: str, *, single: bool) -> Resolved:
     ``single`` asks for exactly one model (show, run, rm); otherwise the spec is a pattern and
     every match is returned (health). Raises ``ModelNotFound`` or ``AmbiguousMatch``.
     """
-    if _is_local_path(spec):
+    if is_local_path(spec):
         raise ValidationError(f"{spec!r} is a local path; this command works on models in the HF cache")
     name, revision = split_revision(spec)
     if single:

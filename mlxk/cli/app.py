@@ -39,9 +39,27 @@ def _health() -> Command:
     return HealthCommand()
 
 
-COMMANDS: dict[str, Callable[[], Command]] = {"list": _list, "show": _show, "health": _health}
+def _pull() -> Command:
+    from mlxk.cli.pull_command import PullCommand
+
+    return PullCommand()
+
+
+def _rm() -> Command:
+    from mlxk.cli.rm_command import RmCommand
+
+    return RmCommand()
+
+
+COMMANDS: dict[str, Callable[[], Command]] = {
+    "list": _list,
+    "show": _show,
+    "health": _health,
+    "pull": _pull,
+    "rm": _rm,
+}
 # The JSON envelope's "command" for each command name a user can type.
-JSON_COMMAND_NAMES = {"list": "list", "show": "show", "health": "health"}
+JSON_COMMAND_NAMES = {name: name for name in COMMANDS}
 
 
 class CommandsCommand(CleoListCommand):

@@ -48,7 +48,7 @@ class MlxkCommand(Command):
 
     def report_error(self, error: MlxkError, json_mode: bool) -> None:
         if json_mode:
-            write_json(self.json_command, None, error)
+            write_json(self.json_command, error.data, error)
         else:
             extra = error.extra.get("matches") or error.extra.get("available_hashes")
             write_error(error.message + (f"\n  candidates: {', '.join(extra)}" if extra else ""))

@@ -1,0 +1,134 @@
+"""Carrying out a ``DeletePlan`` in an order that leaves a readable cache at every step.
+
+A whole repo is first renamed, in one atomic step, into a trash folder under ``.locks`` (on the
+same filesystem, and a place huggingface_hub's cache scan never reads), so other tools see the
+model either complete or gone. One snapshot goes refs first, then its folder (also renamed away
+first), then the blobs only it used: a kill between any two steps leaves a cache that ``list``,
+``health`` and ``scan_cache_dir()`` read without complaint. A trash folder left by a killed rm is
+swept by the next one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import uuid
+
+from mlxk.cache.delete_plan import DeletePlan, check_repo_folder
+from mlxk.cache.locks import REPO_LOCK_NAME, lock_dir
+from mlxk.errors import DeletionFailed, PermissionDenied
+
+TRASH = ".mlxk-trash"
+# Fault injection for the interrupted-rm tests: the process kills itself (SIGKILL, like kill -9)
+# right after the named step. Never set outside tests.
+_STOP_AFTER_ENV = "MLXK_TEST_RM_KILL_AFTER"
+
+
+def _step_done(step: str) -> None:
+    if os.environ.get(_STOP_AFTER_ENV) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def trash_dir(hub_root: str) -> str:
+    return os.path.join(hub_root, ".locks", TRASH)
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _rmtree(path: str) -> None:
+    # shutil.rmtree never follows symlinks (it unlinks them) and uses fd-relative calls on Linux
+    if os.path.lexists(path):
+        shutil.rmtree(path)
+
+
+def _move_to_trash(hub_root: str, path: str) -> str:
+    trash = trash_dir(hub_root)
+    os.makedirs(trash, exist_ok=True)
+    target = os.path.join(trash, f"{os.path.basename(path)}.{uuid.uuid4().hex[:12]}")
+    os.rename(path, target)
+    return target
+
+
+def sweep_trash(hub_root: str) -> None:
+    """Finish what earlier, interrupted rm runs left in the trash."""
+    trash = trash_dir(hub_root)
+    if not os.path.isdir(trash) or os.path.islink(trash):
+        return
+    for entry in os.listdir(trash):
+        with contextlib.suppress(FileNotFoundError):  # another rm is emptying the same entry
+            _rmtree(os.path.join(trash, entry))
+    with contextlib.suppress(OSError):  # not empty: another rm just moved something in
+        os.rmdir(trash)
+
+
+def _empty_trash_entry(path: str) -> None:
+    # inside the trash nobody reads any more; the order only keeps the folder scannable meanwhile
+    for part in ("refs", "snapshots", "blobs"):
+        _rmtree(os.path.join(path, part))
+    _rmtree(path)
+
+
+def _remove_locks(plan: DeletePlan) -> int:
+    base = lock_dir(plan.hub_root, plan.dirname)
+    removed = 0
+    for rel in plan.stale_locks:
+        path = os.path.join(base, rel)
+        if os.path.lexists(path):
+            _unlink(path)
+            removed += 1
+    _unlink(os.path.join(base, REPO_LOCK_NAME))  # ours, held right now: a waiting pull notices it went
+    if os.path.isdir(base) and not os.path.islink(base):
+        for folder, _dirs, _files in sorted(os.walk(base), key=lambda w: -len(w[0])):
+            with contextlib.suppress(OSError):  # only empty folders: a lock created meanwhile stays
+                os.rmdir(folder)
+    return removed
+
+
+def _delete_revision(plan: DeletePlan) -> None:
+    repo = plan.repo_path
+    for ref in plan.refs:
+        _unlink(os.path.join(repo, "refs", ref))
+    _step_done("refs")
+    for commit in plan.commits:
+        snapshot = os.path.join(repo, "snapshots", commit)
+        if os.path.lexists(snapshot):
+            if os.path.isdir(snapshot) and not os.path.islink(snapshot):
+                _rmtree(_move_to_trash(plan.hub_root, snapshot))
+            else:
+                _unlink(snapshot)
+    _step_done("snapshots")
+    for blob in plan.blobs:
+        _unlink(os.path.join(repo, "blobs", blob))
+    _step_done("blobs")
+    for commit in plan.commits:  # huggingface_hub's per-commit side files
+        _unlink(os.path.join(repo, "trees", f"{commit}.json"))
+        _rmtree(os.path.join(repo, ".no_exist", commit))
+
+
+def execute_delete(plan: DeletePlan) -> int:
+    """Delete what the plan names; returns the number of stale lock files removed."""
+    check_repo_folder(plan.hub_root, plan.dirname)  # again: the folder may have changed since planning
+    try:
+        sweep_trash(plan.hub_root)
+        if not plan.whole_repo:
+            _delete_revision(plan)
+            return 0
+        if os.path.isdir(plan.repo_path):
+            moved = _move_to_trash(plan.hub_root, plan.repo_path)
+            _step_done("rename")
+            _empty_trash_entry(moved)
+        else:
+            _unlink(plan.repo_path)
+        _step_done("contents")
+        removed = _remove_locks(plan)
+        sweep_trash(plan.hub_root)
+        return removed
+    except PermissionError as exc:
+        raise PermissionDenied(f"cannot delete {exc.filename}: {exc.strerror}") from exc
+    except OSError as exc:
+        raise DeletionFailed(f"deleting {plan.name} failed at {exc.filename}: {exc.strerror}") from exc

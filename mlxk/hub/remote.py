@@ -1,0 +1,100 @@
+"""What the Hub says about a repo: its commit and files, with the Hub's refusals as mlxk errors.
+
+This is the access check of a pull: it runs before anything is written, so a gated, private or
+missing repo fails at once and leaves no trace in the cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlxk._version import __version__
+from mlxk.errors import AccessDenied, MlxkError, ModelNotFound, NetworkError
+from mlxk.hub.settings import HubSettings
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteFile:
+    path: str
+    size: int
+    blob: str  # the name the cache stores it under: sha256 for LFS files, else the git blob sha1
+    lfs: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteRepo:
+    repo_id: str
+    commit: str
+    files: tuple[RemoteFile, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def hub_error(exc: Exception, repo_id: str, revision: str | None) -> MlxkError:
+    """huggingface_hub's exceptions -> mlxk's error types (one place for pull and download)."""
+    import httpx2
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if isinstance(exc, GatedRepoError):
+        return AccessDenied(f"{repo_id} is gated: accept its terms on the Hub, then set HF_TOKEN")
+    if isinstance(exc, RevisionNotFoundError):
+        return ModelNotFound(f"{repo_id} has no revision {revision!r} on the Hub")
+    if isinstance(exc, RepositoryNotFoundError):
+        return ModelNotFound(f"{repo_id} is not on the Hub (or it is private: set HF_TOKEN)")
+    if isinstance(exc, OfflineModeIsEnabled):
+        return NetworkError("offline mode is on (HF_HUB_OFFLINE); nothing can be downloaded")
+    if isinstance(exc, HfHubHTTPError):
+        status = exc.response.status_code if exc.response is not None else None
+        if status in (401, 403):
+            return AccessDenied(f"the Hub refused access to {repo_id} (HTTP {status}); check HF_TOKEN")
+        return NetworkError(f"the Hub answered HTTP {status} for {repo_id}")
+    if isinstance(exc, httpx2.HTTPError | OSError):
+        return NetworkError(f"cannot reach the Hub: {type(exc).__name__}: {exc}")
+    raise exc
+
+
+def fetch_remote(settings: HubSettings, repo_id: str, revision: str | None) -> RemoteRepo:
+    from huggingface_hub import HfApi
+
+    api = HfApi(
+        endpoint=settings.endpoint, token=settings.token, library_name="mlxk", library_version=__version__
+    )
+    try:
+        info = api.model_info(repo_id, revision=revision, files_metadata=True)
+    except Exception as exc:
+        raise hub_error(exc, repo_id, revision) from exc
+    if not info.sha:
+        raise NetworkError(f"the Hub gave no commit for {repo_id}")
+    files = []
+    for sibling in info.siblings or ():
+        lfs = sibling.lfs
+        blob = lfs.sha256 if lfs is not None else sibling.blob_id
+        size = lfs.size if lfs is not None else sibling.size
+        if blob is None or size is None:
+            raise NetworkError(f"the Hub gave no size or checksum for {repo_id}/{sibling.rfilename}")
+        files.append(RemoteFile(sibling.rfilename, int(size), blob, lfs is not None))
+    return RemoteRepo(repo_id, info.sha, tuple(sorted(files, key=lambda f: f.path)))
+
+
+def select_files(
+    files: tuple[RemoteFile, ...], include: list[str], exclude: list[str]
+) -> tuple[RemoteFile, ...]:
+    """The files a pull fetches, with huggingface_hub's own pattern rules (the same the download uses)."""
+    if not include and not exclude:
+        return files
+    from huggingface_hub.utils._paths import filter_repo_objects
+
+    chosen = set(
+        filter_repo_objects(
+            [f.path for f in files], allow_patterns=include or None, ignore_patterns=exclude or None
+        )
+    )
+    return tuple(f for f in files if f.path in chosen)

@@ -1,0 +1,58 @@
+"""``mlxk rm MODEL[@hash]``: plan first, then (once confirmed) delete in a safe order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlxk.cache.delete_plan import DeletePlan, plan_delete
+from mlxk.cache.delete_run import execute_delete
+from mlxk.cache.locks import RepoLock
+from mlxk.cache.names import dirname_to_name, split_revision
+from mlxk.cache.resolve import resolve
+from mlxk.cache.scan import CacheLocation, repo_dirnames
+from mlxk.errors import LocksPresent
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    plan: DeletePlan
+    spec: str
+    exact: bool  # the user typed the model's full name; a fuzzy match always needs a yes
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+
+def plan_removal(location: CacheLocation, spec: str) -> Removal:
+    """Resolve ``spec`` to one cached model and work out what deleting it (or one snapshot) frees."""
+    resolved = resolve(repo_dirnames(location.hub_root), spec, single=True)
+    dirname = resolved.dirnames[0]
+    typed, _ = split_revision(spec)
+    return Removal(
+        plan_delete(location.hub_root, dirname, resolved.revision), spec, dirname_to_name(dirname) == typed
+    )
+
+
+def remove(removal: Removal, *, force: bool) -> int:
+    """Delete what the plan names; returns how many stale lock files went with it.
+
+    A lock held by a live process (a download in progress) refuses the removal unless ``force``;
+    mlxk's repo lock is held meanwhile, so a pull that starts now waits until rm is done.
+    """
+    plan = removal.plan
+    if plan.held_locks and not force:
+        raise LocksPresent(_locks_message(plan))
+    lock = RepoLock(plan.hub_root, plan.dirname)
+    locked = lock.acquire(wait=False)
+    if not locked and not force:
+        raise LocksPresent(_locks_message(plan))
+    try:
+        return execute_delete(plan)
+    finally:
+        lock.release(remove=locked)  # never remove a lock file that another process holds
+
+
+def _locks_message(plan: DeletePlan) -> str:
+    held = ", ".join(plan.held_locks) or "mlxk.lock"
+    return f"{plan.name} is in use by another process (held locks: {held}); wait for it, or use --force"
