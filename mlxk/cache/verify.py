@@ -11,9 +11,10 @@ import contextlib
 import hashlib
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 _CHUNK = 1 << 20
 
@@ -33,19 +34,25 @@ class FileProblem:
     blob_path: str | None  # the blob holding wrong bytes (to discard), if any
 
 
+def new_digest(lfs: bool, size: int) -> Any:
+    """sha256 for LFS files; git's blob sha1 (``sha1(b"blob <size>\\0" + content)``) for the rest."""
+    return hashlib.sha256() if lfs else hashlib.sha1(b"blob %d\0" % size, usedforsecurity=False)
+
+
 def content_digest(path: str, lfs: bool, size: int) -> str:
-    """sha256 of the content, or git's blob sha1 (``sha1(b"blob <size>\\0" + content)``)."""
-    digest = hashlib.sha256() if lfs else hashlib.sha1(b"blob %d\0" % size, usedforsecurity=False)
+    digest = new_digest(lfs, size)
     flags = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
     with os.fdopen(os.open(path, flags), "rb", buffering=0) as fh:
         buffer = bytearray(_CHUNK)
         view = memoryview(buffer)
         while n := fh.readinto(buffer):
             digest.update(view[:n])  # hashlib releases the GIL on large updates: files hash in parallel
-    return digest.hexdigest()
+    return str(digest.hexdigest())
 
 
-def _check(snapshot: str, blobs_dir: str, want: ExpectedFile) -> FileProblem | None:
+def _check(
+    snapshot: str, blobs_dir: str, want: ExpectedFile, known: Mapping[tuple[int, int], str]
+) -> FileProblem | None:
     entry = os.path.join(snapshot, *want.path.split("/"))
     try:
         st = os.lstat(entry)
@@ -63,9 +70,11 @@ def _check(snapshot: str, blobs_dir: str, want: ExpectedFile) -> FileProblem | N
                 want.path, f"stored as blob {os.path.basename(target)}, expected {want.blob}", None
             )
     try:
-        size = os.stat(content, follow_symlinks=False).st_size
-        if size != want.size:
-            return FileProblem(want.path, f"size {size}, expected {want.size}", content)
+        st = os.stat(content, follow_symlinks=False)
+        if st.st_size != want.size:
+            return FileProblem(want.path, f"size {st.st_size}, expected {want.size}", content)
+        if known.get((st.st_dev, st.st_ino)) == want.blob:
+            return None  # hashed while it downloaded (mlxk.hub.tail_hash)
         actual = content_digest(content, want.lfs, want.size)
     except FileNotFoundError:
         return FileProblem(want.path, "missing blob", None)
@@ -75,13 +84,22 @@ def _check(snapshot: str, blobs_dir: str, want: ExpectedFile) -> FileProblem | N
     return None
 
 
-def verify_snapshot(repo_path: str, commit: str, expected: Sequence[ExpectedFile]) -> list[FileProblem]:
-    """Every problem with the files of ``snapshots/<commit>`` that ``expected`` lists."""
+def verify_snapshot(
+    repo_path: str,
+    commit: str,
+    expected: Sequence[ExpectedFile],
+    known: Mapping[tuple[int, int], str] | None = None,
+) -> list[FileProblem]:
+    """Every problem with the files of ``snapshots/<commit>`` that ``expected`` lists.
+
+    ``known`` maps (device, inode) to digests computed earlier; a file whose digest is known and
+    right is not read again. Anything else is hashed from disk, in parallel."""
+    known = known or {}
     snapshot = os.path.join(repo_path, "snapshots", commit)
     blobs_dir = os.path.join(repo_path, "blobs")
     workers = max(1, min(len(expected), os.cpu_count() or 1, 8))
     with ThreadPoolExecutor(workers, thread_name_prefix="mlxk-verify") as pool:
-        results = list(pool.map(lambda want: _check(snapshot, blobs_dir, want), expected))
+        results = list(pool.map(lambda want: _check(snapshot, blobs_dir, want, known), expected))
     return [r for r in results if r is not None]
 
 

@@ -36,6 +36,7 @@ from mlxk.hub.download import download_snapshot
 from mlxk.hub.progress import DownloadProgress
 from mlxk.hub.remote import RemoteFile, fetch_remote, select_files
 from mlxk.hub.settings import HubSettings
+from mlxk.hub.tail_hash import TailHasher
 
 DEFAULT_ORG = "mlx-community"  # where a bare name that is not in the cache is looked for, as MLX-Knife did
 
@@ -223,14 +224,14 @@ def _pull(
         state = local_state(repo_path, remote.commit, files)  # another process may have finished it meanwhile
         fetched = sum(state.blobs_to_fetch.values())
         if not state.complete:
-            with DownloadProgress(
-                target.repo_id,
-                os.path.join(repo_path, "blobs"),
-                state.blobs_to_fetch,
-                enabled=options.progress,
+            blobs_dir = os.path.join(repo_path, "blobs")
+            fetching = {f.blob: (f.size, f.lfs) for f in files if f.blob in state.blobs_to_fetch}
+            with (
+                TailHasher(blobs_dir, fetching) as hasher,
+                DownloadProgress(target.repo_id, blobs_dir, state.blobs_to_fetch, enabled=options.progress),
             ):
                 download_snapshot(settings, remote, hub_root, list(options.include), list(options.exclude))
-            problems = verify_snapshot(repo_path, remote.commit, _expected(files))
+            problems = verify_snapshot(repo_path, remote.commit, _expected(files), hasher.digests)
             if problems:
                 discard(repo_path, remote.commit, problems)
                 raise DownloadFailed(

@@ -1,0 +1,106 @@
+"""Download throughput from a local Hub server: ``mlxk pull`` vs ``snapshot_download`` alone.
+
+Both run as whole processes against the same server (a separate process, ``tests.hubserver``),
+into a fresh cache each round. ``mlxk pull`` does more than the bare download: the access check,
+checksums of every byte (hashed while the file arrives), the health rules and the ref. Goal: pull
+reaches >= 80 % of snapshot_download's throughput (enforced in full mode; quick mode, with a
+smaller file where process start-up weighs more, checks a looser floor).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from benchmarks.conftest import QUICK, ROUNDS, Medians
+from tests.hubserver import FakeHub
+
+REPO = "bench/Big-Model"
+WEIGHT_MIB = 96 if QUICK else 384
+MIN_RATIO = 0.70 if QUICK else 0.80  # pull throughput / snapshot_download throughput
+
+
+def _safetensors(data: bytes) -> bytes:
+    """One U8 tensor holding ``data``: a file the health rules accept."""
+    header = json.dumps({"w": {"dtype": "U8", "shape": [len(data)], "data_offsets": [0, len(data)]}}).encode()
+    header += b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header + data
+
+
+@pytest.fixture(scope="module")
+def hub_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("fakehub")
+    hub = FakeHub(root)
+    weights = _safetensors(os.urandom(1 << 20) * WEIGHT_MIB)  # valid, so the health rules pass
+    hub.add_commit(REPO, {"config.json": b'{"model_type": "llama"}', "model.safetensors": weights})
+    hub.save()
+    del weights
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.hubserver", str(root)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    endpoint = proc.stdout.readline().strip()
+    try:
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        proc.stdout.close()
+
+
+def _env(endpoint: str, cache: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "MLXK_"))}
+    env.update(
+        HF_ENDPOINT=endpoint,
+        HF_HUB_CACHE=str(cache),
+        HF_HOME=str(cache.parent / "hf-home"),
+        HF_HUB_DISABLE_XET="1",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        MLXK_CACHE_DIR=str(cache.parent / "memo"),
+    )
+    return env
+
+
+def _fresh(cache: Path) -> tuple[tuple[()], dict[str, object]]:
+    shutil.rmtree(cache.parent, ignore_errors=True)
+    cache.mkdir(parents=True)
+    return (), {}
+
+
+SNAPSHOT_DOWNLOAD = (
+    "import os, huggingface_hub as h; "
+    "h.snapshot_download(os.environ['REPO'], cache_dir=os.environ['HF_HUB_CACHE'], endpoint=os.environ['HF_ENDPOINT'])"
+)
+
+
+@pytest.mark.parametrize("tool", ["snapshot_download", "mlxk-pull"])
+def test_download(benchmark, hub_server: str, tmp_path: Path, medians: Medians, tool: str) -> None:
+    cache = tmp_path / "round" / "hub"
+    env = _env(hub_server, cache)
+    if tool == "snapshot_download":
+        cmd = [sys.executable, "-c", SNAPSHOT_DOWNLOAD]
+        env["REPO"] = REPO
+    else:
+        cmd = [sys.executable, "-m", "mlxk", "pull", REPO, "--json"]
+
+    def run() -> None:
+        proc = subprocess.run(cmd, env=env, capture_output=True, check=False)
+        assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+
+    benchmark.pedantic(run, setup=lambda: _fresh(cache), rounds=ROUNDS, iterations=1)
+    medians.record(tool, benchmark)
+    benchmark.extra_info["MB/s"] = round(WEIGHT_MIB * 1.048576 / benchmark.stats.stats.median, 1)
+
+
+def test_pull_keeps_up_with_snapshot_download(medians: Medians) -> None:
+    throughput_ratio = medians.ratio("snapshot_download", "mlxk-pull")  # time ratio inverted
+    print(f"\npull / snapshot_download throughput: {throughput_ratio:.2f}")
+    assert throughput_ratio >= MIN_RATIO
