@@ -175,9 +175,8 @@ def plan_delete(hub_root: str, dirname: str, revision: str | None) -> DeletePlan
             stale, held, outside,
         )  # fmt: skip
     still_used = set().union(*(snapshots[c].blobs for c in kept))
-    blobs = tuple(
-        sorted(b for c in going for b in snapshots[c].blobs if b not in still_used and b in blob_sizes)
-    )
+    # every blob no remaining snapshot uses: the removed snapshot's own, and orphans a killed rm left
+    blobs = tuple(sorted(b for b in blob_sizes if b not in still_used and not b.endswith(INCOMPLETE_SUFFIX)))
     freed = sum(blob_sizes[b] for b in blobs) + sum(snapshots[c].own_bytes for c in going)
     gone_refs = tuple(sorted(r for r, commit in refs.items() if commit in going))
     return DeletePlan(

@@ -49,9 +49,23 @@ def _rmtree(path: str) -> None:
 def _move_to_trash(hub_root: str, path: str) -> str:
     trash = trash_dir(hub_root)
     os.makedirs(trash, exist_ok=True)
-    target = os.path.join(trash, f"{os.path.basename(path)}.{uuid.uuid4().hex[:12]}")
+    # the pid in the name tells a concurrent rm's sweep to leave this entry to its owner
+    target = os.path.join(trash, f"{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
     os.rename(path, target)
     return target
+
+
+def _owner_alive(entry: str) -> bool:
+    parts = entry.rsplit(".", 2)
+    if len(parts) != 3 or not parts[1].isdigit() or int(parts[1]) == os.getpid():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by another user
+    return True
 
 
 def sweep_trash(hub_root: str) -> None:
@@ -60,6 +74,8 @@ def sweep_trash(hub_root: str) -> None:
     if not os.path.isdir(trash) or os.path.islink(trash):
         return
     for entry in os.listdir(trash):
+        if _owner_alive(entry):
+            continue
         with contextlib.suppress(FileNotFoundError):  # another rm is emptying the same entry
             _rmtree(os.path.join(trash, entry))
     with contextlib.suppress(OSError):  # not empty: another rm just moved something in
@@ -117,6 +133,7 @@ def execute_delete(plan: DeletePlan) -> int:
         sweep_trash(plan.hub_root)
         if not plan.whole_repo:
             _delete_revision(plan)
+            sweep_trash(plan.hub_root)  # the snapshot went through the trash: leave no empty trash folder
             return 0
         if os.path.isdir(plan.repo_path):
             moved = _move_to_trash(plan.hub_root, plan.repo_path)

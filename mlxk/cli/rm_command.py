@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import contextlib
 import sys
 
 from cleo.helpers import argument, option
 
+from mlxk.cache.delete_run import sweep_trash
 from mlxk.cli.base import MlxkCommand
 from mlxk.errors import AmbiguousMatch, LocksPresent, RequiresConfirmation
-from mlxk.ops.rm import Removal, plan_removal, remove
+from mlxk.ops.rm import Removal, locks_message, plan_removal, remove
 from mlxk.output.transfers import describe_plan, render_plan, rm_ambiguous_data, rm_data
 
 
@@ -27,6 +29,9 @@ class RmCommand(MlxkCommand):
 
     def execute_command(self, json_mode: bool) -> int:
         spec = self.argument("model")
+        if not self.option("dry-run"):
+            with contextlib.suppress(OSError):  # finish what earlier, killed rm runs left in the trash
+                sweep_trash(self.location().hub_root)
         try:
             removal = plan_removal(self.location(), spec)
         except AmbiguousMatch as error:
@@ -41,6 +46,9 @@ class RmCommand(MlxkCommand):
             )
             return 0
         force = bool(self.option("force"))
+        if removal.plan.held_locks and not force:  # a download in progress: say so before asking anything
+            message = locks_message(removal.plan)
+            raise LocksPresent(message).with_data(rm_data(removal, "requires_confirmation", message))
         if not (force and removal.exact) and not self._confirmed(removal, json_mode):
             why = "it matched fuzzily; " if not removal.exact else ""
             message = f"deleting {removal.name} needs confirmation ({why}run on a terminal, or use -f with the exact name)"

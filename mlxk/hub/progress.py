@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 import threading
 from collections.abc import Mapping
@@ -32,6 +33,17 @@ def _downloaded(blobs_dir: str, before: frozenset[str], expected: Mapping[str, i
     except FileNotFoundError:
         pass
     return total
+
+
+def _screen() -> tuple[int, int]:
+    """stderr's columns and rows. A terminal that reports no size (a fresh pty, some CI runners)
+    counts as 80x24: tqdm would otherwise draw nothing at all."""
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError):
+        size = os.terminal_size((0, 0))
+    fallback = shutil.get_terminal_size((80, 24))
+    return size.columns or fallback.columns or 80, size.lines or fallback.lines or 24
 
 
 class DownloadProgress:
@@ -63,7 +75,8 @@ class DownloadProgress:
             unit_scale=True,
             unit_divisor=1024,
             file=sys.stderr,
-            dynamic_ncols=True,
+            ncols=_screen()[0],
+            nrows=_screen()[1],
             leave=True,
         )
         self._thread = threading.Thread(target=self._poll, name="mlxk-progress", daemon=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from mlxk.cache.build import build_model
 from mlxk.cache.leftovers import clean_stale_leftovers
-from mlxk.cache.locks import RepoLock
+from mlxk.cache.locks import RepoLock, lock_is_held
 from mlxk.cache.names import dirname_to_name, is_commit, name_to_dirname, split_remote_spec, validate_name
 from mlxk.cache.refs import read_ref, write_ref
 from mlxk.cache.resolve import is_local_path, matching_dirnames
@@ -212,7 +212,9 @@ def _pull(
     state = local_state(repo_path, remote.commit, files)
     if not state.complete:
         _check_space(hub_root, sum(state.blobs_to_fetch.values()), target.repo_id)
-        if state.started and not options.force_resume and not confirm_resume(target, state):
+        # a partial download that a live pull is still working on is not a resume: wait for it instead
+        busy = lock_is_held(RepoLock(hub_root, dirname).path)
+        if state.started and not busy and not options.force_resume and not confirm_resume(target, state):
             raise RequiresConfirmation(
                 f"{target.repo_id} is partly downloaded ({len(state.present)} of {len(files)} files); "
                 "resume with --force-resume"

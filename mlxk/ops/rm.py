@@ -42,17 +42,17 @@ def remove(removal: Removal, *, force: bool) -> int:
     """
     plan = removal.plan
     if plan.held_locks and not force:
-        raise LocksPresent(_locks_message(plan))
+        raise LocksPresent(locks_message(plan))
     lock = RepoLock(plan.hub_root, plan.dirname)
     locked = lock.acquire(wait=False)
     if not locked and not force:
-        raise LocksPresent(_locks_message(plan))
+        raise LocksPresent(locks_message(plan))
     try:
         return execute_delete(plan)
     finally:
         lock.release(remove=locked)  # never remove a lock file that another process holds
 
 
-def _locks_message(plan: DeletePlan) -> str:
+def locks_message(plan: DeletePlan) -> str:
     held = ", ".join(plan.held_locks) or "mlxk.lock"
     return f"{plan.name} is in use by another process (held locks: {held}); wait for it, or use --force"
