@@ -17,12 +17,16 @@ PACKAGE = Path(__file__).parents[1] / "mlxk"
 # layer -> layers it must not import from (dependencies point one way)
 FORBIDDEN = {
     "cache": ("ops", "cli", "output", "server", "runner", "hub"),
+    "hub": ("ops", "cli", "output", "server", "runner"),
     "ops": ("cli", "output"),
     "output": ("cli",),
 }
 
 
-@pytest.mark.parametrize("args", [["--version"], ["list", "--json"], ["health"], ["show", "x", "--json"]])
+@pytest.mark.parametrize(
+    "args",
+    [["--version"], ["list", "--json"], ["health"], ["show", "x", "--json"], ["rm", "tiny", "--dry-run"]],
+)
 def test_light_commands_do_not_import_heavy_modules(args: list[str], hub: Path) -> None:
     healthy_model(hub)
     code = (

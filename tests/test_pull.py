@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pty
 import select
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from benchmarks import cachegen as gen
@@ -41,6 +43,22 @@ def fake(tmp_path: Path, hub: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
             monkeypatch.delenv(var, raising=False)
         yield server
         assert server.errors == []
+
+
+SCHEMA = json.loads((Path(__file__).parents[1] / "docs" / "json-api-schema.json").read_text())
+
+
+@pytest.fixture
+def cli(cli: Any) -> Any:
+    """The in-process runner, with every --json output validated against the contract's schema."""
+
+    def run(*args: str) -> Any:
+        result = cli(*args)
+        if "--json" in args:
+            jsonschema.validate(result.json(), SCHEMA, cls=jsonschema.Draft7Validator)
+        return result
+
+    return run
 
 
 def entries(root: Path) -> list[str]:
