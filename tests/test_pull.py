@@ -8,6 +8,7 @@ import os
 import pty
 import select
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -214,6 +215,32 @@ def test_a_connection_that_keeps_dropping_fails_cleanly(cli: Any, hub: Path, fak
     blobs = repo_dir(hub) / "blobs"
     good = hashlib.sha256(model_files()[BIG]).hexdigest()
     assert not (blobs / good).exists() and not list(blobs.glob("*.incomplete"))
+
+
+def big_weights(mib: int) -> bytes:
+    """A valid safetensors file of ``mib`` MiB (one U8 tensor), so the health rules pass."""
+    data = os.urandom(1 << 20) * mib
+    header = json.dumps({"w": {"dtype": "U8", "shape": [len(data)], "data_offsets": [0, len(data)]}}).encode()
+    header += b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header + data
+
+
+@pytest.mark.parametrize("ignore_range", [False, True])
+def test_a_drop_after_10_mib_resumes_with_range_and_verifies(
+    cli: Any, hub: Path, fake: FakeHub, ignore_range: bool
+) -> None:
+    """huggingface_hub writes 10 MiB pieces; a drop after one resumes with Range (or, from a server
+    that ignores Range, truncates and starts over, which the streamed checksum must survive)."""
+    files = {"config.json": model_files()["config.json"], "model.safetensors": big_weights(12)}
+    fake.add_commit("org/big", files)
+    fake.drop_after = {"model.safetensors": 11 << 20}
+    fake.drop_times = 1
+    fake.ignore_range = ignore_range
+    result = cli("pull", "org/big", "--json")
+    assert result.exit_code == 0, result.stdout
+    assert [r for _path, r in fake.ranges] == ["bytes=10485760-"]
+    commit = result.json()["data"]["commit"]
+    assert (repo_dir(hub, "org/big") / "snapshots" / commit / BIG).read_bytes() == files[BIG]
 
 
 def test_streamed_hashes_spare_a_second_read(

@@ -23,6 +23,14 @@ _TICK_S = 0.01
 _READ = 4 << 20
 
 
+def _read_at(fd: int, into: memoryview, offset: int) -> int:
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, [into], offset)  # straight into our buffer: no bytes object per read
+    data = os.pread(fd, len(into), offset)
+    into[: len(data)] = data
+    return len(data)
+
+
 @dataclass
 class _Follow:
     fd: int
@@ -84,7 +92,7 @@ class TailHasher:
             return True
         view = memoryview(follow.buffer)
         while follow.offset < min(available, follow.size):
-            n = os.preadv(follow.fd, [view[: min(_READ, available - follow.offset)]], follow.offset)
+            n = _read_at(follow.fd, view[: min(_READ, available - follow.offset)], follow.offset)
             if n <= 0:
                 break
             follow.digest.update(view[:n])
