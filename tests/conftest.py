@@ -85,3 +85,11 @@ def cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         return CliResult(code, out.getvalue().decode(), err.getvalue().decode())
 
     yield run
+
+
+@pytest.fixture
+def fake(tmp_path: Path, hub: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Our Hub on 127.0.0.1 serving a small MLX model (tests.hubfix), with an empty cache (``hub``)."""
+    from tests.hubfix import serve_fake_hub
+
+    yield from serve_fake_hub(tmp_path, monkeypatch)

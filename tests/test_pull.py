@@ -12,39 +12,14 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 
-from benchmarks import cachegen as gen
+from tests.hubfix import BIG, REPO, model_files, repo_dir
 from tests.hubserver import FakeHub, git_blob_sha1
-
-REPO = "mlx-community/Tiny-Chat-4bit"
-BIG = "model.safetensors"
-
-
-def model_files(**kwargs: Any) -> dict[str, bytes]:
-    files = gen.mlx_chat_model_files(tensors=16, dims=(128, 128), **kwargs)
-    return {path: content for path, content in files.items() if isinstance(content, bytes)}
-
-
-@pytest.fixture
-def fake(tmp_path: Path, hub: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
-    server = FakeHub(tmp_path / "fakehub")
-    server.add_commit(REPO, model_files())
-    with server:
-        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-        monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-        for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
-            monkeypatch.delenv(var, raising=False)
-        yield server
-        assert server.errors == []
-
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "docs" / "json-api-schema.json").read_text())
 
@@ -64,10 +39,6 @@ def cli(cli: Any) -> Any:
 
 def entries(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
-
-
-def repo_dir(hub: Path, name: str = REPO) -> Path:
-    return hub / ("models--" + name.replace("/", "--"))
 
 
 def assert_scan_clean(hub: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import traceback
 from typing import Any, ClassVar
 
@@ -58,6 +59,22 @@ class MlxkCommand(Command):
             write_json(self.json_command, data)
         elif not self.io.output.is_quiet():  # -q: only the exit code speaks (e.g. health --strict -q)
             write_text(text)
+
+    def can_ask(self, json_mode: bool) -> bool:
+        """Only a person at a terminal is asked; scripts and --json never wait for an answer."""
+        return not json_mode and sys.stdin.isatty() and self.io.is_interactive()
+
+    @staticmethod
+    def ask_yes_no(question: str, *, default: bool) -> bool:
+        """A y/n question on stderr (stdout stays the command's output), answered on stdin."""
+        sys.stderr.write(f"{question} [{'Y/n' if default else 'y/N'}] ")
+        sys.stderr.flush()
+        answer = sys.stdin.readline()
+        if not answer:  # end of input: nobody is there to say yes
+            sys.stderr.write("\n")
+            return False
+        answer = answer.strip().lower()
+        return default if not answer else answer in ("y", "yes")
 
     def location(self) -> CacheLocation:
         use_memo = not (self.io.input.has_option("no-memo") and self.option("no-memo"))

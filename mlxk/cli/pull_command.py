@@ -45,14 +45,14 @@ class PullCommand(MlxkCommand):
 
     def execute_command(self, json_mode: bool) -> int:
         spec = self.argument("model")
-        interactive = not json_mode and sys.stdin.isatty() and self.io.is_interactive()
+        interactive = self.can_ask(json_mode)
         quiet = self.io.output.is_quiet()
 
         def confirm_resume(target: PullTarget, state: LocalState) -> bool:
             if not interactive:
                 return False
             question = f"{target.repo_id} is partly downloaded ({len(state.present)} files there). Resume?"
-            return bool(self.confirm(question, default=True))
+            return self.ask_yes_no(question, default=True)
 
         options = PullOptions(
             include=tuple(self.option("include") or ()),

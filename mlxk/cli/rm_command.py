@@ -65,7 +65,7 @@ class RmCommand(MlxkCommand):
         return 0
 
     def _confirmed(self, removal: Removal, json_mode: bool) -> bool:
-        if json_mode or not sys.stdin.isatty() or not self.io.is_interactive():
+        if not self.can_ask(json_mode):
             return False  # scripts must say -f; nothing is deleted on a guess
-        self.io.write_error(render_plan(removal.plan, "Will delete"))
-        return bool(self.confirm(f"Delete {removal.name}?", default=False))
+        sys.stderr.write(render_plan(removal.plan, "Will delete"))
+        return self.ask_yes_no(f"Delete {removal.name}?", default=False)
