@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from mlxk._hash_py import HashJob
 from mlxk._safetensors_py import check_safetensors_bytes, check_safetensors_file
 from mlxk._scan_py import scan_cache
 
-__all__ = ["check_safetensors_bytes", "check_safetensors_file", "scan_cache"]
+__all__ = ["HashJob", "check_safetensors_bytes", "check_safetensors_file", "scan_cache"]
