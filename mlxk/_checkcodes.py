@@ -28,6 +28,7 @@ TRAILING_BYTES = (
     17  # the file is longer than header + tensor data; detail: bytes the header says the file needs
 )
 BAD_METADATA = 18  # __metadata__ is not an object of string values; detail: offset
+CONTENT_MISMATCH = 19  # the content's checksum differs from the blob's name (health --deep)
 
 MAX_HEADER_LENGTH = 100_000_000
 
@@ -51,6 +52,7 @@ _MESSAGES: dict[int, str] = {
     TRUNCATED: "is truncated: its header needs {detail} bytes, the file has {size}",
     TRAILING_BYTES: "has trailing bytes: its header needs {detail} bytes, the file has {size}",
     BAD_METADATA: "has __metadata__ that is not an object of strings (byte {detail})",
+    CONTENT_MISMATCH: "does not match its checksum (the bytes changed since download)",
 }
 
 

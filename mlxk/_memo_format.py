@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 RECORD = struct.Struct("<QQQqIIQ")
 KIND_SAFETENSORS = 1  # safetensors header + extent check
 KIND_WEIGHT_HEAD = 2  # other weight files: empty / git-lfs pointer check
+KIND_CONTENT = 3  # health --deep: the content hashed and compared; detail: the checksum's first 64 bits
 
 MemoRecord = tuple[int, int, int, int, int, int, int]
 

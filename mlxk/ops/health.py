@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mlxk._records import RepoRecord
 from mlxk.cache.build import build_model
@@ -12,12 +12,14 @@ from mlxk.cache.model import CachedModel
 from mlxk.cache.resolve import resolve
 from mlxk.cache.scan import CacheLocation, repo_dirnames, scan_records
 from mlxk.errors import HashNotFound
+from mlxk.ops.deep import DeepFindings, DeepOptions, verify_content
 
 
 @dataclass(frozen=True, slots=True)
 class HealthEntry:
     model: CachedModel
     held_locks: tuple[str, ...]  # lock files a live process holds (a download in progress)
+    unverified: int = 0  # --deep: files with no checksum to compare with (copies without a tree listing)
 
     @property
     def stale_locks(self) -> tuple[str, ...]:
@@ -27,6 +29,7 @@ class HealthEntry:
 @dataclass(frozen=True, slots=True)
 class HealthResult:
     entries: tuple[HealthEntry, ...]
+    deep: DeepFindings | None = None  # what --deep hashed
 
     @property
     def unhealthy_count(self) -> int:
@@ -53,7 +56,16 @@ def _models_at_revision(records: list[RepoRecord], revision: str | None) -> list
     return models
 
 
-def check_health(location: CacheLocation, pattern: str | None = None) -> HealthResult:
+def _deepened(model: CachedModel, findings: DeepFindings) -> CachedModel:
+    problem = findings.problems.get(model.dirname)
+    if problem is None or not model.healthy:
+        return model  # integrity problems found without hashing come first
+    return replace(model, healthy=False, health_reason=problem, runtime_compatible=False)
+
+
+def check_health(
+    location: CacheLocation, pattern: str | None = None, deep: DeepOptions | None = None
+) -> HealthResult:
     dirnames = repo_dirnames(location.hub_root)
     revision = None
     if pattern:
@@ -61,4 +73,13 @@ def check_health(location: CacheLocation, pattern: str | None = None) -> HealthR
         dirnames, revision = resolved.dirnames, resolved.revision
     records = scan_records(location, dirnames) if dirnames else []
     models = sorted(_models_at_revision(records, revision), key=lambda m: m.name)
-    return HealthResult(tuple(HealthEntry(m, _held_locks(location, m)) for m in models))
+    if deep is None:
+        return HealthResult(tuple(HealthEntry(m, _held_locks(location, m)) for m in models))
+    chosen = {m.dirname for m in models}
+    described = {m.dirname: m.hash for m in models}
+    findings = verify_content(location, [r for r in records if r.dirname in chosen], described, deep)
+    entries = tuple(
+        HealthEntry(_deepened(m, findings), _held_locks(location, m), findings.unverifiable.get(m.dirname, 0))
+        for m in models
+    )
+    return HealthResult(entries, findings)

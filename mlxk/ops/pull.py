@@ -33,7 +33,7 @@ from mlxk.errors import (
     ValidationError,
 )
 from mlxk.hub.download import download_snapshot
-from mlxk.hub.progress import DownloadProgress
+from mlxk.hub.progress import download_progress
 from mlxk.hub.remote import RemoteFile, fetch_remote, select_files
 from mlxk.hub.settings import HubSettings
 from mlxk.hub.tail_hash import TailHasher
@@ -230,7 +230,7 @@ def _pull(
             fetching = {f.blob: (f.size, f.lfs) for f in files if f.blob in state.blobs_to_fetch}
             with (
                 TailHasher(blobs_dir, fetching) as hasher,
-                DownloadProgress(target.repo_id, blobs_dir, state.blobs_to_fetch, enabled=options.progress),
+                download_progress(target.repo_id, blobs_dir, state.blobs_to_fetch, enabled=options.progress),
             ):
                 download_snapshot(settings, remote, hub_root, list(options.include), list(options.exclude))
             problems = verify_snapshot(repo_path, remote.commit, _expected(files), hasher.digests)

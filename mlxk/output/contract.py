@@ -106,6 +106,10 @@ def health_reason(entry: HealthEntry) -> str:
         )
     if entry.stale_locks:
         notes.append(f"{len(entry.stale_locks)} stale lock file{'s' if len(entry.stale_locks) != 1 else ''}")
+    if entry.unverified:
+        notes.append(
+            f"{entry.unverified} file{'s' if entry.unverified != 1 else ''} without a checksum not hashed"
+        )
     if entry.held_locks:
         notes.append(
             f"{len(entry.held_locks)} lock{'s' if len(entry.held_locks) != 1 else ''} held (download in progress?)"
@@ -174,6 +178,7 @@ def show_data(result: ShowResult) -> dict[str, Any]:
         "model": model_object(model, with_quantization=True),
         "metadata": model_metadata(model.config),
         "snapshots": list(model.snapshots),
+        "fingerprint": result.fingerprint,
     }
     if result.with_files:
         data["files"] = [

@@ -115,6 +115,7 @@ def render_show(result: ShowResult, style: Style, now: float | None = None) -> s
         ("Context", str(meta["context_length"]) if "context_length" in meta else None),
         ("Health", style.ok("healthy") if m.healthy else style.bad(f"unhealthy: {m.health_reason}")),
         ("Runnable", "yes (mlx-lm)" if m.runtime_compatible else f"no: {m.reason}"),
+        ("Fingerprint", result.fingerprint),
     ]
     width = max(len(label) for label, _ in fields) + 1
     lines = [f"{(label + ':').ljust(width)}  {value}" for label, value in fields if value is not None]
@@ -143,6 +144,14 @@ def render_health(result: HealthResult, style: Style) -> str:
         lines.append(f"{mark}  {entry.model.name.ljust(width)}  {health_reason(entry)}")
     total, bad = len(result.entries), result.unhealthy_count
     lines.append(style.dim(f"{total} checked: {total - bad} healthy, {bad} unhealthy"))
+    if result.deep is not None:
+        deep = result.deep
+        lines.append(
+            style.dim(
+                f"deep: {deep.files_hashed} files hashed ({human_size(deep.bytes_hashed)}), "
+                f"{deep.files_from_memo} unchanged since verified"
+            )
+        )
     return "\n".join(lines) + "\n"
 
 
