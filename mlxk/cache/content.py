@@ -105,15 +105,16 @@ def repo_content(hub_root: str, rec: RepoRecord, described: str | None) -> RepoC
     blobs_dir = os.path.join(repo, "blobs")
     try:
         with os.scandir(blobs_dir) as entries:
-            blobs = sorted(e.name for e in entries if e.is_file(follow_symlinks=False))
+            # anything but folders: a FIFO or device where a blob belongs is reported, not skipped
+            blobs = sorted((e.name, e.is_symlink()) for e in entries if not e.is_dir(follow_symlinks=False))
     except OSError:
         blobs = []
-    for name in blobs:
+    for name, is_link in blobs:
         if name.endswith(".incomplete"):
             continue
         label = labels.get(name, f"blobs/{name}")
         algo = checksum_algo(name)
-        if algo is None:
+        if algo is None or is_link:  # a link in blobs/ may lead anywhere: it is not followed
             unverifiable.append(label)
             continue
         items.append(ContentItem(rec.dirname, os.path.join(blobs_dir, name), algo, name, label))
