@@ -124,3 +124,11 @@ class DeletionFailed(MlxkError):
     error_type = "deletion_failed"
     exit_code = EXIT_FILESYSTEM
     http_status = 500
+
+
+class FilesystemError(MlxkError):
+    """A local disk operation failed for a reason other than permissions or space."""
+
+    error_type = "filesystem_error"
+    exit_code = EXIT_FILESYSTEM
+    http_status = 500

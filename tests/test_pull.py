@@ -236,8 +236,11 @@ def test_streamed_hashes_spare_a_second_read(
 
 def test_short_names_resolve_against_the_cache_then_mlx_community(cli: Any, fake: FakeHub) -> None:
     assert cli("pull", REPO).exit_code == 0
-    cached = cli("pull", "tiny-chat", "--json").json()["data"]
+    cached = cli("pull", "tiny-chat-4BIT", "--json").json()["data"]  # the name part, in any case
     assert (cached["expanded_name"], cached["download_status"]) == (REPO, "already_exists")
+    partial = cli("pull", "Tiny-Chat", "--json").json()  # never a part of a name: that is another repo
+    assert partial["data"]["expanded_name"] == "mlx-community/Tiny-Chat"
+    assert partial["error"]["type"] == "model_not_found"
     fake.add_commit("mlx-community/Other-Model", model_files())
     fresh = cli("pull", "Other-Model", "--json").json()["data"]
     assert (fresh["expanded_name"], fresh["download_status"]) == ("mlx-community/Other-Model", "success")

@@ -73,6 +73,7 @@ def _blob_of_link(link_path: str, blobs_dir: str) -> str | None:
 
 
 def _read_snapshot(repo: str, commit: str) -> _Snapshot:
+    repo = os.path.abspath(repo)  # link targets are normalized: so must the folder they are compared with be
     blobs_dir = os.path.join(repo, "blobs")
     top = os.path.join(repo, "snapshots", commit)
     blobs: set[str] = set()
@@ -112,14 +113,30 @@ def _read_refs(repo: str) -> dict[str, str]:
     return refs
 
 
+def lock_folder_is_real(hub_root: str, dirname: str) -> bool:
+    """False when ``.locks`` or the repo's lock folder is a symlink: it may lead anywhere, so
+    nothing in it is ever deleted."""
+    for path in (os.path.join(hub_root, ".locks"), lock_dir(hub_root, dirname)):
+        st = _lstat(path)
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            return False
+    return True
+
+
 def _locks(hub_root: str, dirname: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     base = lock_dir(hub_root, dirname)
     stale: list[str] = []
     held: list[str] = []
+    if not lock_folder_is_real(hub_root, dirname):
+        return (), ()
     for folder, _dirs, files in os.walk(base, followlinks=False):
         for file in files:
-            rel = os.path.relpath(os.path.join(folder, file), base)
-            (held if lock_is_held(os.path.join(folder, file)) else stale).append(rel)
+            path = os.path.join(folder, file)
+            st = _lstat(path)
+            if st is None or not stat.S_ISREG(st.st_mode):
+                continue  # only regular files are locks; a link here is never followed or removed
+            rel = os.path.relpath(path, base)
+            (held if lock_is_held(path) else stale).append(rel)
     return tuple(sorted(stale)), tuple(sorted(held))
 
 

@@ -16,7 +16,7 @@ import shutil
 import signal
 import uuid
 
-from mlxk.cache.delete_plan import DeletePlan, check_repo_folder
+from mlxk.cache.delete_plan import DeletePlan, check_repo_folder, lock_folder_is_real
 from mlxk.cache.locks import REPO_LOCK_NAME, lock_dir
 from mlxk.errors import DeletionFailed, PermissionDenied
 
@@ -48,9 +48,18 @@ def _rmtree(path: str) -> None:
 
 def _move_to_trash(hub_root: str, path: str) -> str:
     trash = trash_dir(hub_root)
-    os.makedirs(trash, exist_ok=True)
+    if os.path.islink(os.path.dirname(trash)) or os.path.islink(trash):
+        raise DeletionFailed(f"{trash} is reached through a symbolic link; refusing to move anything there")
     # the pid in the name tells a concurrent rm's sweep to leave this entry to its owner
     target = os.path.join(trash, f"{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+    for _attempt in range(100):  # a concurrent sweep may remove the empty trash folder meanwhile
+        try:
+            os.makedirs(trash, exist_ok=True)
+            os.rename(path, target)
+            return target
+        except (FileNotFoundError, FileExistsError):
+            if not os.path.lexists(path):
+                raise
     os.rename(path, target)
     return target
 
@@ -85,19 +94,26 @@ def sweep_trash(hub_root: str) -> None:
 def _empty_trash_entry(path: str) -> None:
     # inside the trash nobody reads any more; the order only keeps the folder scannable meanwhile
     for part in ("refs", "snapshots", "blobs"):
-        _rmtree(os.path.join(path, part))
+        part_path = os.path.join(path, part)
+        if os.path.islink(part_path):
+            _unlink(part_path)  # the link goes, never what it points to
+        else:
+            _rmtree(part_path)
     _rmtree(path)
 
 
-def _remove_locks(plan: DeletePlan) -> int:
+def _remove_locks(plan: DeletePlan, holding_repo_lock: bool) -> int:
     base = lock_dir(plan.hub_root, plan.dirname)
     removed = 0
+    if not lock_folder_is_real(plan.hub_root, plan.dirname):
+        return 0
     for rel in plan.stale_locks:
         path = os.path.join(base, rel)
         if os.path.lexists(path):
             _unlink(path)
             removed += 1
-    _unlink(os.path.join(base, REPO_LOCK_NAME))  # ours, held right now: a waiting pull notices it went
+    if holding_repo_lock:  # ours, held right now: a waiting pull notices it went
+        _unlink(os.path.join(base, REPO_LOCK_NAME))
     if os.path.isdir(base) and not os.path.islink(base):
         for folder, _dirs, _files in sorted(os.walk(base), key=lambda w: -len(w[0])):
             with contextlib.suppress(OSError):  # only empty folders: a lock created meanwhile stays
@@ -126,7 +142,7 @@ def _delete_revision(plan: DeletePlan) -> None:
         _rmtree(os.path.join(repo, ".no_exist", commit))
 
 
-def execute_delete(plan: DeletePlan) -> int:
+def execute_delete(plan: DeletePlan, holding_repo_lock: bool = True) -> int:
     """Delete what the plan names; returns the number of stale lock files removed."""
     check_repo_folder(plan.hub_root, plan.dirname)  # again: the folder may have changed since planning
     try:
@@ -142,10 +158,11 @@ def execute_delete(plan: DeletePlan) -> int:
         else:
             _unlink(plan.repo_path)
         _step_done("contents")
-        removed = _remove_locks(plan)
+        removed = _remove_locks(plan, holding_repo_lock)
         sweep_trash(plan.hub_root)
         return removed
     except PermissionError as exc:
-        raise PermissionDenied(f"cannot delete {exc.filename}: {exc.strerror}") from exc
+        raise PermissionDenied(f"cannot delete {exc.filename or plan.name}: {exc.strerror or exc}") from exc
     except OSError as exc:
-        raise DeletionFailed(f"deleting {plan.name} failed at {exc.filename}: {exc.strerror}") from exc
+        where = f" at {exc.filename}" if exc.filename else ""
+        raise DeletionFailed(f"deleting {plan.name} failed{where}: {exc.strerror or exc}") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 
@@ -66,11 +67,8 @@ class RepoLock:
         """Take the lock; without ``wait``, False when another process holds it."""
         if fcntl is None:  # pragma: no cover - no flock: no cross-process exclusion
             return True
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
         while True:
-            fd = os.open(
-                self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), 0o644
-            )
+            fd = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -85,7 +83,23 @@ class RepoLock:
                 self._fd = fd
                 return True
             os.close(fd)  # the file was removed (an rm finished) while we waited: lock the new one
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+
+    def _open(self) -> int:
+        """Open (creating) the lock file. Another process may remove the empty folder between our
+        makedirs and open: try again. A lock folder that is a symlink is refused: nothing is
+        created or removed through a link."""
+        folder = os.path.dirname(self.path)
+        for path in (os.path.dirname(folder), folder):
+            if os.path.islink(path):
+                raise PermissionError(errno.ELOOP, "lock folder is a symbolic link", path)
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+        for _attempt in range(100):
+            try:
+                os.makedirs(folder, exist_ok=True)
+                return os.open(self.path, flags, 0o644)
+            except (FileNotFoundError, FileExistsError):
+                continue
+        return os.open(self.path, flags, 0o644)  # still racing after 100 tries: let the error speak
 
     def release(self, *, remove: bool = True) -> None:
         """Drop the lock; with ``remove`` (while still holding it) delete the file and, when

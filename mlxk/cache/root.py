@@ -19,10 +19,11 @@ def hub_cache_root(env: Mapping[str, str] | None = None) -> str:
     else ``$XDG_CACHE_HOME/huggingface/hub`` (``~/.cache/huggingface/hub``)."""
     env = os.environ if env is None else env
     explicit = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE")
+    # absolute and normalized: symlink targets are compared with paths built from it
     if explicit:
-        return _expand(explicit)
+        return os.path.abspath(_expand(explicit))
     hf_home = env.get("HF_HOME") or os.path.join(_xdg_cache(env), "huggingface")
-    return os.path.join(_expand(hf_home), "hub")
+    return os.path.abspath(os.path.join(_expand(hf_home), "hub"))
 
 
 def mlxk_cache_dir(env: Mapping[str, str] | None = None) -> str:

@@ -95,6 +95,7 @@ def verify_snapshot(
     ``known`` maps (device, inode) to digests computed earlier; a file whose digest is known and
     right is not read again. Anything else is hashed from disk, in parallel."""
     known = known or {}
+    repo_path = os.path.abspath(repo_path)  # link targets are compared with it, normalized
     snapshot = os.path.join(repo_path, "snapshots", commit)
     blobs_dir = os.path.join(repo_path, "blobs")
     workers = max(1, min(len(expected), os.cpu_count() or 1, 8))

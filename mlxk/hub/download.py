@@ -9,6 +9,7 @@ so that Ctrl-C reaches the main thread at once instead of after every file has f
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from mlxk._version import __version__
@@ -19,8 +20,11 @@ from mlxk.hub.settings import HubSettings
 MAX_WORKERS = 8  # huggingface_hub's default: enough parallel files to fill a fast link
 
 
-def _silent_bar_class() -> type[Any]:
-    """huggingface_hub's own bars stay off: mlxk draws one bar of its own (mlxk.hub.progress)."""
+def _silent_bar_class(on_rewind: Callable[[], None]) -> type[Any]:
+    """huggingface_hub's own bars stay off: mlxk draws one bar of its own (mlxk.hub.progress).
+
+    They still tell one thing worth knowing: a negative update is huggingface_hub rewinding a
+    file it restarts from zero (a server that ignored Range), which ``on_rewind`` hears of."""
     from tqdm.std import tqdm  # type: ignore[import-untyped]
 
     class SilentBar(tqdm):  # type: ignore[misc]
@@ -29,11 +33,21 @@ def _silent_bar_class() -> type[Any]:
             kwargs["disable"] = True
             super().__init__(*args, **kwargs)
 
+        def update(self, n: float | None = 1) -> bool | None:
+            if n is not None and n < 0:
+                on_rewind()
+            return super().update(n)  # type: ignore[no-any-return]
+
     return SilentBar
 
 
 def download_snapshot(
-    settings: HubSettings, remote: RemoteRepo, hub_root: str, include: list[str], exclude: list[str]
+    settings: HubSettings,
+    remote: RemoteRepo,
+    hub_root: str,
+    include: list[str],
+    exclude: list[str],
+    on_rewind: Callable[[], None] = lambda: None,
 ) -> None:
     """Fetch the repo's files at ``remote.commit`` (refs are written by the caller, after checks)."""
     from huggingface_hub import snapshot_download
@@ -51,7 +65,7 @@ def download_snapshot(
                 allow_patterns=include or None,
                 ignore_patterns=exclude or None,
                 max_workers=MAX_WORKERS,
-                tqdm_class=_silent_bar_class(),
+                tqdm_class=_silent_bar_class(on_rewind),
                 library_name="mlxk",
                 library_version=__version__,
             )
@@ -73,8 +87,6 @@ def _download_error(exc: BaseException, remote: RemoteRepo) -> BaseException:
         error = hub_error(exc, remote.repo_id, remote.commit)
     except Exception:
         return exc
-    if error.error_type == "network_error" and isinstance(exc, OSError) and "onsistency" in str(exc):
-        return DownloadFailed(f"a file of {remote.repo_id} arrived with the wrong size: {exc}")
     if error.error_type == "network_error":
         return DownloadFailed(f"downloading {remote.repo_id} failed: {error.message}")
     return error

@@ -6,10 +6,20 @@ missing repo fails at once and leaves no trace in the cache.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 from mlxk._version import __version__
-from mlxk.errors import AccessDenied, MlxkError, ModelNotFound, NetworkError
+from mlxk.errors import (
+    AccessDenied,
+    DownloadFailed,
+    FilesystemError,
+    InsufficientSpace,
+    MlxkError,
+    ModelNotFound,
+    NetworkError,
+    PermissionDenied,
+)
 from mlxk.hub.settings import HubSettings
 
 
@@ -38,6 +48,7 @@ def hub_error(exc: Exception, repo_id: str, revision: str | None) -> MlxkError:
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
+        LocalEntryNotFoundError,
         OfflineModeIsEnabled,
         RepositoryNotFoundError,
         RevisionNotFoundError,
@@ -56,9 +67,23 @@ def hub_error(exc: Exception, repo_id: str, revision: str | None) -> MlxkError:
         if status in (401, 403):
             return AccessDenied(f"the Hub refused access to {repo_id} (HTTP {status}); check HF_TOKEN")
         return NetworkError(f"the Hub answered HTTP {status} for {repo_id}")
-    if isinstance(exc, httpx2.HTTPError | OSError):
+    if isinstance(exc, httpx2.HTTPError | LocalEntryNotFoundError | ConnectionError | TimeoutError):
         return NetworkError(f"cannot reach the Hub: {type(exc).__name__}: {exc}")
+    if isinstance(exc, OSError):
+        return local_error(exc, repo_id)
     raise exc
+
+
+def local_error(exc: OSError, repo_id: str) -> MlxkError:
+    """A failure of the local disk, not of the network: no space, no permission, anything else."""
+    what = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientSpace(f"the disk filled up while writing {repo_id} ({what})")
+    if isinstance(exc, PermissionError) or exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ELOOP):
+        return PermissionDenied(f"cannot write {repo_id} into the cache ({what})")
+    if "onsistency check" in str(exc):  # huggingface_hub's size check of a finished download
+        return DownloadFailed(f"a file of {repo_id} arrived with the wrong size: {exc}")
+    return FilesystemError(f"writing {repo_id} into the cache failed ({what})")
 
 
 def fetch_remote(settings: HubSettings, repo_id: str, revision: str | None) -> RemoteRepo:

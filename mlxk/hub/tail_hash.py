@@ -47,9 +47,19 @@ class TailHasher:
         self._expected = dict(expected)  # blob name -> (size, lfs)
         self._follows: dict[str, _Follow] = {}  # .incomplete file name -> state
         self._seen: set[str] = set()
-        self.digests: dict[tuple[int, int], str] = {}  # (dev, ino) -> digest of the whole content
+        self._digests: dict[tuple[int, int], str] = {}  # (dev, ino) -> digest of the whole content
+        self._distrusted = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mlxk-tail-hash", daemon=True)
+
+    @property
+    def digests(self) -> dict[tuple[int, int], str]:
+        """Digests to trust: none at all once any file was rewound (see ``distrust``)."""
+        return {} if self._distrusted else dict(self._digests)
+
+    def distrust(self) -> None:
+        """The client rewound a file: a digest may mix two attempts, so verification re-reads all."""
+        self._distrusted = True
 
     def __enter__(self) -> TailHasher:
         if self._expected:
@@ -101,7 +111,8 @@ class TailHasher:
             with contextlib.suppress(OSError):
                 # finished only once the client let go of the file: renamed, or removed on failure
                 if not os.path.exists(os.path.join(self._dir, name)):
-                    self.digests[follow.dev_ino] = follow.digest.hexdigest()
+                    if os.fstat(follow.fd).st_nlink > 0:  # renamed into place, not deleted
+                        self._digests[follow.dev_ino] = follow.digest.hexdigest()
                     return True
         return follow.offset > follow.size
 

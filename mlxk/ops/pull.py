@@ -19,7 +19,7 @@ from mlxk.cache.leftovers import clean_stale_leftovers
 from mlxk.cache.locks import RepoLock, lock_is_held
 from mlxk.cache.names import dirname_to_name, is_commit, name_to_dirname, split_remote_spec, validate_name
 from mlxk.cache.refs import read_ref, write_ref
-from mlxk.cache.resolve import is_local_path, matching_dirnames
+from mlxk.cache.resolve import is_local_path
 from mlxk.cache.scan import CacheLocation, repo_dirnames, scan_records
 from mlxk.cache.verify import ExpectedFile, FileProblem, discard, verify_snapshot
 from mlxk.errors import (
@@ -34,7 +34,7 @@ from mlxk.errors import (
 )
 from mlxk.hub.download import download_snapshot
 from mlxk.hub.progress import download_progress
-from mlxk.hub.remote import RemoteFile, fetch_remote, select_files
+from mlxk.hub.remote import RemoteFile, fetch_remote, local_error, select_files
 from mlxk.hub.settings import HubSettings
 from mlxk.hub.tail_hash import TailHasher
 
@@ -94,7 +94,10 @@ def resolve_target(spec: str, hub_root: str) -> PullTarget:
     validate_name(name)
     if "/" in name:
         return PullTarget(name, revision, None)
-    found = matching_dirnames(repo_dirnames(hub_root), name)
+    # exact names only (any org, any case): a pull never guesses from a part of a name
+    found = [
+        d for d in repo_dirnames(hub_root) if dirname_to_name(d).rsplit("/", 1)[-1].lower() == name.lower()
+    ]
     if len(found) > 1:
         matches = [dirname_to_name(d) for d in found]
         raise AmbiguousMatch(
@@ -183,9 +186,12 @@ def pull(
     target = resolve_target(spec, location.hub_root)
     settings = settings or HubSettings.from_env()
     try:
-        if settings.offline:
-            return _offline_result(location, target, started)
-        return _pull(location, target, options, confirm_resume, settings, started)
+        try:
+            if settings.offline:
+                return _offline_result(location, target, started)
+            return _pull(location, target, options, confirm_resume, settings, started)
+        except OSError as exc:  # our own writes to the cache (lock, refs, discards)
+            raise local_error(exc, target.repo_id) from exc
     except MlxkError as error:
         if error.data is None:
             error.data = target
@@ -225,6 +231,12 @@ def _pull(
     try:
         state = local_state(repo_path, remote.commit, files)  # another process may have finished it meanwhile
         fetched = sum(state.blobs_to_fetch.values())
+        ref = (
+            None
+            if target.revision is not None and is_commit(target.revision)
+            else (target.revision or "main")
+        )
+        digests: dict[tuple[int, int], str] = {}
         if not state.complete:
             blobs_dir = os.path.join(repo_path, "blobs")
             fetching = {f.blob: (f.size, f.lfs) for f in files if f.blob in state.blobs_to_fetch}
@@ -232,16 +244,22 @@ def _pull(
                 TailHasher(blobs_dir, fetching) as hasher,
                 download_progress(target.repo_id, blobs_dir, state.blobs_to_fetch, enabled=options.progress),
             ):
-                download_snapshot(settings, remote, hub_root, list(options.include), list(options.exclude))
-            problems = verify_snapshot(repo_path, remote.commit, _expected(files), hasher.digests)
+                download_snapshot(
+                    settings, remote, hub_root, list(options.include), list(options.exclude), hasher.distrust
+                )
+            digests = hasher.digests
+        # A complete snapshot that no ref vouches for yet (an earlier pull killed after the last
+        # byte, before its checks) is verified too before anything calls it current.
+        if not state.complete or ref is None or read_ref(repo_path, ref) != remote.commit:
+            problems = verify_snapshot(repo_path, remote.commit, _expected(files), digests)
             if problems:
                 discard(repo_path, remote.commit, problems)
                 raise DownloadFailed(
                     f"{len(problems)} file(s) of {target.repo_id} did not arrive intact and were removed "
                     f"(pull again to refetch them): {_problem_text(problems)}"
                 )
-        if target.revision is None or not is_commit(target.revision):
-            write_ref(repo_path, target.revision or "main", remote.commit)
+        if ref is not None:
+            write_ref(repo_path, ref, remote.commit)
         healthy, reason = _health(location, dirname, remote.commit)
         cleaned = clean_stale_leftovers(hub_root, dirname)
     finally:

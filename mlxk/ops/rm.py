@@ -10,7 +10,7 @@ from mlxk.cache.locks import RepoLock
 from mlxk.cache.names import dirname_to_name, split_revision
 from mlxk.cache.resolve import resolve
 from mlxk.cache.scan import CacheLocation, repo_dirnames
-from mlxk.errors import LocksPresent
+from mlxk.errors import DeletionFailed, LocksPresent, RequiresConfirmation
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +44,27 @@ def remove(removal: Removal, *, force: bool) -> int:
     if plan.held_locks and not force:
         raise LocksPresent(locks_message(plan))
     lock = RepoLock(plan.hub_root, plan.dirname)
-    locked = lock.acquire(wait=False)
+    try:
+        locked = lock.acquire(wait=False)
+    except OSError as exc:
+        raise DeletionFailed(f"cannot lock {plan.name}: {exc.strerror or exc}") from exc
     if not locked and not force:
         raise LocksPresent(locks_message(plan))
     try:
-        return execute_delete(plan)
+        # A pull may have finished between the plan and now (a prompt can wait for minutes): delete
+        # only what is still true, and never a plan the user did not see.
+        current = plan_delete(plan.hub_root, plan.dirname, plan.commits[0] if not plan.whole_repo else None)
+        if _what_goes(current) != _what_goes(plan):
+            raise RequiresConfirmation(
+                f"{plan.name} changed since the plan was made; run rm again to see the new one"
+            )
+        return execute_delete(current, holding_repo_lock=locked)
     finally:
         lock.release(remove=locked)  # never remove a lock file that another process holds
+
+
+def _what_goes(plan: DeletePlan) -> tuple[object, ...]:
+    return (plan.whole_repo, plan.commits, plan.kept_commits, plan.refs, plan.blobs)
 
 
 def locks_message(plan: DeletePlan) -> str:
