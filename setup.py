@@ -48,6 +48,8 @@ def native_extensions() -> list:
         sources=["_native/_native.pyx"],
         extra_compile_args=compile_args,
         define_macros=[("_FILE_OFFSET_BITS", "64"), ("_GNU_SOURCE", "1")],
+        # content hashing dlopen()s libcrypto; glibc before 2.34 keeps dlopen in libdl
+        libraries=["dl"] if sys.platform.startswith("linux") else [],
     )
     try:
         return cythonize(

@@ -1,8 +1,9 @@
 # cython: language_level=3
-"""mlxk's compiled core: the parallel cache scan and the safetensors header check.
+"""mlxk's compiled core: the parallel cache scan, the safetensors header check and content hashing.
 
 The pure-Python twin (mlxk/_twin.py) has the same functions with the same results.
 """
 
 include "safetensors.pxi"
 include "scan.pxi"
+include "hashing.pxi"

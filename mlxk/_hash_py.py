@@ -60,11 +60,16 @@ class HashJob:
             fd = os.open(self._paths[index], flags)
         except OSError as exc:
             return (exc.errno or errno.EIO, None, 0, 0, 0, 0)
-        with os.fdopen(fd, "rb", buffering=0) as fh:
+        try:
             st = os.fstat(fd)
-            ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-            if not stat.S_ISREG(st.st_mode):
-                return (errno.EISDIR if stat.S_ISDIR(st.st_mode) else errno.EINVAL, None, *ident)
+        except OSError as exc:
+            os.close(fd)
+            return (exc.errno or errno.EIO, None, 0, 0, 0, 0)
+        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if not stat.S_ISREG(st.st_mode):  # before fdopen(), which refuses a directory
+            os.close(fd)
+            return (errno.EISDIR if stat.S_ISDIR(st.st_mode) else errno.EINVAL, None, *ident)
+        with os.fdopen(fd, "rb", buffering=0) as fh:
             digest: Any = (
                 hashlib.sha256()
                 if self._algos[index] == ALGO_SHA256
