@@ -636,14 +636,16 @@ cdef int st_entry(StParser* ps, size_t name_off) noexcept nogil:
                         return rc
                     if not is_uint:
                         return st_fail(ps, ST_BAD_SHAPE, val_off)
-                    # exact product: any zero dim wins over an overflow of the others
-                    if v == 0:
+                    # left to right, as the safetensors package does: an overflow before a
+                    # zero dim is an error; after a zero dim the running product stays 0
+                    if overflow or zero:
+                        pass
+                    elif v == 0:
                         zero = True
-                    elif not overflow:
-                        if prod > ST_U64_MAX // v:
-                            overflow = True
-                        else:
-                            prod *= v
+                    elif prod > ST_U64_MAX // v:
+                        overflow = True
+                    else:
+                        prod *= v
                     rc = st_after_value(ps, CH_RBRACKET)
                     if rc < 0:
                         return -rc
@@ -690,9 +692,11 @@ cdef int st_entry(StParser* ps, size_t name_off) noexcept nogil:
     if seen != ST_M_ALL:
         return st_fail(ps, ST_BAD_ENTRY, obj_off)
     # nbits = prod(shape) * bits, exact or SIZE_MISMATCH on 64-bit overflow
-    if zero:
+    if overflow:
+        return st_fail(ps, ST_SIZE_MISMATCH, name_off)
+    elif zero:
         nbits = 0
-    elif overflow or prod > ST_U64_MAX // <uint64_t>bits:
+    elif prod > ST_U64_MAX // <uint64_t>bits:
         return st_fail(ps, ST_SIZE_MISMATCH, name_off)
     else:
         nbits = prod * <uint64_t>bits

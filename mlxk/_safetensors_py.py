@@ -169,8 +169,8 @@ def _layout(ranges: list[Range], hlen: int, size: int) -> tuple[int, int]:
 
 def _nbits_ok(shape: list[int], bits: int, nbytes: int) -> bool:
     """prod(shape) * bits == 8 * nbytes, where a product beyond 64 bits never matches."""
-    if 0 in shape:
-        return nbytes == 0
+    # left to right, as the safetensors package does: an overflow before a zero dim is an error,
+    # a zero dim before a huge one is not (the running product is 0 from there on)
     nel = 1
     for dim in shape:
         nel *= dim
@@ -298,9 +298,7 @@ def _validate(obj: Any, surrogates: bool) -> tuple[list[Range], int] | None:
             if nel <= U64_MAX:  # stop growing past 64 bits: no huge integers
                 nel *= dim
         if nel > U64_MAX:
-            if 0 not in shape:
-                return None
-            nel = 0  # a zero dim makes the product 0, however large the others
+            return None  # overflowed before any zero dim: the careful path rejects it
         nbits = nel * bits
         if nbits > U64_MAX or nbits != 8 * (end - begin):
             return None

@@ -368,6 +368,8 @@ def malformed_cases() -> list[Case]:
     c.append(hdr_case("size_overflow_wraps_to_zero", h, cc.SIZE_MISMATCH, 1, data_len=0))
     h = _one(ent("F32", (2**32, 2**30), (0, 0)))
     c.append(hdr_case("size_overflow_times_bits", h, cc.SIZE_MISMATCH, 1, data_len=0))
+    h = _one(ent("U8", (2, 2**63, 0), (0, 0)))  # overflows before the 0 is reached: safetensors refuses it
+    c.append(hdr_case("size_overflow_before_zero_dim", h, cc.SIZE_MISMATCH, 1, data_len=0))
     h = _one(ent("F6_E2M3", (1,), (0, 1)))
     c.append(hdr_case("size_f6_not_whole_bytes", h, cc.SIZE_MISMATCH, 1, data_len=1))
     h = _one(ent("F4", (3,), (0, 2)))
