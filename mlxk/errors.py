@@ -132,3 +132,22 @@ class FilesystemError(MlxkError):
     error_type = "filesystem_error"
     exit_code = EXIT_FILESYSTEM
     http_status = 500
+
+
+class ModelIncompatible(MlxkError):
+    """The model exists and is intact, but this install cannot use it for what was asked."""
+
+    error_type = "model_incompatible"
+    http_status = 400
+
+
+class InsufficientMemory(MlxkError):
+    error_type = "insufficient_memory"
+    http_status = 507
+
+
+class ExecutionError(MlxkError):
+    """Loading or running the model failed."""
+
+    error_type = "execution_error"
+    http_status = 500

@@ -93,3 +93,11 @@ def fake(tmp_path: Path, hub: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     from tests.hubfix import serve_fake_hub
 
     yield from serve_fake_hub(tmp_path, monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> dict[str, dict[str, bytes]]:
+    """Tiny real MLX models (tests.modelfix), built once: files by variant "chat", "stop", "raw", "bpe", "q4"."""
+    from tests.modelfix import build_variants  # mlx is imported lazily, inside the build
+
+    return build_variants()

@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).parents[1] / "mlxk"
 FORBIDDEN = {
     "cache": ("ops", "cli", "output", "server", "runner", "hub"),
     "hub": ("ops", "cli", "output", "server", "runner"),
+    "runner": ("ops", "cli", "output", "server", "hub"),
     "ops": ("cli", "output"),
     "output": ("cli",),
 }

@@ -51,12 +51,19 @@ def _rm() -> Command:
     return RmCommand()
 
 
+def _run() -> Command:
+    from mlxk.cli.run_command import RunCommand
+
+    return RunCommand()
+
+
 COMMANDS: dict[str, Callable[[], Command]] = {
     "list": _list,
     "show": _show,
     "health": _health,
     "pull": _pull,
     "rm": _rm,
+    "run": _run,
 }
 # The JSON envelope's "command" for each command name a user can type.
 JSON_COMMAND_NAMES = {name: name for name in COMMANDS}

@@ -1,0 +1,119 @@
+"""Talking to a loaded engine from the terminal: one streamed answer, or a chat with history."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import TextIO
+
+from mlxk.errors import MlxkError
+from mlxk.runner.engine import Engine
+from mlxk.runner.request import GenerationRequest, Message, Sampling, Usage
+
+HELP = "/clear forgets the conversation, /exit (or Ctrl-D) leaves; Ctrl-C stops an answer."
+
+
+class Conversation:
+    def __init__(
+        self,
+        engine: Engine,
+        system: str | None,
+        raw: bool,
+        sampling: Sampling,
+        max_tokens: int,
+        stops: tuple[str, ...],
+    ) -> None:
+        self.engine = engine
+        self.system = system
+        self.raw = raw  # no chat template: the text goes to the model as it is
+        self.sampling = sampling
+        self.max_tokens = max_tokens
+        self.stops = stops
+        self.history: list[Message] = []
+
+    def request_for(self, prompt: str) -> GenerationRequest:
+        if self.raw:
+            text = f"{self.system}\n\n{prompt}" if self.system else prompt
+            return GenerationRequest(
+                prompt=text, max_tokens=self.max_tokens, sampling=self.sampling, stops=self.stops
+            )
+        messages = [Message("system", self.system)] if self.system else []
+        messages += [*self.history, Message("user", prompt)]
+        return GenerationRequest(
+            messages=tuple(messages), max_tokens=self.max_tokens, sampling=self.sampling, stops=self.stops
+        )
+
+    def collect(self, request: GenerationRequest) -> tuple[str, str, Usage]:
+        parts: list[str] = []
+        for chunk in self.engine.generate(request):
+            parts.append(chunk.text)
+            if chunk.usage is not None:
+                return "".join(parts), chunk.finish_reason or "length", chunk.usage
+        raise AssertionError("the engine ended a stream without usage")
+
+    def stream(
+        self, request: GenerationRequest, out: TextIO, cancel: threading.Event | None = None
+    ) -> tuple[str, Usage]:
+        """Write the answer as it comes; a final newline if it did not end with one."""
+        last = "\n"
+        for chunk in self.engine.generate(request, cancel):
+            if chunk.text:
+                out.write(chunk.text)
+                out.flush()
+                last = chunk.text[-1]
+            if chunk.usage is not None:
+                if last != "\n":
+                    out.write("\n")
+                    out.flush()
+                return chunk.finish_reason or "length", chunk.usage
+        raise AssertionError("the engine ended a stream without usage")
+
+    def interactive(self) -> int:
+        sys.stderr.write(f"Chat with a model. {HELP}\n")
+        while True:
+            try:
+                line = input(">>> ")
+            except EOFError:
+                sys.stdout.write("\n")
+                return 0
+            except KeyboardInterrupt:
+                sys.stdout.write("\n")
+                sys.stderr.write(f"({HELP})\n")
+                continue
+            text = line.strip()
+            if not text:
+                continue
+            if text in ("/exit", "/quit", "/bye"):
+                return 0
+            if text == "/clear":
+                self.history.clear()
+                sys.stderr.write("(the conversation is forgotten)\n")
+                continue
+            if text.startswith("/") and text.split()[0] in ("/help", "/?"):
+                sys.stderr.write(f"{HELP}\n")
+                continue
+            self._answer(line)
+
+    def _answer(self, prompt: str) -> None:
+        answer: list[str] = []
+
+        class Tee:
+            """Streams to the terminal and keeps the text for the history."""
+
+            def write(self, text: str) -> int:
+                answer.append(text)
+                return sys.stdout.write(text)
+
+            def flush(self) -> None:
+                sys.stdout.flush()
+
+        try:
+            self.stream(self.request_for(prompt), Tee())  # type: ignore[arg-type]
+        except KeyboardInterrupt:
+            sys.stdout.write("\n")
+            sys.stderr.write("(stopped)\n")
+        except MlxkError as error:  # e.g. the conversation no longer fits the context
+            sys.stderr.write(f"Error: {error.message}\n")
+            return
+        if not self.raw:
+            self.history += [Message("user", prompt), Message("assistant", "".join(answer).rstrip("\n"))]

@@ -1,0 +1,165 @@
+from __future__ import annotations
+
+import math
+import os
+import sys
+from typing import Any
+
+from cleo.helpers import argument, option
+
+from mlxk.cli.base import MlxkCommand
+from mlxk.errors import ExecutionError, MlxkError, ValidationError
+from mlxk.ops.run import runnable_model
+from mlxk.output.emit import write_error
+from mlxk.output.generation import render_stats, run_data
+from mlxk.runner.request import Sampling
+
+EXIT_INTERRUPTED = 130
+MAX_TOKENS_LIMIT = 1_000_000
+
+
+def _number(value: Any, name: str, kind: type, low: float, high: float, *, low_open: bool = False) -> Any:
+    """A validated number option: its type, finite, within [low, high] (or (low, high])."""
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ValidationError(
+            f"--{name} takes a {'whole ' if kind is int else ''}number, not {value!r}"
+        ) from None
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ValidationError(f"--{name} must be a finite number")
+    if number < low or number > high or (low_open and number == low):
+        bound = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
+        raise ValidationError(f"--{name} must be in {bound}, not {value}")
+    return number
+
+
+class RunCommand(MlxkCommand):
+    name = "run"
+    description = "Generate with a cached model: one answer (streamed), or a chat when no prompt is given."
+    json_command = "run"
+    arguments = [
+        argument("model", "Model name (org/name, a unique part of it, or name@<hash prefix>)."),
+        argument(
+            "prompt",
+            "The prompt; '-' (or a pipe) reads stdin; several parts are joined.",
+            optional=True,
+            multiple=True,
+        ),
+    ]
+    options = [
+        option("max-tokens", None, "Most tokens to generate.", flag=False, default="512"),
+        option("temperature", None, "Sampling temperature (0: greedy).", flag=False, default="0.7"),
+        option(
+            "top-p",
+            None,
+            "Nucleus sampling: keep the smallest set of tokens with this much probability.",
+            flag=False,
+            default="0.9",
+        ),
+        option("top-k", None, "Keep only the k most likely tokens (0: off).", flag=False, default="0"),
+        option(
+            "min-p",
+            None,
+            "Drop tokens below this fraction of the top token's probability.",
+            flag=False,
+            default="0",
+        ),
+        option("repetition-penalty", None, "Penalty for repeating recent tokens (1: off).", flag=False),
+        option("seed", None, "Random seed, for repeatable sampling.", flag=False),
+        option("system", None, "System prompt.", flag=False),
+        option(
+            "stop",
+            None,
+            "Stop when this text is generated (repeatable); it is not printed.",
+            flag=False,
+            multiple=True,
+        ),
+        option(
+            "no-chat-template",
+            None,
+            "Send the prompt as raw text, without the model's chat template.",
+            flag=True,
+        ),
+    ]
+
+    def _sampling(self) -> tuple[Sampling, int]:
+        max_tokens = _number(self.option("max-tokens"), "max-tokens", int, 1, MAX_TOKENS_LIMIT)
+        penalty = self.option("repetition-penalty")
+        seed = self.option("seed")
+        sampling = Sampling(
+            temperature=_number(self.option("temperature"), "temperature", float, 0.0, 100.0),
+            top_p=_number(self.option("top-p"), "top-p", float, 0.0, 1.0, low_open=True),
+            top_k=_number(self.option("top-k"), "top-k", int, 0, 1_000_000),
+            min_p=_number(self.option("min-p"), "min-p", float, 0.0, 1.0),
+            repetition_penalty=None
+            if penalty is None
+            else _number(penalty, "repetition-penalty", float, 0.0, 100.0, low_open=True),
+            seed=None if seed is None else _number(seed, "seed", int, 0, 2**63 - 1),
+        )
+        return sampling, max_tokens
+
+    def _prompt(self) -> str | None:
+        """The one-shot prompt, or None for an interactive chat."""
+        parts: list[str] = list(self.argument("prompt") or [])
+        piped = not sys.stdin.isatty()
+        if "-" in parts or (not parts and piped):
+            text = sys.stdin.read()
+            parts = [text if p == "-" else p for p in parts] if "-" in parts else [text]
+        if not parts:
+            return None
+        prompt = "\n\n".join(p for p in parts if p)
+        if not prompt.strip():
+            raise ValidationError("the prompt is empty")
+        return prompt
+
+    def execute_command(self, json_mode: bool) -> int:
+        sampling, max_tokens = self._sampling()
+        stops = tuple(self.option("stop") or ())
+        if any(not s for s in stops):
+            raise ValidationError("--stop takes a non-empty string")
+        prompt = self._prompt()
+        if prompt is None and (json_mode or not sys.stdout.isatty()):
+            raise ValidationError("no prompt: give one (or '-' for stdin); a chat needs a terminal")
+        runnable = runnable_model(self.location(), self.argument("model"))
+        try:
+            from mlxk.runner.engine import load_engine
+
+            engine = load_engine(runnable.path)
+        except (KeyboardInterrupt, MlxkError):
+            raise
+        except Exception as exc:
+            raise ExecutionError(
+                f"loading {runnable.model.name} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        system = self.option("system")
+        raw = bool(self.option("no-chat-template")) or not engine.has_chat_template
+        from mlxk.cli.chat import Conversation
+
+        conversation = Conversation(engine, system, raw, sampling, max_tokens, stops)
+        if prompt is None:
+            return conversation.interactive()
+        request = conversation.request_for(prompt)
+        if json_mode:
+            response, finish, usage = conversation.collect(request)
+            self.emit(True, run_data(runnable.model.name, prompt, response, finish, usage), "")
+            return 0
+        finish, usage = conversation.stream(request, sys.stdout)
+        if self.io.is_verbose():  # cleo's global --verbose / -v: load time, tokens/s, peak memory
+            sys.stderr.write(render_stats(engine.load_seconds, usage))
+        return 0 if finish != "cancelled" else EXIT_INTERRUPTED
+
+    def handle(self) -> int:
+        try:
+            return super().handle()
+        except KeyboardInterrupt:
+            sys.stdout.flush()
+            write_error("interrupted")
+            return EXIT_INTERRUPTED
+        except BrokenPipeError:
+            # `mlxk run ... | head`: the reader is gone; that is not an error. Point stdout at
+            # /dev/null so the interpreter's final flush does not complain either.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            return 0
