@@ -45,7 +45,7 @@ def engines(
 
     hub = tmp_path_factory.mktemp("engines")
     loaded = {}
-    for key in ("chat", "stop", "raw"):
+    for key in ("chat", "stop", "raw", "bpe", "q4"):
         repo = install(hub, f"test/{key}", tiny_models[key])
         loaded[key] = (load_engine(str(repo.snapshot)), str(repo.snapshot))
     yield loaded
@@ -56,10 +56,11 @@ def run(engine: Any, request: GenerationRequest, cancel: threading.Event | None 
     return "".join(c.text for c in chunks), chunks[-1]
 
 
-def test_greedy_text_equals_mlx_lm(engines: dict[str, Any]) -> None:
+@pytest.mark.parametrize("variant", ["chat", "bpe", "q4"])  # char-level and BPE detokenizers, 4-bit weights
+def test_greedy_text_equals_mlx_lm(engines: dict[str, Any], variant: str) -> None:
     from mlx_lm.generate import stream_generate
 
-    engine, _path = engines["chat"]
+    engine, _path = engines[variant]
     request = GenerationRequest(messages=(Message("user", "Hello"),), max_tokens=40, sampling=GREEDY)
     ours, last = run(engine, request)
     prompt = engine.encode(request)
