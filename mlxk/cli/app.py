@@ -57,6 +57,12 @@ def _run() -> Command:
     return RunCommand()
 
 
+def _serve() -> Command:
+    from mlxk.cli.serve_command import ServeCommand
+
+    return ServeCommand()
+
+
 COMMANDS: dict[str, Callable[[], Command]] = {
     "list": _list,
     "show": _show,
@@ -64,9 +70,11 @@ COMMANDS: dict[str, Callable[[], Command]] = {
     "pull": _pull,
     "rm": _rm,
     "run": _run,
+    "serve": _serve,
+    "server": _serve,  # the name MLX-Knife users type
 }
 # The JSON envelope's "command" for each command name a user can type.
-JSON_COMMAND_NAMES = {name: name for name in COMMANDS}
+JSON_COMMAND_NAMES = {name: "server" if name == "serve" else name for name in COMMANDS}
 
 
 class CommandsCommand(CleoListCommand):

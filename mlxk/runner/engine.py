@@ -91,8 +91,15 @@ class Engine:
         sampler = make_sampler(
             s.temperature, top_p=s.top_p if s.top_p < 1.0 else 0.0, min_p=s.min_p, top_k=s.top_k
         )
+        penalized = s.repetition_penalty or s.presence_penalty or s.frequency_penalty
         processors = (
-            make_logits_processors(repetition_penalty=s.repetition_penalty) if s.repetition_penalty else None
+            make_logits_processors(
+                repetition_penalty=s.repetition_penalty,
+                presence_penalty=s.presence_penalty,
+                frequency_penalty=s.frequency_penalty,
+            )
+            if penalized
+            else None
         )
         max_tokens = request.max_tokens
         if self.context_length:

@@ -12,6 +12,8 @@ class Sampling:
     top_k: int = 0  # 0: off
     min_p: float = 0.0
     repetition_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
     seed: int | None = None
 
 

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import os
+import sys
+
+from cleo.helpers import option
+
+from mlxk.cli.base import MlxkCommand
+from mlxk.errors import ValidationError
+from mlxk.server.app import LOOPBACK, ServerSettings
+
+
+class ServeCommand(MlxkCommand):
+    name = "serve"
+    description = "Serve cached models over an OpenAI-compatible HTTP API (Granian)."
+    json_command = "server"
+    options = [
+        option("model", "m", "Load this model at start and use it when a request names none.", flag=False),
+        option(
+            "host",
+            None,
+            "Address to listen on (default 127.0.0.1; anything else is reachable from outside).",
+            flag=False,
+            default="127.0.0.1",
+        ),
+        option("port", "p", "Port to listen on.", flag=False, default="8000"),
+        option("single-model", None, "Refuse requests for any model but --model.", flag=True),
+        option(
+            "api-key",
+            None,
+            "Require 'Authorization: Bearer KEY' on every route but /health (or MLXK_API_KEY).",
+            flag=False,
+        ),
+        option(
+            "cors-origin",
+            None,
+            "Allow browser requests from this origin (repeatable).",
+            flag=False,
+            multiple=True,
+        ),
+        option(
+            "max-queue",
+            None,
+            "Requests that may wait for the engine before new ones get 429.",
+            flag=False,
+            default="32",
+        ),
+        option(
+            "max-body-bytes",
+            None,
+            "Largest request body accepted.",
+            flag=False,
+            default=str(16 * 1024 * 1024),
+        ),
+        option(
+            "log-level",
+            None,
+            "Granian's log level (debug, info, warning, error).",
+            flag=False,
+            default="warning",
+        ),
+    ]
+
+    def execute_command(self, json_mode: bool) -> int:
+        port = _int(self.option("port"), "port", 1, 65535)
+        host = str(self.option("host"))
+        model = self.option("model")
+        if self.option("single-model") and not model:
+            raise ValidationError("--single-model needs --model")
+        if model:
+            from mlxk.ops.run import runnable_model
+
+            model = runnable_model(self.location(), model).model.name  # refused now, not at the first request
+        settings = ServerSettings(
+            hub_root=self.location().hub_root,
+            host=host,
+            port=port,
+            model=model,
+            single_model=bool(self.option("single-model")),
+            api_key=self.option("api-key") or os.environ.get("MLXK_API_KEY") or None,
+            cors_origins=tuple(self.option("cors-origin") or ()),
+            max_queue=_int(self.option("max-queue"), "max-queue", 1, 100_000),
+            max_body_bytes=_int(self.option("max-body-bytes"), "max-body-bytes", 1024, 2**31),
+        )
+        if host not in LOOPBACK:
+            sys.stderr.write(f"Warning: listening on {host}: the server is reachable from other machines\n")
+        url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+        self.emit(
+            json_mode,
+            {"url": url, "host": host, "port": port, "model": model, "pid": os.getpid()},
+            f"mlxk serving on {url}\n",
+        )
+        from mlxk.server.launch import serve
+
+        serve(settings, log_level=str(self.option("log-level")))
+        return 0
+
+
+def _int(value: object, name: str, low: int, high: int) -> int:
+    text = str(value)
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ValidationError(f"--{name} takes a whole number from {low} to {high}, not {text!r}")
+    return int(text)

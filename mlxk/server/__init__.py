@@ -1,0 +1,1 @@
+"""The OpenAI-compatible server: a plain ASGI app (no framework), hosted by Granian."""
