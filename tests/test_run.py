@@ -271,3 +271,14 @@ def test_ctrl_c_of_a_one_shot_answer_exits_cleanly(long_model: str) -> None:
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and b"Traceback" not in err and b"interrupted" in err
+
+
+def test_text_that_is_not_utf8_is_read_not_refused(models: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlxk", "run", CHAT, "-", *GREEDY, "--max-tokens", "3", "--json"],
+        input=b"caf\xe9 au lait",
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout
+    assert json.loads(proc.stdout)["data"]["prompt"] == "caf\ufffd au lait"

@@ -135,3 +135,53 @@ def test_no_mlx_import_in_the_light_parts(tmp_path: Path) -> None:
     code = "import sys, mlxk.runner.engine, mlxk.runner.stops; print('mlx' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_stop_matching_does_not_depend_on_how_text_is_split() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    alphabet = st.sampled_from(list("ab\n"))
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(st.text(alphabet, min_size=1, max_size=3), min_size=1, max_size=3),
+        st.text(alphabet, max_size=12),
+        st.lists(st.integers(0, 12), max_size=6),
+    )
+    def check(stops: list[str], text: str, cuts: list[int]) -> None:
+        whole = StopMatcher(stops)
+        expected = whole.feed(text) + ("" if whole.stopped else whole.flush())
+        pieces, last = [], 0
+        for cut in sorted(set(min(c, len(text)) for c in cuts)):
+            pieces.append(text[last:cut])
+            last = cut
+        pieces.append(text[last:])
+        split = StopMatcher(stops)
+        out = ""
+        for piece in pieces:
+            out += split.feed(piece)
+            if split.stopped:
+                break
+        out += "" if split.stopped else split.flush()
+        assert (out, split.stopped) == (expected, whole.stopped)
+
+    check()
+
+
+def test_a_too_long_prompt_is_refused_before_any_chunk(engines: dict[str, Any]) -> None:
+    from mlxk.errors import ValidationError
+
+    engine, _path = engines["raw"]
+    with pytest.raises(ValidationError):
+        engine.generate(
+            GenerationRequest(prompt="x" * 600, max_tokens=5, sampling=GREEDY)
+        )  # no next() needed
+
+
+def test_top_k_beyond_the_vocabulary_means_no_cut(engines: dict[str, Any]) -> None:
+    engine, _path = engines["chat"]
+    request = GenerationRequest(
+        prompt="Hi", max_tokens=5, sampling=Sampling(temperature=1.0, top_k=10_000, seed=1)
+    )
+    assert run(engine, request)[1].finish_reason in ("length", "stop")

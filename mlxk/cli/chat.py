@@ -32,8 +32,9 @@ class Conversation:
         self.history: list[Message] = []
 
     def request_for(self, prompt: str) -> GenerationRequest:
-        if self.raw:
-            text = f"{self.system}\n\n{prompt}" if self.system else prompt
+        if self.raw:  # the conversation so far as plain text, turn after turn
+            turns = [self.system] if self.system else []
+            text = "\n\n".join([*turns, *(m.content for m in self.history), prompt])
             return GenerationRequest(
                 prompt=text, max_tokens=self.max_tokens, sampling=self.sampling, stops=self.stops
             )
@@ -113,7 +114,6 @@ class Conversation:
             sys.stdout.write("\n")
             sys.stderr.write("(stopped)\n")
         except MlxkError as error:  # e.g. the conversation no longer fits the context
-            sys.stderr.write(f"Error: {error.message}\n")
+            sys.stderr.write(f"Error: {error.message} (/clear starts the conversation afresh)\n")
             return
-        if not self.raw:
-            self.history += [Message("user", prompt), Message("assistant", "".join(answer).rstrip("\n"))]
+        self.history += [Message("user", prompt), Message("assistant", "".join(answer).rstrip("\n"))]

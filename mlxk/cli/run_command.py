@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -32,6 +33,10 @@ def _number(value: Any, name: str, kind: type, low: float, high: float, *, low_o
         bound = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
         raise ValidationError(f"--{name} must be in {bound}, not {value}")
     return number
+
+
+def _readable(text: str) -> str:
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 class RunCommand(MlxkCommand):
@@ -101,10 +106,13 @@ class RunCommand(MlxkCommand):
 
     def _prompt(self) -> str | None:
         """The one-shot prompt, or None for an interactive chat."""
-        parts: list[str] = list(self.argument("prompt") or [])
+        # text the terminal or a file could not decode (not UTF-8) goes to the model as U+FFFD
+        parts = [_readable(p) for p in self.argument("prompt") or []]
         piped = not sys.stdin.isatty()
         if "-" in parts or (not parts and piped):
-            text = sys.stdin.read()
+            if not piped:
+                sys.stderr.write("(reading the prompt from the terminal; end it with Ctrl-D)\n")
+            text = sys.stdin.buffer.read().decode("utf-8", "replace")
             parts = [text if p == "-" else p for p in parts] if "-" in parts else [text]
         if not parts:
             return None
@@ -153,7 +161,8 @@ class RunCommand(MlxkCommand):
         try:
             return super().handle()
         except KeyboardInterrupt:
-            sys.stdout.flush()
+            with contextlib.suppress(OSError):  # the pipe may be gone too
+                sys.stdout.flush()
             write_error("interrupted")
             return EXIT_INTERRUPTED
         except BrokenPipeError:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from mlxk.errors import ValidationError
-from mlxk.runner.request import Chunk, GenerationRequest, Usage
+from mlxk.runner.request import Chunk, GenerationRequest, Sampling, Usage
 from mlxk.runner.stops import StopMatcher
 
 # Special tokens that end a turn (or start a new one) in the chat formats in use today.
@@ -46,12 +46,21 @@ class Engine:
         self._lock = threading.Lock()
 
     def _end_ids(self) -> set[int]:
+        """The model's own end tokens, plus the turn markers its chat template uses (so a chat
+        model stops where its turn ends even when its config names only one end token)."""
         ids = {int(i) for i in self.tokenizer.eos_token_ids}
         try:
             added = self.tokenizer.get_added_vocab()
         except (AttributeError, TypeError):
             added = {}
-        ids.update(int(added[m]) for m in TURN_MARKERS if m in added)
+        template = getattr(self.tokenizer, "chat_template", None)
+        template = template if isinstance(template, str) else ""
+        for marker in TURN_MARKERS:
+            if marker not in added or marker not in template:
+                continue
+            if marker == "<|end|>" and "<|return|>" in added:
+                continue  # harmony (gpt-oss): <|end|> closes a message inside the turn, <|return|> ends it
+            ids.add(int(added[marker]))
         return ids
 
     def encode(self, request: GenerationRequest) -> list[int]:
@@ -67,14 +76,23 @@ class Engine:
             text = "\n\n".join(m.content for m in request.messages)
             return list(self.tokenizer.encode(text))
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, Mapping):  # older mlx-lm with transformers 5 hands back the whole encoding
+            ids = ids["input_ids"]
         return [int(i) for i in ids]
 
     def generate(self, request: GenerationRequest, cancel: threading.Event | None = None) -> Iterator[Chunk]:
+        """Checks the request now (a prompt too long for the context raises here, before any
+        chunk), then returns the stream: run it to the end or close it, which frees the engine."""
         prompt = self.encode(request)
         if self.context_length and len(prompt) >= self.context_length:
             raise ValidationError(
                 f"the prompt is {len(prompt)} tokens; the model's context holds {self.context_length}"
             )
+        return self._locked(prompt, request, cancel)
+
+    def _locked(
+        self, prompt: list[int], request: GenerationRequest, cancel: threading.Event | None
+    ) -> Iterator[Chunk]:
         with self._lock:
             yield from self._generate(prompt, request, cancel)
 
@@ -82,57 +100,43 @@ class Engine:
         self, prompt: list[int], request: GenerationRequest, cancel: threading.Event | None
     ) -> Iterator[Chunk]:
         import mlx.core as mx
-        from mlx_lm.generate import generate_step
-        from mlx_lm.sample_utils import make_logits_processors, make_sampler
+        from mlx_lm.generate import generate_step, generation_stream, wired_limit
 
-        s = request.sampling
-        if s.seed is not None:
-            mx.random.seed(s.seed)
-        sampler = make_sampler(
-            s.temperature, top_p=s.top_p if s.top_p < 1.0 else 0.0, min_p=s.min_p, top_k=s.top_k
-        )
-        penalized = s.repetition_penalty or s.presence_penalty or s.frequency_penalty
-        processors = (
-            make_logits_processors(
-                repetition_penalty=s.repetition_penalty,
-                presence_penalty=s.presence_penalty,
-                frequency_penalty=s.frequency_penalty,
-            )
-            if penalized
-            else None
-        )
         max_tokens = request.max_tokens
         if self.context_length:
             max_tokens = min(max_tokens, self.context_length - len(prompt))
+        sampler, processors = self._sampling(request.sampling)
         detokenizer = self.tokenizer.detokenizer
         detokenizer.reset()
         stops = StopMatcher(request.stops)
         mx.reset_peak_memory()
         started = time.perf_counter()
-        first_token_at = started
-        produced = 0
-        finish = "length"
         steps = generate_step(
             mx.array(prompt), self.model, max_tokens=max_tokens, sampler=sampler, logits_processors=processors
         )
-        for token, _logprobs in steps:
-            if produced == 0:
-                first_token_at = time.perf_counter()
-            if token in self.end_ids:
-                finish = "stop"
-                break
-            produced += 1
-            detokenizer.add_token(token)
-            text = stops.feed(detokenizer.last_segment)
-            if text:
-                yield Chunk(text)
-            if stops.stopped:
-                finish = "stop"
-                break
-            if cancel is not None and cancel.is_set():
-                finish = "cancelled"
-                break
-        ended = time.perf_counter()
+        # as stream_generate does: on Metal the weights stay wired in memory while it runs
+        with wired_limit(self.model, [generation_stream]):  # type: ignore[list-item]
+            first_token_at = started
+            produced = 0
+            finish = "length"
+            for token, _logprobs in steps:
+                if produced == 0:
+                    first_token_at = time.perf_counter()
+                if token in self.end_ids:
+                    finish = "stop"
+                    break
+                produced += 1
+                detokenizer.add_token(token)
+                text = stops.feed(detokenizer.last_segment)
+                if text:
+                    yield Chunk(text)
+                if stops.stopped:
+                    finish = "stop"
+                    break
+                if cancel is not None and cancel.is_set():
+                    finish = "cancelled"
+                    break
+            ended = time.perf_counter()
         if not stops.stopped:
             detokenizer.finalize()
             tail = stops.feed(detokenizer.last_segment)
@@ -149,6 +153,25 @@ class Engine:
             peak_memory_bytes=int(mx.get_peak_memory()),
         )
         yield Chunk("", finish, usage)
+
+    def _sampling(self, s: Sampling) -> tuple[Any, Any]:
+        import mlx.core as mx
+        from mlx_lm.sample_utils import make_logits_processors, make_sampler
+
+        if s.seed is not None:
+            mx.random.seed(s.seed)
+        vocab = self.config.get("vocab_size")
+        top_k = 0 if isinstance(vocab, int) and s.top_k >= vocab else s.top_k  # the whole vocabulary: no cut
+        top_p = s.top_p if s.top_p < 1.0 else 0.0
+        sampler = make_sampler(s.temperature, top_p=top_p, min_p=s.min_p, top_k=top_k)
+        if not (s.repetition_penalty or s.presence_penalty or s.frequency_penalty):
+            return sampler, None
+        processors = make_logits_processors(
+            repetition_penalty=s.repetition_penalty,
+            presence_penalty=s.presence_penalty,
+            frequency_penalty=s.frequency_penalty,
+        )
+        return sampler, processors
 
 
 def _context_length(config: dict[str, Any]) -> int | None:

@@ -18,8 +18,11 @@ class StopMatcher:
         if not self._stops:
             return text
         buffer = self._held + text
-        cut = min((i for i in (buffer.find(s) for s in self._stops) if i >= 0), default=-1)
-        if cut >= 0:
+        # the match that ends first (then starts first): what feeding piece by piece would meet first,
+        # so the result does not depend on how the text was split into tokens
+        found = [(i + len(s), i) for s in self._stops if (i := buffer.find(s)) >= 0]
+        if found:
+            _end, cut = min(found)
             self._held = ""
             self.stopped = True
             return buffer[:cut]
