@@ -290,8 +290,11 @@ def test_a_full_queue_gets_429_with_retry_after(cache: Path) -> None:
     for run in serve(cache, max_queue=1):
 
         async def scenario(call: Client) -> None:
-            while (await call("GET", "/health")).status_code != 200 or (await call("GET", "/health")).json()["queue"]:
-                await asyncio.sleep(0.01)  # the preload of --model is done
+            while True:  # until the preload of --model is done
+                health = await call("GET", "/health")
+                if health.status_code == 200 and health.json()["queue"] == 0:
+                    break
+                await asyncio.sleep(0.01)
             long = chat_body(max_tokens=400)
             results = await asyncio.gather(
                 *(call("POST", "/v1/chat/completions", json=long) for _ in range(4))
