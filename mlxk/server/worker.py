@@ -1,6 +1,9 @@
-"""One thread owns MLX: it loads models and runs requests one after another, handing chunks to
-the event loop of the request that asked. A bounded queue keeps the number of waiting requests
-(and so memory) in check; beyond it a request is refused at once, not queued forever.
+"""One thread owns MLX: it loads models and runs every request through continuous batching
+(``mlxk.runner.batch``), handing chunks to the event loop of the request that asked.
+
+New requests join the running batch between decoding steps; a request for another model waits
+until the batch has drained, then the model is switched. A bounded count of requests (waiting or
+running) keeps memory in check; beyond it a request is refused at once, not queued forever.
 """
 
 from __future__ import annotations
@@ -8,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+from mlxk.runner.batch import BatchRunner
 from mlxk.runner.engine import Engine
 from mlxk.runner.request import Chunk, GenerationRequest
 
@@ -18,7 +23,7 @@ Item = Chunk | BaseException
 
 
 class Busy(Exception):
-    """The queue is full."""
+    """Too many requests are waiting or running."""
 
 
 @dataclass
@@ -37,20 +42,26 @@ class Job:
 
 
 class EngineWorker:
-    def __init__(self, load: Callable[[str], Engine], max_queue: int) -> None:
+    def __init__(self, load: Callable[[str], Engine], max_queue: int, max_batch: int = 16) -> None:
         self._load = load
         self._max_queue = max_queue
+        self._max_batch = max_batch
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._pending = 0
         self._lock = threading.Lock()
-        self.engine: Engine | None = None
+        self._runner: BatchRunner | None = None
         self.model: str | None = None
         self.loading: str | None = None
         self._thread = threading.Thread(target=self._run, name="mlxk-engine", daemon=True)
 
     @property
     def queue_depth(self) -> int:
+        """Requests waiting or being generated."""
         return self._pending
+
+    @property
+    def engine(self) -> Engine | None:
+        return self._runner.engine if self._runner is not None else None
 
     def start(self) -> None:
         self._thread.start()
@@ -66,36 +77,91 @@ class EngineWorker:
             self._pending += 1
         self._jobs.put(job)
 
-    def _run(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            try:
-                self._serve(job)
-            except BaseException as exc:  # handed to the request; the worker lives on
-                job.emit(exc)
-            finally:
-                with self._lock:
-                    self._pending -= 1
+    def _done(self) -> None:
+        with self._lock:
+            self._pending -= 1
 
-    def _serve(self, job: Job) -> None:
-        if job.cancel.is_set():
-            job.emit(Chunk("", "cancelled"))
-            return
-        if self.model != job.model or self.engine is None:
-            self.loading = job.model
+    def _finish(self, job: Job, item: Item) -> None:
+        job.emit(item)
+        self._done()
+
+    def _run(self) -> None:
+        waiting: deque[Job] = deque()
+        while True:
+            busy = self._runner is not None and self._runner.active > 0
+            if not self._take(waiting, block=not busy and not waiting):
+                if self._runner is not None:
+                    self._runner.close()
+                return
+            self._admit(waiting)
+            if self._runner is not None and self._runner.active:
+                try:
+                    self._runner.step()
+                except Exception as exc:  # a failed step ends every request in it; the worker lives on
+                    failed = self._runner
+                    self._runner = BatchRunner(failed.engine, self._max_batch)
+                    failed.fail(exc)
+
+    def _take(self, waiting: deque[Job], *, block: bool) -> bool:
+        """Move submitted jobs to ``waiting``; False when the worker is to stop."""
+        try:
+            while True:
+                job = self._jobs.get(block=block)
+                block = False
+                if job is None:
+                    for pending in waiting:
+                        self._finish(pending, Chunk("", "cancelled"))
+                    return False
+                waiting.append(job)
+        except queue.Empty:
+            return True
+
+    def _admit(self, waiting: deque[Job]) -> None:
+        while waiting:
+            job = waiting[0]
+            if job.cancel.is_set():  # the client left while it waited
+                waiting.popleft()
+                self._finish(job, Chunk("", "cancelled"))
+                continue
+            if job.model != self.model or self._runner is None:
+                if self._runner is not None and self._runner.active:
+                    return  # another model: let the running batch drain first
+                waiting.popleft()
+                if not self._switch(job):
+                    continue
+                waiting.appendleft(job)
+                continue
+            waiting.popleft()
+            if job.request is None:
+                self._finish(job, Chunk("", "stop"))
+                continue
+
+            def sink(item: Item, job: Job = job) -> None:
+                job.emit(item)
+                if isinstance(item, BaseException) or item.finish_reason is not None:
+                    self._done()
+
             try:
-                self.engine = None
-                self.engine = self._load(job.model)
-                self.model = job.model
-            finally:
-                self.loading = None
-        if job.request is None:
-            job.emit(Chunk("", "stop"))
-            return
-        for chunk in self.engine.generate(job.request, job.cancel):
-            job.emit(chunk)
+                self._runner.add(job.request, sink, job.cancel)
+            except Exception as exc:  # e.g. a prompt too long for the context: this request only
+                self._finish(job, exc)
+
+    def _switch(self, job: Job) -> bool:
+        if self._runner is not None:
+            self._runner.close()
+        self._runner = None
+        self.model = None
+        self.loading = job.model
+        try:
+            engine = self._load(job.model)
+            self._runner = BatchRunner(engine, self._max_batch)
+            self.model = job.model
+            return True
+        except BaseException as exc:
+            self._finish(job, exc)
+            return False
+        finally:
+            self.loading = None
 
 
 async def chunks(job: Job) -> AsyncIterator[Chunk]:
