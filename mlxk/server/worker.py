@@ -50,6 +50,7 @@ class EngineWorker:
         self._pending = 0
         self._lock = threading.Lock()
         self._runner: BatchRunner | None = None
+        self._outbox: list[tuple[Job, Item]] = []
         self.model: str | None = None
         self.loading: str | None = None
         self._thread = threading.Thread(target=self._run, name="mlxk-engine", daemon=True)
@@ -101,6 +102,22 @@ class EngineWorker:
                     failed = self._runner
                     self._runner = BatchRunner(failed.engine, self._max_batch)
                     failed.fail(exc)
+            self._deliver()
+
+    def _deliver(self) -> None:
+        """Hand a step's chunks to their event loops: one wake-up per loop, not one per token."""
+        if not self._outbox:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Job, Item]]] = {}
+        for job, item in self._outbox:
+            by_loop.setdefault(job.loop, []).append((job, item))
+        self._outbox = []
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_put_all, items)
+            except RuntimeError:  # the loop is gone (server stopping): nobody is listening
+                for job, _item in items:
+                    job.cancel.set()
 
     def _take(self, waiting: deque[Job], *, block: bool) -> bool:
         """Move submitted jobs to ``waiting``; False when the worker is to stop."""
@@ -137,7 +154,7 @@ class EngineWorker:
                 continue
 
             def sink(item: Item, job: Job = job) -> None:
-                job.emit(item)
+                self._outbox.append((job, item))  # delivered together after the step
                 if isinstance(item, BaseException) or item.finish_reason is not None:
                     self._done()
 
@@ -164,14 +181,30 @@ class EngineWorker:
             self.loading = None
 
 
+def _put_all(items: list[tuple[Job, Item]]) -> None:
+    for job, item in items:
+        job.out.put_nowait(item)
+
+
 async def chunks(job: Job) -> AsyncIterator[Chunk]:
-    """The job's chunks as they come; leaving early (a client that went away) cancels the job."""
+    """The job's chunks as they come; leaving early (a client that went away) cancels the job.
+
+    Whatever piled up while the consumer was busy comes out as one chunk: a slow client gets
+    fewer, larger events instead of falling further behind one token at a time."""
     try:
         while True:
             item = await job.out.get()
             if isinstance(item, BaseException):
                 raise item
-            yield item
+            texts = [item.text]
+            while item.finish_reason is None and not job.out.empty():
+                following = job.out.get_nowait()
+                if isinstance(following, BaseException):
+                    job.out.put_nowait(following)  # raised on the next turn, after this text
+                    break
+                texts.append(following.text)
+                item = following
+            yield Chunk("".join(texts), item.finish_reason, item.usage) if len(texts) > 1 else item
             if item.finish_reason is not None:
                 return
     finally:
