@@ -12,9 +12,9 @@ from collections import Counter
 import httpx
 
 from benchmarks.conftest import QUICK
-from benchmarks.test_bench_serve import MODEL, server
+from benchmarks.test_bench_serve import MODEL, hub, server
 
-__all__ = ["server"]  # the module fixture: a real `mlxk serve` on a free port
+__all__ = ["hub", "server"]  # the module fixtures: a tiny model, and a real `mlxk serve` on a free port
 
 CLIENTS = 64
 SECONDS = 10 if QUICK else 60
