@@ -24,6 +24,7 @@ import pytest
 
 from benchmarks.conftest import QUICK
 from tests.modelfix import build_tiny_chat_model, install
+from tests.servefix import wait_until_up
 
 MODEL = "bench/Tiny"
 TOKENS = 128 if QUICK else 256
@@ -59,15 +60,7 @@ def server(hub: Path) -> Iterator[str]:
     proc, url = _start(
         [sys.executable, "-m", "mlxk", "serve", "--model", MODEL, "--port", str(port)], hub, port
     )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.1)
+    wait_until_up(url, proc)
     yield url
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
@@ -80,15 +73,7 @@ def mlx_lm_server(hub: Path) -> Iterator[str]:
     snapshot = next((hub / "models--bench--Tiny" / "snapshots").iterdir())
     cmd = [sys.executable, "-m", "mlx_lm", "server", "--model", str(snapshot), "--port", str(port)]
     proc, url = _start(cmd, hub, port)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(url + "/v1/models", timeout=1)
-            break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.1)
+    wait_until_up(url, proc, path="/v1/models")
     yield url
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)

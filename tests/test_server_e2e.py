@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import httpx
 import pytest
 
 from tests.modelfix import install
+from tests.servefix import wait_until_up
 
 CHAT = "test/Tiny-Chat"
 
@@ -50,16 +50,7 @@ def served(hub: Path, tiny_models: dict[str, dict[str, bytes]]) -> Iterator[Serv
         stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the server did not come up"
-        time.sleep(0.1)
+    wait_until_up(url, proc)
     yield Served(proc, url)
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
