@@ -107,7 +107,9 @@ def test_streaming_equals_non_streaming(server: Any) -> None:
         text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
         assert text == whole["choices"][0]["message"]["content"]
         assert chunks[-2]["choices"][0]["finish_reason"] == "length"
-        assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == whole["usage"]
+        usage = chunks[-1]["usage"]
+        assert chunks[-1]["choices"] == [] and usage["total_tokens"] == whole["usage"]["total_tokens"]
+        assert usage["prompt_tokens_details"]["cached_tokens"] > 0  # the same prompt again: from the cache
 
     server(scenario)
 
@@ -314,3 +316,27 @@ def test_unknown_routes_and_methods(server: Any) -> None:
         assert r.status_code == 405 and r.headers["allow"] == "POST"
 
     server(scenario)
+
+
+def test_a_repeated_system_prompt_is_not_prefilled_again(server: Any, cache: Path) -> None:
+    system = {"role": "system", "content": "You are a terse assistant. " * 8}
+
+    def body(question: str) -> dict[str, Any]:
+        return chat_body(messages=[system, {"role": "user", "content": question}], max_tokens=12)
+
+    async def scenario(call: Client) -> list[Any]:
+        first = (await call("POST", "/v1/chat/completions", json=body("Hello"))).json()
+        second = (await call("POST", "/v1/chat/completions", json=body("Hi there"))).json()
+        return [first, second]
+
+    first, second = server(scenario)
+    assert first["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    assert second["usage"]["prompt_tokens_details"]["cached_tokens"] > len(system["content"])
+    for run in serve(cache):  # a fresh server, no cache: the same greedy answer
+
+        async def fresh(call: Client) -> Any:
+            return (await call("POST", "/v1/chat/completions", json=body("Hi there"))).json()
+
+        alone = run(fresh)
+    assert alone["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    assert alone["choices"][0]["message"]["content"] == second["choices"][0]["message"]["content"]

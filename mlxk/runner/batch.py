@@ -21,6 +21,9 @@ from mlxk.runner.engine import Engine
 from mlxk.runner.request import Chunk, GenerationRequest, Usage
 from mlxk.runner.stops import StopMatcher
 
+PROMPT_CACHE_ENTRIES = 16
+PROMPT_CACHE_BYTES = 2 << 30  # KV kept for reuse: a repeated system prompt is not prefilled again
+
 Sink = Callable[[Chunk | BaseException], None]  # an exception ends that request's stream
 
 
@@ -32,6 +35,7 @@ class _Sequence:
     stops: StopMatcher
     prompt_tokens: int
     added_at: float
+    cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
     first_token_at: float | None = None
     produced: int = 0
     done: bool = field(default=False)
@@ -40,6 +44,7 @@ class _Sequence:
 class BatchRunner:
     def __init__(self, engine: Engine, max_batch: int = 32) -> None:
         from mlx_lm.generate import BatchGenerator
+        from mlx_lm.models.cache import LRUPromptCache
 
         self.engine = engine
         self._generator = BatchGenerator(
@@ -49,6 +54,8 @@ class BatchRunner:
             prefill_batch_size=min(8, max_batch),
         )
         self._active: dict[int, _Sequence] = {}
+        self._prompt_cache = LRUPromptCache(max_size=PROMPT_CACHE_ENTRIES, max_bytes=PROMPT_CACHE_BYTES)
+        self._cache_key = id(engine)  # one runner per engine; the key only has to tell models apart
 
     @property
     def active(self) -> int:
@@ -61,15 +68,35 @@ class BatchRunner:
         if context and len(prompt) >= context:
             raise ValidationError(f"the prompt is {len(prompt)} tokens; the model's context holds {context}")
         max_tokens = min(request.max_tokens, context - len(prompt)) if context else request.max_tokens
-        sampler, processors = self.engine._sampling(request.sampling)
+        sampler, processors = self.engine.sampling_for(request.sampling)
+        cache, rest = self._cached_prefix(prompt)
+        cached = len(prompt) - len(rest)
         (uid,) = self._generator.insert(
-            [prompt], max_tokens=[max_tokens], samplers=[sampler], logits_processors=[processors or []]
+            [rest],
+            max_tokens=[max_tokens],
+            caches=[cache],
+            all_tokens=[prompt[:cached]],
+            samplers=[sampler],
+            logits_processors=[processors or []],
         )
         detokenizer = copy.copy(self.engine.tokenizer.detokenizer)  # its own state; the token map is shared
         detokenizer.reset()
         self._active[uid] = _Sequence(
-            sink, cancel, detokenizer, StopMatcher(request.stops), len(prompt), time.perf_counter()
+            sink, cancel, detokenizer, StopMatcher(request.stops), len(prompt), time.perf_counter(), cached
         )
+
+    def _cached_prefix(self, prompt: list[int]) -> tuple[Any, list[int]]:
+        """The KV cache of the longest prefix an earlier request computed, and what is left to
+        prefill (at least one token: the model must see something to produce the next one)."""
+        from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
+
+        cache, rest = self._prompt_cache.fetch_nearest_cache(self._cache_key, prompt)
+        if cache is not None and not rest:
+            if not can_trim_prompt_cache(cache):
+                return None, prompt
+            trim_prompt_cache(cache, 1)
+            rest = prompt[-1:]
+        return cache, list(rest)
 
     def step(self) -> None:
         """One decoding step for every sequence (prefill for new ones), chunks out to their sinks."""
@@ -84,6 +111,11 @@ class BatchRunner:
             if seq.first_token_at is None:
                 seq.first_token_at = now
             token = int(response.token)
+            if response.finish_reason is not None and response.prompt_cache is not None:
+                # what this request computed, for the next one that starts the same way
+                self._prompt_cache.insert_cache(
+                    self._cache_key, list(response.all_tokens), response.prompt_cache
+                )
             if response.finish_reason == "stop" and token in self.engine.end_ids:
                 self._finish(response.uid, "stop", now)
                 continue
@@ -120,8 +152,9 @@ class BatchRunner:
             if seq.stops.stopped:
                 reason = "stop"
         first = seq.first_token_at or now
+        peak = int(mx.get_peak_memory())
         usage = Usage(
-            seq.prompt_tokens, seq.produced, first - seq.added_at, now - first, int(mx.get_peak_memory())
+            seq.prompt_tokens, seq.produced, first - seq.added_at, now - first, peak, seq.cached_tokens
         )
         seq.sink(Chunk("", reason, usage))
 

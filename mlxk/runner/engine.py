@@ -105,7 +105,7 @@ class Engine:
         max_tokens = request.max_tokens
         if self.context_length:
             max_tokens = min(max_tokens, self.context_length - len(prompt))
-        sampler, processors = self._sampling(request.sampling)
+        sampler, processors = self.sampling_for(request.sampling)
         detokenizer = self.tokenizer.detokenizer
         detokenizer.reset()
         stops = StopMatcher(request.stops)
@@ -154,7 +154,7 @@ class Engine:
         )
         yield Chunk("", finish, usage)
 
-    def _sampling(self, s: Sampling) -> tuple[Any, Any]:
+    def sampling_for(self, s: Sampling) -> tuple[Any, Any]:
         import mlx.core as mx
         from mlx_lm.sample_utils import make_logits_processors, make_sampler
 

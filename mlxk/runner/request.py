@@ -41,6 +41,7 @@ class Usage:
     prompt_seconds: float  # prefill, up to the first generated token
     generation_seconds: float  # from the first token to the last
     peak_memory_bytes: int
+    cached_tokens: int = 0  # prompt tokens served from the prefix cache (not prefilled again)
 
     @property
     def tokens_per_second(self) -> float:
