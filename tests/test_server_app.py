@@ -340,3 +340,23 @@ def test_a_repeated_system_prompt_is_not_prefilled_again(server: Any, cache: Pat
         alone = run(fresh)
     assert alone["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
     assert alone["choices"][0]["message"]["content"] == second["choices"][0]["message"]["content"]
+
+
+def test_request_logs_as_json_lines(server: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from mlxk.server.logs import configure
+
+    configure(json_lines=True)
+    try:
+
+        async def scenario(call: Client) -> None:
+            await call("POST", "/v1/completions", json={"prompt": "Hi", "max_tokens": 2, "mystery": 1})
+
+        server(scenario)
+    finally:
+        logging.getLogger("mlxk.server").handlers.clear()
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    assert any("mystery" in line["message"] for line in lines)  # unknown fields are logged, not fatal
+    request = next(line for line in lines if line.get("path") == "/v1/completions")
+    assert request["status"] == 200 and request["method"] == "POST" and request["ms"] > 0

@@ -52,6 +52,7 @@ class ServeCommand(MlxkCommand):
             flag=False,
             default=str(16 * 1024 * 1024),
         ),
+        option("log-json", None, "Request logs on stderr as JSON lines.", flag=True),
         option(
             "log-level",
             None,
@@ -81,6 +82,7 @@ class ServeCommand(MlxkCommand):
             cors_origins=tuple(self.option("cors-origin") or ()),
             max_queue=_int(self.option("max-queue"), "max-queue", 1, 100_000),
             max_body_bytes=_int(self.option("max-body-bytes"), "max-body-bytes", 1024, 2**31),
+            log_json=bool(self.option("log-json")),
         )
         if host not in LOOPBACK:
             sys.stderr.write(f"Warning: listening on {host}: the server is reachable from other machines\n")

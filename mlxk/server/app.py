@@ -54,6 +54,7 @@ class ServerSettings:
     max_queue: int = 32
     default_max_tokens: int = 2048
     extra_hosts: tuple[str, ...] = field(default_factory=tuple)
+    log_json: bool = False
 
 
 def _load(hub_root: str, name: str) -> Engine:
@@ -116,7 +117,22 @@ class App:
         except ConnectionResetError:
             status = 499  # the client went away before the response
         finally:
-            self.metrics.request(path, status, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self.metrics.request(path, status, seconds)
+            fields = {
+                "method": scope.get("method"),
+                "path": path,
+                "status": status,
+                "ms": round(seconds * 1000, 1),
+            }
+            log.info(
+                "%s %s %s %.1f ms",
+                scope.get("method"),
+                path,
+                status,
+                seconds * 1000,
+                extra={"fields": fields},
+            )
 
     # --- safety --------------------------------------------------------------------------------
 

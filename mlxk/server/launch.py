@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from mlxk.server.app import App, ServerSettings
+from mlxk.server.logs import configure
 
 SETTINGS_ENV = "MLXK_SERVE_SETTINGS"
 
@@ -19,7 +20,9 @@ def app_from_env() -> App:
     raw: dict[str, Any] = orjson.loads(os.environ[SETTINGS_ENV])
     for key in ("cors_origins", "extra_hosts"):
         raw[key] = tuple(raw.get(key, ()))
-    return App(ServerSettings(**raw))
+    settings = ServerSettings(**raw)
+    configure(settings.log_json)
+    return App(settings)
 
 
 def serve(settings: ServerSettings, *, log_level: str = "warning") -> None:
