@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,9 @@ from mlxk.runner.engine import Engine
 from mlxk.runner.request import Chunk, GenerationRequest
 
 Item = Chunk | BaseException
+# Chunks wait at most this long on the engine thread, so the event loop wakes ~200 times a second
+# at most instead of once per token (on a small machine the wake-ups compete with generation).
+DELIVERY_INTERVAL_S = 0.005
 
 
 class Busy(Exception):
@@ -33,6 +37,7 @@ class Job:
     loop: asyncio.AbstractEventLoop
     out: asyncio.Queue[Item] = field(default_factory=asyncio.Queue)
     cancel: threading.Event = field(default_factory=threading.Event)
+    started: bool = False  # a first chunk has been handed over
 
     def emit(self, item: Item) -> None:
         try:
@@ -51,6 +56,7 @@ class EngineWorker:
         self._lock = threading.Lock()
         self._runner: BatchRunner | None = None
         self._outbox: list[tuple[Job, Item]] = []
+        self._last_delivery = 0.0
         self.model: str | None = None
         self.loading: str | None = None
         self._thread = threading.Thread(target=self._run, name="mlxk-engine", daemon=True)
@@ -105,9 +111,21 @@ class EngineWorker:
             self._deliver()
 
     def _deliver(self) -> None:
-        """Hand a step's chunks to their event loops: one wake-up per loop, not one per token."""
+        """Hand chunks to their event loops: one wake-up per loop for all of them, at most every
+        few milliseconds, except that a first chunk or a last one goes at once (time to first
+        token and the end of a request are never held back)."""
         if not self._outbox:
             return
+        now = time.monotonic()
+        urgent = any(
+            not job.started or isinstance(item, BaseException) or item.finish_reason is not None
+            for job, item in self._outbox
+        )
+        if not urgent and now - self._last_delivery < DELIVERY_INTERVAL_S:
+            return
+        self._last_delivery = now
+        for job, _item in self._outbox:
+            job.started = True
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Job, Item]]] = {}
         for job, item in self._outbox:
             by_loop.setdefault(job.loop, []).append((job, item))
