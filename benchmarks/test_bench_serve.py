@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from benchmarks.conftest import QUICK
+from mlxk.runner.request import GenerationRequest, Message, Sampling
 from tests.modelfix import build_tiny_chat_model, install
 from tests.servefix import wait_until_up
 
@@ -30,6 +31,8 @@ MODEL = "bench/Tiny"
 TOKENS = 128 if QUICK else 256
 ROUNDS = 3 if QUICK else 5
 MIN_BATCH_GAIN = 2.5 if QUICK else 3.0  # quick mode: shorter streams, more start-up per token
+LONG = 512 if QUICK else 1000  # tokens of the one-stream comparison
+MIN_ONE_STREAM = 0.90 if QUICK else 0.95
 MIN_PEER_GAIN = 1.2 if QUICK else 1.5  # mlxk serve vs mlx_lm.server, 8 streams
 
 
@@ -186,3 +189,62 @@ def test_smollm_streams_against_mlx_lm_server(tmp_path_factory: pytest.TempPathF
         "\nSmolLM2-135M, tokens/s aggregate: "
         + "; ".join(f"{t}: 1 stream {a:.1f}, 4 streams {b:.1f}" for t, a, b in rows)
     )
+
+
+def _one_stream(url: str, tokens: int) -> tuple[float, float]:
+    """(time to first content, tokens/s after it) of one streamed request, seen by the client."""
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Hello"}],
+        "max_tokens": tokens,
+        "temperature": 0,
+        "stream": True,
+    }
+    started = time.perf_counter()
+    first = None
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=120) as response:
+        # raw bytes, no SSE parsing: the client's own work on these 2 cores is not the server's speed
+        for data in response.iter_raw():
+            if first is None and b'"content":"' in data.replace(b'"content":""', b""):
+                first = time.perf_counter()
+    ended = time.perf_counter()
+    assert first is not None
+    return first - started, (tokens - 1) / (ended - first)
+
+
+def test_one_stream_keeps_mlx_lm_speed(server: str, hub: Path) -> None:
+    """One request alone runs mlx-lm's single-sequence loop: >= 95 % of stream_generate's tokens/s
+    (HTTP, SSE and the client included), first token within 30 ms of it."""
+    from mlx_lm.generate import stream_generate
+
+    from mlxk.runner.engine import load_engine
+
+    snapshot = next((hub / "models--bench--Tiny" / "snapshots").iterdir())
+    engine = load_engine(str(snapshot))
+    prompt = engine.encode(
+        GenerationRequest(messages=(Message("user", "Hello"),), max_tokens=LONG, sampling=Sampling())
+    )
+
+    def theirs() -> tuple[float, float]:
+        started = time.perf_counter()
+        first = None
+        for _response in stream_generate(engine.model, engine.tokenizer, prompt, max_tokens=LONG):
+            if first is None:
+                first = time.perf_counter()
+        ended = time.perf_counter()
+        assert first is not None
+        return first - started, (LONG - 1) / (ended - first)
+
+    theirs(), _one_stream(server, LONG)  # warm up
+    speed, ttft = [], []
+    for _ in range(ROUNDS):
+        peer = theirs()
+        mine = _one_stream(server, LONG)
+        speed.append(mine[1] / peer[1])
+        ttft.append(mine[0] - peer[0])
+    print(
+        f"\none stream, {LONG} tokens: {statistics.median(speed):.3f} x stream_generate's tokens/s, "
+        f"first token +{statistics.median(ttft) * 1000:.1f} ms"
+    )
+    assert statistics.median(speed) >= MIN_ONE_STREAM
+    assert statistics.median(ttft) <= 0.030

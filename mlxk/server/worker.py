@@ -139,6 +139,8 @@ class EngineWorker:
 
     def _take(self, waiting: deque[Job], *, block: bool) -> bool:
         """Move submitted jobs to ``waiting``; False when the worker is to stop."""
+        if not block and self._jobs.empty():
+            return True  # the common case while generating: nothing new, no exception raised
         try:
             while True:
                 job = self._jobs.get(block=block)
