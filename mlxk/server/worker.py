@@ -24,6 +24,7 @@ Item = Chunk | BaseException
 # Chunks wait at most this long on the engine thread, so the event loop wakes ~200 times a second
 # at most instead of once per token (on a small machine the wake-ups compete with generation).
 DELIVERY_INTERVAL_S = 0.005
+DELIVERY_INTERVAL_ALONE_S = 0.02  # one stream: nobody else waits on the loop, so wake it less
 
 
 class Busy(Exception):
@@ -57,6 +58,7 @@ class EngineWorker:
         self._runner: BatchRunner | None = None
         self._outbox: list[tuple[Job, Item]] = []
         self._last_delivery = 0.0
+        self._urgent = False  # the outbox holds a first or last chunk: deliver without waiting
         self.model: str | None = None
         self.loading: str | None = None
         self._thread = threading.Thread(target=self._run, name="mlxk-engine", daemon=True)
@@ -89,7 +91,7 @@ class EngineWorker:
             self._pending -= 1
 
     def _finish(self, job: Job, item: Item) -> None:
-        job.emit(item)
+        job.emit(item)  # outside the outbox: these end a request that never joined the batch
         self._done()
 
     def _run(self) -> None:
@@ -117,15 +119,13 @@ class EngineWorker:
         if not self._outbox:
             return
         now = time.monotonic()
-        urgent = any(
-            not job.started or isinstance(item, BaseException) or item.finish_reason is not None
-            for job, item in self._outbox
-        )
-        if not urgent and now - self._last_delivery < DELIVERY_INTERVAL_S:
-            return
+        if not self._urgent:
+            alone = self._runner is not None and self._runner.active <= 1
+            interval = DELIVERY_INTERVAL_ALONE_S if alone else DELIVERY_INTERVAL_S
+            if now - self._last_delivery < interval:
+                return
+        self._urgent = False
         self._last_delivery = now
-        for job, _item in self._outbox:
-            job.started = True
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Job, Item]]] = {}
         for job, item in self._outbox:
             by_loop.setdefault(job.loop, []).append((job, item))
@@ -175,7 +175,10 @@ class EngineWorker:
 
             def sink(item: Item, job: Job = job) -> None:
                 self._outbox.append((job, item))  # delivered together after the step
+                if not job.started:  # a first chunk goes out at once: time to first token
+                    job.started = self._urgent = True
                 if isinstance(item, BaseException) or item.finish_reason is not None:
+                    self._urgent = True  # so does a last one
                     self._done()
 
             try:
