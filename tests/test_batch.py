@@ -122,3 +122,24 @@ def test_the_prefix_cache_serves_a_repeated_prompt(engine: Any) -> None:
     drain(runner, again)
     assert again.text == once.text
     assert again.last is not None and again.last.usage is not None and again.last.usage.cached_tokens > 10
+
+
+def test_a_seeded_request_repeats_whatever_runs_beside_it(engine: Any) -> None:
+    from mlxk.runner.batch import BatchRunner
+
+    seeded = GenerationRequest(
+        messages=(Message("user", "Hello"),),
+        max_tokens=40,
+        sampling=Sampling(temperature=1.0, top_p=0.9, seed=42),
+    )
+    noisy = GenerationRequest(
+        messages=(Message("user", "Other"),), max_tokens=40, sampling=Sampling(temperature=1.0)
+    )
+    alone = reference(engine, seeded)
+    assert alone == reference(engine, seeded)
+    runner = BatchRunner(engine)
+    a, b = Collector(), Collector()
+    runner.add(noisy, b, threading.Event())  # alone first, then moved into the batch
+    runner.add(seeded, a, threading.Event())
+    drain(runner, a, b)
+    assert a.text == alone

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -360,3 +361,19 @@ def test_request_logs_as_json_lines(server: Any, capsys: pytest.CaptureFixture[s
     assert any("mystery" in line["message"] for line in lines)  # unknown fields are logged, not fatal
     request = next(line for line in lines if line.get("path") == "/v1/completions")
     assert request["status"] == 200 and request["method"] == "POST" and request["ms"] > 0
+
+
+def test_health_answers_while_generating(cache: Path) -> None:
+    for run in serve(cache, model=CHAT):
+
+        async def scenario(call: Client) -> None:
+            long = asyncio.ensure_future(call("POST", "/v1/chat/completions", json=chat_body(max_tokens=400)))
+            await asyncio.sleep(0.05)
+            started = time.perf_counter()
+            health = await call("GET", "/health")
+            answered_in = time.perf_counter() - started
+            assert health.status_code == 200 and health.json()["queue"] >= 1  # the generation is running
+            assert answered_in < 0.5
+            assert (await long).status_code == 200
+
+        run(scenario)
