@@ -154,6 +154,9 @@ class EngineWorker:
             return True
 
     def _admit(self, waiting: deque[Job]) -> None:
+        for job in [j for j in waiting if j.cancel.is_set()]:  # clients that left while they waited
+            waiting.remove(job)
+            self._finish(job, Chunk("", "cancelled"))
         while waiting:
             job = waiting[0]
             if job.cancel.is_set():  # the client left while it waited
