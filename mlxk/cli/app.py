@@ -63,6 +63,12 @@ def _serve() -> Command:
     return ServeCommand()
 
 
+def _embed() -> Command:
+    from mlxk.cli.embed_command import EmbedCommand
+
+    return EmbedCommand()
+
+
 COMMANDS: dict[str, Callable[[], Command]] = {
     "list": _list,
     "show": _show,
@@ -70,6 +76,7 @@ COMMANDS: dict[str, Callable[[], Command]] = {
     "pull": _pull,
     "rm": _rm,
     "run": _run,
+    "embed": _embed,
     "serve": _serve,
     "server": _serve,  # the name MLX-Knife users type
 }

@@ -68,10 +68,17 @@ class ServeCommand(MlxkCommand):
         model = self.option("model")
         if self.option("single-model") and not model:
             raise ValidationError("--single-model needs --model")
-        if model:
+        embedding_model = None
+        if model:  # refused now, not at the first request
+            from mlxk.errors import ModelIncompatible
+            from mlxk.ops.embed import embedding_model as find_embedding_model
             from mlxk.ops.run import runnable_model
 
-            model = runnable_model(self.location(), model).model.name  # refused now, not at the first request
+            try:
+                model = runnable_model(self.location(), model).model.name
+            except ModelIncompatible:
+                embedding_model = find_embedding_model(self.location(), model).model.name  # or its error
+                model = None
         settings = ServerSettings(
             hub_root=self.location().hub_root,
             host=host,
@@ -83,13 +90,14 @@ class ServeCommand(MlxkCommand):
             max_queue=_int(self.option("max-queue"), "max-queue", 1, 100_000),
             max_body_bytes=_int(self.option("max-body-bytes"), "max-body-bytes", 1024, 2**31),
             log_json=bool(self.option("log-json")),
+            embedding_model=embedding_model,
         )
         if host not in LOOPBACK:
             sys.stderr.write(f"Warning: listening on {host}: the server is reachable from other machines\n")
         url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
         self.emit(
             json_mode,
-            {"url": url, "host": host, "port": port, "model": model, "pid": os.getpid()},
+            {"url": url, "host": host, "port": port, "model": model or embedding_model, "pid": os.getpid()},
             f"mlxk serving on {url}\n",
         )
         from mlxk.server.launch import serve

@@ -33,6 +33,7 @@ from mlxk.server.asgi import (
     send_events,
     send_json,
 )
+from mlxk.server.embeddings import EmbeddingWorker, EmbedJob, parse_inputs, response_body
 from mlxk.server.metrics import Metrics
 from mlxk.server.schemas import Reply, parse
 from mlxk.server.worker import Busy, EngineWorker, Job, chunks
@@ -55,6 +56,14 @@ class ServerSettings:
     default_max_tokens: int = 2048
     extra_hosts: tuple[str, ...] = field(default_factory=tuple)
     log_json: bool = False
+    embedding_model: str | None = None  # the default for /v1/embeddings (serve --model <an embedding model>)
+
+
+def _load_encoder(hub_root: str, name: str) -> Any:
+    from mlxk.ops.embed import embedding_model
+    from mlxk.runner.encoder import load_encoder
+
+    return load_encoder(embedding_model(CacheLocation(hub_root, None), name).path)
 
 
 def _load(hub_root: str, name: str) -> Engine:
@@ -69,6 +78,7 @@ class App:
         self.settings = settings
         self.metrics = Metrics()
         self.worker = EngineWorker(lambda name: _load(settings.hub_root, name), settings.max_queue)
+        self.embedder = EmbeddingWorker(lambda name: _load_encoder(settings.hub_root, name))
         self.started = False
 
     # --- ASGI ----------------------------------------------------------------------------------
@@ -94,6 +104,7 @@ class App:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.worker.stop()
+                self.embedder.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -183,6 +194,7 @@ class App:
             "/metrics": ("GET", self._metrics),
             "/v1/chat/completions": ("POST", self._chat),
             "/v1/completions": ("POST", self._completions),
+            "/v1/embeddings": ("POST", self._embeddings),
         }
         if path not in routes:
             raise HTTPError(404, f"no route {path}", code="not_found")
@@ -213,9 +225,13 @@ class App:
         models = await asyncio.to_thread(scan_models, CacheLocation(self.settings.hub_root, None))
         data = []
         for m in models:
-            if not (m.healthy and m.runtime_compatible) or m.model_type == "embedding":
+            embedding = m.model_type == "embedding"
+            if not m.healthy or not (m.runtime_compatible or embedding):
                 continue
-            if self.settings.single_model and m.name != self.settings.model:
+            if self.settings.single_model and m.name not in (
+                self.settings.model,
+                self.settings.embedding_model,
+            ):
                 continue
             config = m.config or {}
             data.append({
@@ -224,6 +240,63 @@ class App:
             })  # fmt: skip
         await send_json(send, 200, {"object": "list", "data": data}, cors)
         return 200
+
+    async def _embeddings(
+        self, scope: Scope, receive: Receive, send: Send, cors: list[tuple[str, str]]
+    ) -> int:
+        raw = await read_body(receive, scope, self.settings.max_body_bytes)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise HTTPError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
+        if not isinstance(body, dict):
+            raise HTTPError(400, "the request body must be a JSON object")
+        texts, fmt, dimensions = parse_inputs(body)
+        model = self._embedding_model_for(body.get("model"))
+        job = EmbedJob(model, texts, asyncio.get_running_loop())
+        self.embedder.submit(job)
+        try:
+            encoder, result, start, end = await job.future
+        except MlxkError as error:
+            status = error.http_status if error.http_status < 500 else 500
+            raise HTTPError(status, error.message, param="model", code=error.error_type) from None
+        if dimensions is not None and dimensions != result.dimensions:
+            raise HTTPError(400, f"{model} gives {result.dimensions} dimensions only", param="dimensions")
+        too_long = [i for i, t in enumerate(result.truncated[start:end]) if t]
+        if too_long:
+            raise HTTPError(
+                400,
+                f"input {too_long[0]} is longer than the model's {encoder.max_length} tokens",
+                param="input",
+            )
+        tokens = sum(result.token_counts[start:end])
+        await send_json(send, 200, response_body(model, result.vectors[start:end], tokens, fmt), cors)
+        return 200
+
+    def _embedding_model_for(self, asked: Any) -> str:
+        default = self.settings.embedding_model
+        if asked is None or asked == "" or asked == default:
+            if default is None:
+                raise HTTPError(400, "name an embedding model: the server has no default one", param="model")
+            return default
+        if not isinstance(asked, str):
+            raise HTTPError(400, "'model' must be a string", param="model")
+        if "://" in asked or asked.startswith(("/", ".", "~")) or name_problem(asked) is not None:
+            raise HTTPError(
+                404, f"model {asked!r} is not a cached model name", param="model", code="model_not_found"
+            )
+        if self.settings.single_model:
+            raise HTTPError(
+                404,
+                f"this server serves only {self.settings.model or default}",
+                param="model",
+                code="model_not_found",
+            )
+        if asked not in {dirname_to_name(d) for d in repo_dirnames(self.settings.hub_root)}:
+            raise HTTPError(
+                404, f"model {asked!r} is not in the cache", param="model", code="model_not_found"
+            )
+        return asked
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send, cors: list[tuple[str, str]]) -> int:
         return await self._generate(scope, receive, send, cors, chat=True)

@@ -1,0 +1,39 @@
+"""``mlxk embed``: which cached snapshot can embed, decided before any weight is read."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from mlxk.cache.build import build_model
+from mlxk.cache.model import CachedModel
+from mlxk.cache.resolve import resolve
+from mlxk.cache.scan import CacheLocation, repo_dirnames, scan_records
+from mlxk.errors import ModelIncompatible, ModelNotFound, ModelUnhealthy
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddable:
+    model: CachedModel
+    path: str  # the snapshot folder the encoder loads
+
+
+def embedding_model(location: CacheLocation, spec: str) -> Embeddable:
+    from mlxk.runner.encoder import is_encoder_config
+
+    resolved = resolve(repo_dirnames(location.hub_root), spec, single=True)
+    records = scan_records(location, resolved.dirnames)
+    if not records:
+        raise ModelNotFound(f"no model in the cache matches {spec!r}")
+    model = build_model(records[0], resolved.revision)
+    if not model.healthy:
+        raise ModelUnhealthy(f"{model.name} is unhealthy: {model.health_reason} (see mlxk health)")
+    if model.model_type != "embedding" or not is_encoder_config(model.config or {}):
+        kind = (
+            model.model_type
+            if model.model_type != "embedding"
+            else "an embedding model of an unsupported kind"
+        )
+        raise ModelIncompatible(f"{model.name} is {kind}, not a sentence encoder mlxk can run (BERT family)")
+    assert model.hash is not None
+    return Embeddable(model, os.path.join(location.hub_root, model.dirname, "snapshots", model.hash))

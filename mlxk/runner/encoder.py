@@ -1,0 +1,494 @@
+"""Sentence encoders of the BERT family (bert, roberta, xlm-roberta, distilbert) in MLX.
+
+``load_encoder`` reads a snapshot folder as the Hub publishes it: ``config.json``, the weights in
+safetensors under the transformers names (``encoder.layer.N.attention.self.query.weight``, maybe
+behind a ``bert.``/``roberta.`` prefix), ``tokenizer.json``, and for sentence-transformers models
+``modules.json`` with the pooling module's config. ``Encoder.embed`` tokenizes with the
+``tokenizers`` library, runs the forward pass (written here on mlx.core: embeddings, post-norm
+transformer layers, pooling over the real tokens) and returns plain Python lists.
+
+mlx and tokenizers are imported inside the functions: importing this module stays light, so
+``mlxk.ops.embed`` can ask ``is_encoder_config`` before anything heavy is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+from mlxk.errors import ModelIncompatible
+
+if TYPE_CHECKING:
+    import mlx.core as mx
+
+# model_type -> the layout of its weights. roberta and xlm-roberta are BERT with positions that
+# start after the padding index; distilbert is BERT without token types, under other names.
+FAMILIES: Mapping[str, str] = {
+    "bert": "bert",
+    "roberta": "roberta",
+    "xlm-roberta": "roberta",
+    "distilbert": "distilbert",
+}
+SUPPORTED_MODEL_TYPES = frozenset(FAMILIES)
+POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len", "lasttoken")
+# the flags of a sentence-transformers Pooling config, by our name for the mode
+_POOLING_FLAGS = {
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+# sentence-transformers modules that change nothing we compute (Normalize is the caller's choice)
+_PASSIVE_MODULES = ("Transformer", "Pooling", "Normalize")
+# tokenizer_config.json says "no limit" with a huge sentinel (int(1e30)); anything this large is one
+_NO_LIMIT = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    vectors: list[list[float]]  # in input order
+    token_counts: list[int]  # tokens each text ran with, special tokens included (after truncation)
+    truncated: list[bool]  # whether a text lost tokens to max_length
+    dimensions: int
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The numbers of one encoder, with the families' different config keys read into one shape."""
+
+    model_type: str
+    family: str
+    hidden: int
+    heads: int
+    layers: int
+    intermediate: int
+    activation: str
+    eps: float
+    max_positions: int
+    position_offset: int  # roberta numbers positions from padding_idx + 1
+
+
+_ACTIVATIONS = frozenset({"gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish"})
+
+
+def _int(config: Mapping[str, Any], *keys: str) -> int:
+    for key in keys:
+        value = config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    raise ModelIncompatible(f"config.json has no positive integer {' or '.join(keys)}")
+
+
+def architecture(config: Mapping[str, Any]) -> Architecture:
+    """The encoder ``config`` describes; ModelIncompatible when this module cannot run it."""
+    model_type = str(config.get("model_type") or "").lower()
+    family = FAMILIES.get(model_type)
+    if family is None:
+        raise ModelIncompatible(
+            f"model_type {model_type or '(none)'!r} is not a supported encoder "
+            f"({', '.join(sorted(SUPPORTED_MODEL_TYPES))})"
+        )
+    # relative position schemes add terms to the attention scores that this forward pass lacks
+    position_type = config.get("position_embedding_type", "absolute")
+    if position_type not in (None, "absolute"):
+        raise ModelIncompatible(f"position_embedding_type {position_type!r} is not supported (only absolute)")
+    if config.get("is_decoder") or config.get("add_cross_attention"):
+        raise ModelIncompatible("a decoder configuration is not a sentence encoder")
+    if family == "distilbert":
+        hidden = _int(config, "dim", "hidden_size")
+        heads = _int(config, "n_heads", "num_attention_heads")
+        layers = _int(config, "n_layers", "num_hidden_layers")
+        intermediate = _int(config, "hidden_dim", "intermediate_size")
+        activation = str(config.get("activation", "gelu"))
+        eps = 1e-12  # fixed in distilbert's code, not in its config
+    else:
+        hidden = _int(config, "hidden_size")
+        heads = _int(config, "num_attention_heads")
+        layers = _int(config, "num_hidden_layers")
+        intermediate = _int(config, "intermediate_size")
+        activation = str(config.get("hidden_act", "gelu"))
+        eps = float(config.get("layer_norm_eps", 1e-12))
+    if activation not in _ACTIVATIONS:
+        raise ModelIncompatible(f"activation {activation!r} is not supported")
+    if hidden % heads:
+        raise ModelIncompatible(f"hidden size {hidden} is not a multiple of {heads} heads")
+    max_positions = _int(config, "max_position_embeddings")
+    offset = 0
+    if family == "roberta":
+        pad = config.get("pad_token_id", 1)
+        offset = (pad if isinstance(pad, int) and not isinstance(pad, bool) else 1) + 1
+        if max_positions <= offset:
+            raise ModelIncompatible(f"max_position_embeddings {max_positions} leaves no positions")
+    return Architecture(
+        model_type, family, hidden, heads, layers, intermediate, activation, eps, max_positions, offset
+    )
+
+
+def is_encoder_config(config: Mapping[str, Any]) -> bool:
+    """Whether ``config`` (a config.json) is an encoder this module runs: model_type bert, roberta,
+    xlm-roberta or distilbert, with absolute positions."""
+    try:
+        architecture(config)
+    except ModelIncompatible:
+        return False
+    return True
+
+
+def _read_json(path: str) -> Any:
+    try:
+        with open(path, "rb") as fh:
+            return json.loads(fh.read())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ModelIncompatible(f"cannot read {os.path.basename(path)}: {exc}") from exc
+
+
+def _pooling(folder: str) -> str:
+    """The pooling mode of a sentence-transformers snapshot (``modules.json`` names the Pooling
+    module's folder), mean when the snapshot has none: mean pooling is what a plain BERT checkpoint
+    used as a sentence encoder gets from sentence-transformers too."""
+    modules = _read_json(os.path.join(folder, "modules.json"))
+    pooling_dir = "1_Pooling"
+    if isinstance(modules, list):
+        for module in modules:
+            if not isinstance(module, dict):
+                continue
+            kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+            if kind not in _PASSIVE_MODULES:
+                # Dense projections and the like would change the vectors: refuse rather than be wrong
+                raise ModelIncompatible(f"sentence-transformers module {kind!r} is not supported")
+            if kind == "Pooling" and isinstance(module.get("path"), str):
+                pooling_dir = module["path"]
+    config = _read_json(os.path.join(folder, pooling_dir, "config.json"))
+    if not isinstance(config, dict):
+        return "mean"
+    mode = config.get("pooling_mode")  # newer configs may name the mode outright
+    modes = [mode] if isinstance(mode, str) else [m for flag, m in _POOLING_FLAGS.items() if config.get(flag)]
+    modes = ["mean_sqrt_len" if m == "mean_sqrt_len_tokens" else m for m in modes]
+    if not modes:
+        return "mean"
+    # several modes concatenate their vectors in sentence-transformers; no model we know does that
+    if len(modes) > 1 or modes[0] not in POOLING_MODES:
+        raise ModelIncompatible(f"pooling {'+'.join(modes)} is not supported")
+    return modes[0]
+
+
+def _max_length(folder: str, arch: Architecture) -> int:
+    """The longest input in tokens: the position table, lowered by the tokenizer's
+    ``model_max_length`` and by sentence-transformers' ``max_seq_length`` (what the model was
+    trained and evaluated with: all-MiniLM-L6-v2 has 512 positions but truncates at 256)."""
+    limit = arch.max_positions - arch.position_offset
+    for name, key in (
+        ("tokenizer_config.json", "model_max_length"),
+        ("sentence_bert_config.json", "max_seq_length"),
+    ):
+        data = _read_json(os.path.join(folder, name))
+        value = data.get(key) if isinstance(data, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool) and 0 < value < _NO_LIMIT:
+            limit = min(limit, value)
+    return limit
+
+
+def _weight_files(folder: str) -> list[str]:
+    index = _read_json(os.path.join(folder, "model.safetensors.index.json"))
+    if isinstance(index, dict) and isinstance(index.get("weight_map"), dict):
+        names = sorted({str(v) for v in index["weight_map"].values()})
+        return [os.path.join(folder, n) for n in names]
+    single = os.path.join(folder, "model.safetensors")
+    if os.path.exists(single):
+        return [single]
+    if os.path.exists(os.path.join(folder, "pytorch_model.bin")):
+        raise ModelIncompatible("the weights are a pytorch_model.bin; the encoder reads safetensors only")
+    raise ModelIncompatible("no model.safetensors in the snapshot")
+
+
+def _source_names(family: str, layers: int) -> dict[str, list[str]]:
+    """Our tensor names -> the transformers names they are made of (several for the fused qkv)."""
+    names: dict[str, list[str]] = {
+        "word": ["embeddings.word_embeddings.weight"],
+        "position": ["embeddings.position_embeddings.weight"],
+        "emb_norm.weight": ["embeddings.LayerNorm.weight"],
+        "emb_norm.bias": ["embeddings.LayerNorm.bias"],
+    }
+    if family != "distilbert":
+        names["token_type"] = ["embeddings.token_type_embeddings.weight"]
+    for i in range(layers):
+        if family == "distilbert":
+            base = f"transformer.layer.{i}."
+            parts = {
+                "qkv": [f"{base}attention.{p}_lin" for p in "qkv"],
+                "attn_out": [f"{base}attention.out_lin"],
+                "attn_norm": [f"{base}sa_layer_norm"],
+                "ffn_in": [f"{base}ffn.lin1"],
+                "ffn_out": [f"{base}ffn.lin2"],
+                "ffn_norm": [f"{base}output_layer_norm"],
+            }
+        else:
+            base = f"encoder.layer.{i}."
+            parts = {
+                "qkv": [f"{base}attention.self.{p}" for p in ("query", "key", "value")],
+                "attn_out": [f"{base}attention.output.dense"],
+                "attn_norm": [f"{base}attention.output.LayerNorm"],
+                "ffn_in": [f"{base}intermediate.dense"],
+                "ffn_out": [f"{base}output.dense"],
+                "ffn_norm": [f"{base}output.LayerNorm"],
+            }
+        for part, sources in parts.items():
+            for suffix in ("weight", "bias"):
+                names[f"{i}.{part}.{suffix}"] = [f"{s}.{suffix}" for s in sources]
+    return names
+
+
+def _load_weights(folder: str, arch: Architecture) -> dict[str, mx.array]:
+    import mlx.core as mx
+
+    raw: dict[str, mx.array] = {}
+    for path in _weight_files(folder):
+        try:
+            loaded = mx.load(path)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise ModelIncompatible(f"cannot read {os.path.basename(path)}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ModelIncompatible(f"{os.path.basename(path)} holds no named tensors")
+        raw.update(loaded)
+    if any(k.endswith(".scales") for k in raw):
+        raise ModelIncompatible("quantized encoder weights are not supported")
+    # Task heads put the encoder under a prefix ("bert.", "roberta."): find it by the one tensor
+    # every family has, and prefer the shortest if a checkpoint somehow holds two.
+    anchor = "embeddings.word_embeddings.weight"
+    prefixes = sorted((k[: -len(anchor)] for k in raw if k.endswith(anchor)), key=len)
+    if not prefixes:
+        raise ModelIncompatible(f"the weights have no {anchor}")
+    prefix = prefixes[0]
+
+    def tensor(name: str) -> mx.array:
+        for candidate in (name, name.replace("LayerNorm.weight", "LayerNorm.gamma")):
+            if prefix + candidate in raw:
+                return raw[prefix + candidate]
+        if name.endswith("LayerNorm.bias") and prefix + name.replace(".bias", ".beta") in raw:
+            return raw[prefix + name.replace(".bias", ".beta")]
+        raise ModelIncompatible(f"the weights have no {prefix}{name}")
+
+    weights: dict[str, mx.array] = {}
+    for ours, sources in _source_names(arch.family, arch.layers).items():
+        parts = [tensor(s) for s in sources]
+        # query, key and value become one matrix: one matmul per layer instead of three
+        weights[ours] = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=0)
+    _check_shapes(weights, arch)
+    mx.eval(weights)  # read the bytes now (and drop the task heads) rather than at the first request
+    return weights
+
+
+def _check_shapes(weights: Mapping[str, mx.array], arch: Architecture) -> None:
+    h, f = arch.hidden, arch.intermediate
+    expected: dict[str, tuple[int, ...]] = {"emb_norm.weight": (h,), "emb_norm.bias": (h,)}
+    for i in range(arch.layers):
+        expected |= {
+            f"{i}.qkv.weight": (3 * h, h),
+            f"{i}.qkv.bias": (3 * h,),
+            f"{i}.attn_out.weight": (h, h),
+            f"{i}.ffn_in.weight": (f, h),
+            f"{i}.ffn_in.bias": (f,),
+            f"{i}.ffn_out.weight": (h, f),
+        }
+    for name, shape in expected.items():
+        if tuple(weights[name].shape) != shape:
+            raise ModelIncompatible(f"tensor {name} has shape {tuple(weights[name].shape)}, expected {shape}")
+    for name in ("word", "position", "token_type"):
+        if name in weights and (weights[name].ndim != 2 or weights[name].shape[1] != h):
+            raise ModelIncompatible(f"{name} embeddings have shape {tuple(weights[name].shape)}")
+    if weights["position"].shape[0] < arch.max_positions:
+        raise ModelIncompatible(f"{weights['position'].shape[0]} position embeddings, config says more")
+
+
+class Encoder:
+    """A loaded sentence encoder. ``embed`` may be called from one thread at a time."""
+
+    def __init__(
+        self,
+        arch: Architecture,
+        weights: dict[str, mx.array],
+        tokenizer: Any,
+        *,
+        pooling: str,
+        max_length: int,
+        pad_id: int,
+    ) -> None:
+        self.arch = arch
+        self.model_type = arch.model_type
+        self.pooling = pooling
+        self.max_length = max_length
+        self.dimensions = arch.hidden
+        self._weights = weights
+        self._tokenizer = tokenizer
+        self._pad_id = pad_id
+        self._vocab = int(weights["word"].shape[0])
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
+        """Token ids of each text (special tokens added, cut to ``max_length``) and whether it was cut."""
+        encodings = self._tokenizer.encode_batch(list(texts))
+        # truncation moves what it cut into ``overflowing``: a text was cut exactly when that is non-empty
+        return [list(e.ids) for e in encodings], [bool(e.overflowing) for e in encodings]
+
+    def embed(self, texts: list[str], *, normalize: bool = True, batch_size: int = 32) -> Embeddings:
+        """Vectors of ``texts`` (in their order), L2-normalized unless ``normalize`` is False."""
+        if not isinstance(texts, list):
+            raise TypeError(f"texts must be a list of strings, not {type(texts).__name__}")
+        if not texts:
+            raise ValueError("texts is empty: nothing to embed")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"texts[{i}] is {type(text).__name__}, not str")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
+        ids, truncated = self.tokenize(texts)
+        for i, row in enumerate(ids):
+            if not row:  # a tokenizer without special tokens can give nothing: no token, no mean
+                raise ValueError(f"texts[{i}] gives no tokens")
+            # an id past the embedding table would read out of bounds (mlx does not check gathers)
+            if max(row) >= self._vocab:
+                raise ModelIncompatible(
+                    f"the tokenizer gives id {max(row)}, the model has {self._vocab} embeddings"
+                )
+        vectors: list[list[float]] = [[] for _ in texts]
+        for chunk in _batches([len(row) for row in ids], batch_size):
+            pooled = self._embed_batch([ids[i] for i in chunk], normalize)
+            rows = cast("list[list[float]]", pooled.tolist())
+            for i, vector in zip(chunk, rows, strict=True):
+                vectors[i] = vector
+        return Embeddings(vectors, [len(row) for row in ids], truncated, self.dimensions)
+
+    def _embed_batch(self, rows: list[list[int]], normalize: bool) -> mx.array:
+        import mlx.core as mx
+
+        width = max(len(r) for r in rows)
+        ids = mx.array([r + [self._pad_id] * (width - len(r)) for r in rows], dtype=mx.int32)
+        lengths = mx.array([len(r) for r in rows], dtype=mx.int32)
+        mask = mx.arange(width)[None, :] < lengths[:, None]  # (batch, width): True on real tokens
+        hidden = forward(self.arch, self._weights, ids, mask)
+        pooled = pool(hidden.astype(mx.float32), mask, lengths, self.pooling)
+        if normalize:
+            # as torch's F.normalize: a zero vector stays zero instead of becoming NaN
+            norms = mx.sqrt(mx.sum(pooled * pooled, axis=-1, keepdims=True))
+            pooled = pooled / mx.maximum(norms, 1e-12)
+        mx.eval(pooled)
+        return pooled
+
+
+def _batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices of the texts, in batches of at most ``batch_size``. Texts go in order of length, and
+    a batch also ends where the next text is more than twice as long as its first: every text is
+    padded to the longest of its batch, and one long text would otherwise make a batch of short
+    ones cost as much as that many long ones."""
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        if batch and (len(batch) == batch_size or lengths[i] > 2 * lengths[batch[0]] + 8):
+            batches.append(batch)
+            batch = []
+        batch.append(i)
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+def _activation(name: str, x: mx.array) -> mx.array:
+    import mlx.core as mx
+
+    if name == "gelu":  # BERT's "gelu" is the exact one, through erf
+        return 0.5 * x * (1 + mx.erf(x * (1 / math.sqrt(2))))
+    if name in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):  # the tanh approximation
+        return 0.5 * x * (1 + mx.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x * x * x)))
+    if name == "relu":
+        return mx.maximum(x, 0)
+    return x * mx.sigmoid(x)  # silu / swish
+
+
+def forward(arch: Architecture, w: Mapping[str, mx.array], ids: mx.array, mask: mx.array) -> mx.array:
+    """Last hidden states (batch, length, hidden) of token ``ids`` with padding ``mask`` (True on
+    real tokens). BERT is post-norm: each sublayer adds its output to its input, then normalizes."""
+    import mlx.core as mx
+
+    batch, length = ids.shape
+    heads, head_dim = arch.heads, arch.hidden // arch.heads
+    start = arch.position_offset
+    x = w["word"][ids] + w["position"][start : start + length][None]
+    if "token_type" in w:
+        x = x + w["token_type"][0]  # every token is of type 0 (single sentences)
+    x = mx.fast.layer_norm(x, w["emb_norm.weight"], w["emb_norm.bias"], arch.eps)
+    # additive mask over the keys: padding gets the most negative number of the dtype, so its
+    # softmax weight is 0 (a finite value, unlike -inf, cannot turn a row into NaN)
+    neg = mx.array(mx.finfo(x.dtype).min, dtype=x.dtype)
+    bias = mx.where(mask, mx.array(0, dtype=x.dtype), neg)[:, None, None, :]
+
+    def linear(v: mx.array, name: str) -> mx.array:
+        return mx.addmm(w[f"{name}.bias"], v, w[f"{name}.weight"].T)
+
+    def norm(v: mx.array, name: str) -> mx.array:
+        return mx.fast.layer_norm(v, w[f"{name}.weight"], w[f"{name}.bias"], arch.eps)
+
+    for i in range(arch.layers):
+        qkv = linear(x, f"{i}.qkv").reshape(batch, length, 3, heads, head_dim)
+        q, k, v = (qkv[:, :, j].transpose(0, 2, 1, 3) for j in range(3))
+        context = mx.fast.scaled_dot_product_attention(q, k, v, scale=1 / math.sqrt(head_dim), mask=bias)
+        context = context.transpose(0, 2, 1, 3).reshape(batch, length, arch.hidden)
+        x = norm(x + linear(context, f"{i}.attn_out"), f"{i}.attn_norm")
+        inner = _activation(arch.activation, linear(x, f"{i}.ffn_in"))
+        x = norm(x + linear(inner, f"{i}.ffn_out"), f"{i}.ffn_norm")
+    return x
+
+
+def pool(hidden: mx.array, mask: mx.array, lengths: mx.array, mode: str) -> mx.array:
+    """One vector per sequence from ``hidden`` (batch, length, dim), over its real tokens only."""
+    import mlx.core as mx
+
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode == "lasttoken":
+        return hidden[mx.arange(hidden.shape[0]), lengths - 1]
+    weights = mask[:, :, None].astype(hidden.dtype)
+    if mode == "max":
+        return mx.max(mx.where(weights > 0, hidden, mx.finfo(hidden.dtype).min), axis=1)
+    total = mx.sum(hidden * weights, axis=1)
+    counts = lengths[:, None].astype(hidden.dtype)
+    return total / (mx.sqrt(counts) if mode == "mean_sqrt_len" else counts)
+
+
+def load_encoder(path: str) -> Encoder:
+    """The encoder in snapshot folder ``path``. ModelIncompatible when it is not one this module
+    runs (family, pooling, weights); OSError when files cannot be read."""
+    from tokenizers import Tokenizer
+
+    config = _read_json(os.path.join(path, "config.json"))
+    if not isinstance(config, dict):
+        raise ModelIncompatible("the snapshot has no config.json object")
+    arch = architecture(config)
+    pooling = _pooling(path)
+    max_length = _max_length(path, arch)
+    tokenizer_path = os.path.join(path, "tokenizer.json")
+    if not os.path.exists(tokenizer_path):
+        raise ModelIncompatible("the snapshot has no tokenizer.json (the encoder needs a fast tokenizer)")
+    try:
+        tokenizer = Tokenizer.from_file(tokenizer_path)
+    except Exception as exc:  # the Rust side raises plain Exception for a malformed file
+        raise ModelIncompatible(f"cannot read tokenizer.json: {exc}") from exc
+    # tokenizer.json may carry its own padding and truncation (all-MiniLM-L6-v2's pads every text
+    # to 128): batches are padded here, to their longest text, and truncation follows max_length.
+    padding = tokenizer.padding
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length)
+    pad_id = padding.get("pad_id") if isinstance(padding, dict) else None
+    if not isinstance(pad_id, int):
+        configured = config.get("pad_token_id")
+        pad_id = configured if isinstance(configured, int) and not isinstance(configured, bool) else 0
+    weights = _load_weights(path, arch)
+    vocab = weights["word"].shape[0]
+    if not 0 <= pad_id < vocab:  # the padded positions are masked; the id only has to be valid
+        pad_id = 0
+    return Encoder(arch, weights, tokenizer, pooling=pooling, max_length=max_length, pad_id=pad_id)
