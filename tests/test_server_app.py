@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -369,11 +368,9 @@ def test_health_answers_while_generating(cache: Path) -> None:
         async def scenario(call: Client) -> None:
             long = asyncio.ensure_future(call("POST", "/v1/chat/completions", json=chat_body(max_tokens=400)))
             await asyncio.sleep(0.05)
-            started = time.perf_counter()
             health = await call("GET", "/health")
-            answered_in = time.perf_counter() - started
-            assert health.status_code == 200 and health.json()["queue"] >= 1  # the generation is running
-            assert answered_in < 0.5
+            assert health.status_code == 200 and health.json()["queue"] >= 1  # answered while it generated
+            assert not long.done()
             assert (await long).status_code == 200
 
         run(scenario)
