@@ -8,19 +8,18 @@ measures batches of 1 and 32 only.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from benchmarks.conftest import QUICK
-from mlxk.server.app import App, ServerSettings
+from mlxk.server.app import ServerSettings
 from tests.minilm import install_minilm, minilm_files
+from tests.servefix import Client, run_in_process
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 SIZES = [1, 32] if QUICK else [1, 32, 256]
@@ -54,20 +53,13 @@ def test_cli(hub: Path, tmp_path: Path, size: int) -> None:
 
 @pytest.mark.parametrize("size", SIZES)
 def test_server(hub: Path, size: int) -> None:
-    async def main() -> float:
-        app = App(ServerSettings(hub_root=str(hub), embedding_model=MINILM))
-        app.start()
-        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-        try:
-            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as client:
-                body = {"input": [f"{SENTENCE} ({i})" for i in range(size)]}
-                (await client.post("/v1/embeddings", json=body)).raise_for_status()  # loads the model
-                started = time.perf_counter()
-                (await client.post("/v1/embeddings", json=body)).raise_for_status()
-                return size / (time.perf_counter() - started)
-        finally:
-            await asyncio.to_thread(app.worker.stop)
-            await asyncio.to_thread(app.embedder.stop)
+    body = {"input": [f"{SENTENCE} ({i})" for i in range(size)]}
 
-    rate = asyncio.run(main())
+    async def scenario(call: Client) -> float:
+        (await call("POST", "/v1/embeddings", json=body)).raise_for_status()  # loads the model
+        started = time.perf_counter()
+        (await call("POST", "/v1/embeddings", json=body)).raise_for_status()
+        return size / (time.perf_counter() - started)
+
+    rate = run_in_process(ServerSettings(hub_root=str(hub), embedding_model=MINILM), scenario)
     print(f"\nPOST /v1/embeddings, {size} sentences in one request: {rate:.1f} sentences/s")

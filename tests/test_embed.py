@@ -17,9 +17,10 @@ import httpx
 import jsonschema
 import pytest
 
-from mlxk.server.app import App, ServerSettings
+from mlxk.server.app import ServerSettings
 from tests.minilm import install_minilm
 from tests.modelfix import install
+from tests.servefix import Client, run_in_process
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 CHAT = "test/Tiny-Chat"
@@ -121,26 +122,9 @@ def test_embed_bad_files(cli: Any, cache: Path, tmp_path: Path) -> None:
 
 # --- the server -------------------------------------------------------------------------------
 
-Client = Callable[..., Awaitable[httpx.Response]]
-
 
 def serve(cache: Path, scenario: Callable[[Client], Awaitable[Any]], **options: Any) -> Any:
-    async def main() -> Any:
-        app = App(ServerSettings(hub_root=str(cache), **options))
-        app.start()
-        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-        try:
-            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as client:
-
-                async def call(method: str, path: str, **kwargs: Any) -> httpx.Response:
-                    return await client.request(method, path, **kwargs)
-
-                return await scenario(call)
-        finally:
-            await asyncio.to_thread(app.worker.stop)
-            await asyncio.to_thread(app.embedder.stop)
-
-    return asyncio.run(main())
+    return run_in_process(ServerSettings(hub_root=str(cache), **options), scenario)
 
 
 def test_embeddings_endpoint_shapes_and_formats(cache: Path) -> None:

@@ -9,11 +9,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from mlxk.server.app import App, ServerSettings
+from mlxk.server.app import ServerSettings
 from tests.modelfix import install
+from tests.servefix import Client, run_in_process
 
 CHAT, STOP, OTHER = "test/Tiny-Chat", "test/Tiny-Stop", "test/Other-Chat"
 HOST = {"host": "127.0.0.1:8000"}
@@ -27,30 +27,9 @@ def cache(hub: Path, tiny_models: dict[str, dict[str, bytes]]) -> Path:
     return hub
 
 
-Client = Callable[..., Awaitable[httpx.Response]]
-
-
 def serve(cache: Path, **options: Any) -> Iterator[Callable[[Callable[[Client], Awaitable[Any]]], Any]]:
     settings = ServerSettings(hub_root=str(cache), model=options.pop("model", CHAT), **options)
-
-    def run(scenario: Callable[[Client], Awaitable[Any]]) -> Any:
-        async def main() -> Any:
-            app = App(settings)
-            app.start()
-            transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-            try:
-                async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as client:
-
-                    async def call(method: str, path: str, **kwargs: Any) -> httpx.Response:
-                        return await client.request(method, path, **kwargs)
-
-                    return await scenario(call)
-            finally:
-                await asyncio.to_thread(app.worker.stop)
-
-        return asyncio.run(main())
-
-    yield run
+    yield lambda scenario: run_in_process(settings, scenario)
 
 
 @pytest.fixture

@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from mlxk.cache.build import build_model
 from mlxk.cache.model import CachedModel
-from mlxk.cache.resolve import resolve
-from mlxk.cache.scan import CacheLocation, repo_dirnames, scan_records
-from mlxk.errors import ModelIncompatible, ModelNotFound, ModelUnhealthy
+from mlxk.cache.scan import CacheLocation
+from mlxk.errors import ModelIncompatible
+from mlxk.ops.pick import pick_model
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,13 +20,7 @@ class Embeddable:
 def embedding_model(location: CacheLocation, spec: str) -> Embeddable:
     from mlxk.runner.encoder import is_encoder_config
 
-    resolved = resolve(repo_dirnames(location.hub_root), spec, single=True)
-    records = scan_records(location, resolved.dirnames)
-    if not records:
-        raise ModelNotFound(f"no model in the cache matches {spec!r}")
-    model = build_model(records[0], resolved.revision)
-    if not model.healthy:
-        raise ModelUnhealthy(f"{model.name} is unhealthy: {model.health_reason} (see mlxk health)")
+    model = pick_model(location, spec, healthy=True)
     if model.model_type != "embedding" or not is_encoder_config(model.config or {}):
         kind = (
             model.model_type

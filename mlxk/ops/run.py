@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from mlxk.cache.build import build_model
 from mlxk.cache.model import CachedModel
-from mlxk.cache.resolve import resolve
-from mlxk.cache.scan import CacheLocation, repo_dirnames, scan_records
-from mlxk.errors import InsufficientMemory, ModelIncompatible, ModelNotFound, ModelUnhealthy
+from mlxk.cache.scan import CacheLocation
+from mlxk.errors import InsufficientMemory, ModelIncompatible
+from mlxk.ops.pick import pick_model
 from mlxk.ops.version import total_memory_bytes
 
 # Weights need this much room beside them for the KV cache, activations and the rest of the system.
@@ -24,13 +23,7 @@ class Runnable:
 
 def runnable_model(location: CacheLocation, spec: str, *, purpose: str = "generation") -> Runnable:
     """The snapshot ``spec`` names, if mlx-lm can run it for ``purpose`` on this machine."""
-    resolved = resolve(repo_dirnames(location.hub_root), spec, single=True)
-    records = scan_records(location, resolved.dirnames)
-    if not records:
-        raise ModelNotFound(f"no model in the cache matches {spec!r}")
-    model = build_model(records[0], resolved.revision)
-    if not model.healthy:
-        raise ModelUnhealthy(f"{model.name} is unhealthy: {model.health_reason} (see mlxk health)")
+    model = pick_model(location, spec, healthy=True)
     if purpose == "generation" and model.model_type == "embedding":
         raise ModelIncompatible(
             f"{model.name} is an embedding model; it does not generate text (use mlxk embed)"

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlxk.cache.build import build_model
 from mlxk.cache.content import model_fingerprint
 from mlxk.cache.model import CachedModel
-from mlxk.cache.resolve import resolve
-from mlxk.cache.scan import CacheLocation, repo_dirnames, scan_records
-from mlxk.errors import ModelNotFound
+from mlxk.cache.scan import CacheLocation
+from mlxk.ops.pick import pick_model
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,10 +21,6 @@ class ShowResult:
 def show_model(
     location: CacheLocation, spec: str, *, files: bool = False, config: bool = False
 ) -> ShowResult:
-    resolved = resolve(repo_dirnames(location.hub_root), spec, single=True)
-    records = scan_records(location, resolved.dirnames)
-    if not records:
-        raise ModelNotFound(f"no model in the cache matches {spec!r}")
-    model = build_model(records[0], resolved.revision)
+    model = pick_model(location, spec)
     fingerprint = model_fingerprint(location.hub_root, model.dirname, model.hash, model.files)
     return ShowResult(model, files, config, fingerprint)
