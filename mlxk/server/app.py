@@ -129,7 +129,7 @@ class App:
             status = 499  # the client went away before the response
         finally:
             seconds = time.perf_counter() - started
-            self.metrics.request(path, status, seconds)
+            self.metrics.request(path, status)
             fields = {
                 "method": scope.get("method"),
                 "path": path,

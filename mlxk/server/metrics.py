@@ -19,7 +19,7 @@ class Metrics:
         self.ttft_count = 0
         self.generation_seconds = 0.0
 
-    def request(self, path: str, status: int, seconds: float) -> None:
+    def request(self, path: str, status: int) -> None:
         with self._lock:
             self.requests[
                 (path if path.startswith(("/v1/", "/health", "/metrics")) else "other", status)

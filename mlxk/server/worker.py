@@ -68,10 +68,6 @@ class EngineWorker:
         """Requests waiting or being generated."""
         return self._pending
 
-    @property
-    def engine(self) -> Engine | None:
-        return self._runner.engine if self._runner is not None else None
-
     def start(self) -> None:
         self._thread.start()
 
