@@ -14,7 +14,9 @@ if TYPE_CHECKING:
 
 # error type -> the contract's download_status
 _PULL_STATUS = {"access_denied": "access_denied", "requires_confirmation": "requires_confirmation"}
-_FAILED = ("download_failed", "network_error", "insufficient_space", "model_unhealthy", "model_not_found")
+_FAILED = (
+    "download_failed", "network_error", "insufficient_space", "model_unhealthy", "model_not_found", "interrupted",
+)  # fmt: skip
 
 
 def pull_data(result: PullResult) -> dict[str, Any]:
