@@ -179,3 +179,25 @@ def test_the_next_pull_cleans_what_a_killed_whole_repo_rm_left(cli: Any, hub: Pa
     assert (hub / ".locks" / repo_dir(hub).name / "mlxk.lock").exists()  # the killed rm's lock file
     assert cli("pull", REPO, "--json").json()["data"]["download_status"] == "success"
     assert not (hub / ".locks").exists()  # no trash entry, no lock folder, nothing left
+
+
+def test_a_pull_finishes_a_killed_rm_before_it_adds(cli: Any, hub: Path, fake: FakeHub) -> None:
+    """A killed rm MODEL@HASH, then a pull of that same snapshot: the removal is finished first, so
+    it can never take the freshly pulled snapshot later."""
+    assert cli("pull", REPO).exit_code == 0
+    v2 = fake.add_commit(REPO, {**model_files(), "extra.json": b'{"v": 2}'}, branch="v2")
+    assert cli("pull", f"{REPO}@v2").exit_code == 0
+    env = {**os.environ, "MLXK_TEST_RM_KILL_AFTER": "refs"}
+    killed = subprocess.run(
+        [sys.executable, "-m", "mlxk", "rm", f"{REPO}@{v2[:8]}", "-f"], env=env, timeout=60
+    )
+    assert killed.returncode == -9
+    assert (repo_dir(hub) / "snapshots" / v2).is_dir()  # the kill came before the snapshot went
+
+    again = cli("pull", f"{REPO}@v2", "--json").json()["data"]
+    assert (again["download_status"], again["commit"]) == ("success", v2)
+    health = cli("health", "--json").json()["data"]  # health would finish a pending removal: none left
+    assert health["summary"] == {"total": 1, "healthy_count": 1, "unhealthy_count": 0}
+    assert (repo_dir(hub) / "snapshots" / v2 / "extra.json").read_bytes() == b'{"v": 2}'
+    assert (repo_dir(hub) / "refs" / "v2").read_text() == v2
+    assert not (hub / ".locks").exists()

@@ -182,6 +182,14 @@ def _offline_result(location: CacheLocation, target: PullTarget, started: float)
     )
 
 
+def _before_download(
+    settings: HubSettings, remote: RemoteRepo, files: tuple[RemoteFile, ...], state: LocalState, hub_root: str
+) -> None:
+    """What is checked before a byte is written: access to the files, then free space."""
+    check_file_access(settings, remote, files[0].path)  # a gated repo's files are refused here
+    _check_space(hub_root, sum(state.blobs_to_fetch.values()), remote.repo_id)
+
+
 def _download(
     settings: HubSettings,
     remote: RemoteRepo,
@@ -271,8 +279,7 @@ def _pull(
 
     state = local_state(repo_path, remote.commit, files)
     if not state.complete:
-        check_file_access(settings, remote, files[0].path)  # a gated repo's files are refused here
-        _check_space(hub_root, sum(state.blobs_to_fetch.values()), target.repo_id)
+        _before_download(settings, remote, files, state, hub_root)
         # a partial download that a live pull is still working on is not a resume: wait for it instead
         busy = lock_is_held(RepoLock(hub_root, dirname).path)
         if state.started and not busy and not options.force_resume and not confirm_resume(target, state):
@@ -285,7 +292,10 @@ def _pull(
     lock.acquire(wait=True)  # a concurrent pull or rm of this model finishes first
     try:
         sweep_trash(hub_root, holding=dirname)  # a killed rm's unfinished removal goes before we add
+        was_complete = state.complete
         state = local_state(repo_path, remote.commit, files)  # another process may have finished it meanwhile
+        if was_complete and not state.complete:  # that removal took files of this very snapshot
+            _before_download(settings, remote, files, state, hub_root)
         fetched = sum(state.blobs_to_fetch.values())
         ref = (
             None
