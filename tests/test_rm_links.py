@@ -149,6 +149,7 @@ def test_only_files_named_like_blobs_are_freed_as_orphans(cli: Cli, hub: Path) -
     blobs = two.repo_dir / "blobs"
     (blobs / "thesis.txt").write_bytes(THESIS)  # no snapshot names it, and it is no blob
     (blobs / "notes").mkdir()
+    (blobs / ("12" * 32)).mkdir()  # named like a blob, but a folder: not a blob either
     (blobs / ("ef" * 32)).write_bytes(THESIS)  # an orphan blob a killed rm could have left
     plan = envelope(cli("rm", f"{NAME}@{two.prefix}", "--dry-run", "--json"), 0)["data"]
     assert plan["blobs"] == 3
@@ -156,7 +157,7 @@ def test_only_files_named_like_blobs_are_freed_as_orphans(cli: Cli, hub: Path) -
     envelope(cli("rm", f"{NAME}@{two.prefix}", "-f", "--json"), 0)
     assert (blobs / "thesis.txt").read_bytes() == THESIS
     assert (blobs / "notes").is_dir()
-    assert two.blobs() == two.new_blobs | {"thesis.txt", "notes"}
+    assert two.blobs() == two.new_blobs | {"thesis.txt", "notes", "12" * 32}
 
 
 def test_a_snapshot_link_to_an_outside_blob_named_file_keeps_its_target(

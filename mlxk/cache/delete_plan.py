@@ -183,13 +183,14 @@ class _Repo:
     commits: list[str]
     snapshots: dict[str, _Snapshot]
     blob_sizes: dict[str, int]  # every entry of blobs/; 0 for what is not a regular file
+    blob_files: frozenset[str]  # the entries of blobs/ that are files or links (not folders)
     refs: dict[str, str]
     linked: tuple[str, ...]
 
     def orphans(self, kept: list[str]) -> list[str]:
-        """Blob-named files (regular, or links) no kept snapshot links to."""
+        """Blob-named files no kept snapshot links to."""
         used = set().union(*(self.snapshots[c].blobs for c in kept))
-        return sorted(b for b in self.blob_sizes if is_blob_name(b) and b not in used)
+        return sorted(b for b in self.blob_files if is_blob_name(b) and b not in used)
 
 
 def _read_repo(repo: str, *, one_snapshot: bool) -> _Repo:
@@ -198,16 +199,17 @@ def _read_repo(repo: str, *, one_snapshot: bool) -> _Repo:
         raise link_refused(os.path.join(repo, linked[0]))
     commits = [] if "snapshots" in linked else _listdir(os.path.join(repo, "snapshots"))
     blob_sizes: dict[str, int] = {}
-    if "blobs" not in linked:
-        for blob in _listdir(os.path.join(repo, "blobs")):
-            st = _lstat(os.path.join(repo, "blobs", blob))
-            if st is not None and (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-                blob_sizes[blob] = st.st_size if stat.S_ISREG(st.st_mode) else 0
-            elif st is not None:
-                blob_sizes[blob] = 0  # a folder or a device: only a whole repo's removal takes it
+    files: set[str] = set()
+    for blob in [] if "blobs" in linked else _listdir(os.path.join(repo, "blobs")):
+        st = _lstat(os.path.join(repo, "blobs", blob))
+        if st is None:
+            continue
+        blob_sizes[blob] = st.st_size if stat.S_ISREG(st.st_mode) else 0
+        if not stat.S_ISDIR(st.st_mode):
+            files.add(blob)
     refs = {} if "refs" in linked else _read_refs(repo)
     snapshots = {c: _read_snapshot(repo, c) for c in commits}
-    return _Repo(commits, snapshots, blob_sizes, refs, linked)
+    return _Repo(commits, snapshots, blob_sizes, frozenset(files), refs, linked)
 
 
 def _pick(commits: list[str], pending: list[str], name: str, revision: str) -> str:

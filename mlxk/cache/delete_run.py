@@ -194,13 +194,8 @@ def _free_blobs(repo: Folder, blobs: Iterable[str]) -> None:
         return
     with folder:
         for blob in blobs:
-            st = folder.lstat(blob)
-            if (
-                is_blob_name(blob)
-                and st is not None
-                and (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode))
-            ):
-                folder.unlink(blob)
+            if is_blob_name(blob):  # never anything else, whatever a plan or journal says
+                folder.unlink_at([blob])  # a file or link; a folder stays
 
 
 def _remove_side_files(repo: Folder, commits: Iterable[str]) -> None:

@@ -130,9 +130,7 @@ def render_plan(plan: DeletePlan, heading: str) -> str:
     if plan.kept_commits:
         lines.append(f"  kept: {len(plan.kept_commits)} other snapshot(s) and the blobs they use")
     for link in plan.outside_links:
-        lines.append(
-            f"  note: link {link} points outside the cache; the link goes, its target stays"
-        )
+        lines.append(f"  note: link {link} points outside the cache; the link goes, its target stays")
     for lock in plan.held_locks:
         lines.append(f"  held lock: {lock} (a download in progress?)")
     return "\n".join(lines) + "\n"
