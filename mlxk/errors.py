@@ -151,3 +151,11 @@ class ExecutionError(MlxkError):
 
     error_type = "execution_error"
     http_status = 500
+
+
+class Interrupted(MlxkError):
+    """A pull that stopped before it finished: Ctrl-C (the CLI then exits 130), or its model was
+    deleted from the cache while it downloaded."""
+
+    error_type = "interrupted"
+    http_status = 409

@@ -73,7 +73,7 @@ class Commit:
 @dataclass
 class Repo:
     private: bool = False
-    gated: bool = False
+    gated: bool | str = False  # False, or the Hub's mode: "auto" or "manual" (True means "manual")
     refs: dict[str, str] = field(default_factory=dict)  # branches and tags -> commit sha
     commits: dict[str, Commit] = field(default_factory=dict)
 
@@ -100,7 +100,8 @@ class FakeHub:
 
     Switches (set them any time): ``drop_after`` {path: n} closes a GET after n body bytes, ``drop_times``
     times (-1: always); ``wrong_bytes`` paths come with every byte inverted; ``ignore_range`` answers
-    ranges with a full 200; ``slow_bps`` throttles bodies; ``stall`` paths never get their body.
+    ranges with a full 200; ``slow_bps`` throttles bodies; ``stall`` paths never get their body; ``deny``
+    paths are refused (403, as the Hub refuses a gated file to a token without access).
     """
 
     def __init__(self, root: Path, token: str = "hf_test_token") -> None:
@@ -117,6 +118,7 @@ class FakeHub:
         self.ignore_range = False
         self.slow_bps: int | None = None
         self.stall: set[str] = set()
+        self.deny: set[str] = set()
         self.requests: list[tuple[str, str]] = []
         self.ranges: list[tuple[str, str]] = []  # (file path, Range header) of every GET that had one
         self.errors: list[str] = []  # tracebacks of unexpected server-side exceptions (never printed)
@@ -134,7 +136,7 @@ class FakeHub:
         *,
         branch: str = "main",
         tags: Sequence[str] = (),
-        gated: bool = False,
+        gated: bool | str = False,
         private: bool = False,
     ) -> str:
         digest = hashlib.sha1(repo_id.encode() + b"\0")
@@ -147,7 +149,7 @@ class FakeHub:
         date = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
         with self.lock:
             repo = self.repos.setdefault(repo_id, Repo())
-            repo.private, repo.gated = private, gated
+            repo.private, repo.gated = private, ("manual" if gated is True else gated)
             repo.commits[sha] = Commit(date, entries)
             for ref in (branch, *tags):
                 repo.refs[ref] = sha
@@ -316,7 +318,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._error(404, "", "Not Found", head)
             return
-        found = self._lookup(repo_id, revision, head)
+        found = self._lookup(repo_id, revision, head, files=False)
         if found is None:
             return
         repo, sha, commit = found
@@ -333,8 +335,7 @@ class _Handler(BaseHTTPRequestHandler):
                     sibling["lfs"] = entry.lfs_info("sha256")
             siblings.append(sibling)
         info = {"id": repo_id, "modelId": repo_id, "sha": sha, "lastModified": commit.date, "tags": []}
-        gated = "auto" if repo.gated else False
-        self._json({**info, "private": repo.private, "gated": gated, "siblings": siblings}, head)
+        self._json({**info, "private": repo.private, "gated": repo.gated, "siblings": siblings}, head)
 
     def _tree(self, sha: str, commit: Commit, path: str, query: dict[str, str], head: bool) -> None:
         dirs = {
@@ -367,10 +368,16 @@ class _Handler(BaseHTTPRequestHandler):
         if not head:
             with hub.lock:
                 hub._gets[path] += 1
-        found = self._lookup(repo_id, revision[0] if revision else "", head)
+        found = self._lookup(repo_id, revision[0] if revision else "", head, files=True)
         if found is None:
             return
         _, sha, commit = found
+        with hub.lock:
+            denied = path in hub.deny
+        if denied:
+            msg = f"Access to model {repo_id} is restricted and you are not in the authorized list."
+            self._error(403, "GatedRepo", msg, head)
+            return
         entry = commit.files.get(path)
         if entry is None:
             # The client caches the absence under .no_exist/<commit>, which needs X-Repo-Commit.
@@ -437,8 +444,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- helpers -------------------------------------------------------------------------------------------
 
-    def _lookup(self, repo_id: str, revision: str, head: bool) -> tuple[Repo, str, Commit] | None:
-        """The repo, commit sha and commit for a request, or None once an error has been sent."""
+    def _lookup(
+        self, repo_id: str, revision: str, head: bool, *, files: bool
+    ) -> tuple[Repo, str, Commit] | None:
+        """The repo, commit sha and commit for a request, or None once an error has been sent.
+
+        As on the Hub, a gated repo's model info and file listing are public (``gated`` says how
+        access is granted); only its ``files`` (``resolve``) need a token with access."""
         hub = self.hub
         authorized = self.headers.get("Authorization") == f"Bearer {hub.token}"
         with hub.lock:
@@ -449,7 +461,7 @@ class _Handler(BaseHTTPRequestHandler):
             # Like the Hub, a private repo is not revealed to the unauthorized: it is "not found" too.
             status = 401 if repo is not None else 404
             self._error(status, "RepoNotFound", "Repository not found", head)
-        elif repo.gated and not authorized:
+        elif files and repo.gated and not authorized:
             msg = f"Access to model {repo_id} is restricted. You must be authenticated to access it."
             self._error(401, "GatedRepo", msg, head)
         elif sha is None or commit is None:

@@ -138,12 +138,16 @@ def test_missing_private_and_gated_repos(fake_hub: FakeHub, tmp_path: Path) -> N
             snapshot(fake_hub, cache, repo)
         with pytest.raises(error):
             hf_hub_download(repo, "config.json", endpoint=fake_hub.endpoint, cache_dir=cache, token=False)
-        with pytest.raises(error):
-            HfApi(endpoint=fake_hub.endpoint, token=False).model_info(repo)
+        if repo == "org/gated":  # as on the Hub: a gated repo's info and file list are public
+            assert HfApi(endpoint=fake_hub.endpoint, token=False).model_info(repo).gated == "manual"
+            assert len(list(HfApi(endpoint=fake_hub.endpoint, token=False).list_repo_tree(repo))) == 3
+        else:
+            with pytest.raises(error):
+                HfApi(endpoint=fake_hub.endpoint, token=False).model_info(repo)
     for repo in ("org/private", "org/gated"):
         folder = snapshot(fake_hub, cache, repo, token=fake_hub.token)
         assert (folder / "config.json").read_bytes() == CONFIG
-    assert HfApi(endpoint=fake_hub.endpoint, token=fake_hub.token).model_info("org/gated").gated == "auto"
+    assert HfApi(endpoint=fake_hub.endpoint, token=fake_hub.token).model_info("org/gated").gated == "manual"
     with pytest.raises(EntryNotFoundError):
         hf_hub_download(
             "org/gated", "nope.txt", endpoint=fake_hub.endpoint, cache_dir=cache, token=fake_hub.token

@@ -113,7 +113,30 @@ def test_refused_repos_fail_at_once_and_leave_no_trace(
     assert (result.exit_code, result.json()["error"]["type"]) == (exit_code, error_type)
     assert result.json()["data"]["download_status"] in ("failed", "access_denied")
     assert entries(hub) == before == []
-    assert [method for method, _ in fake.requests] == ["GET"]  # one API call, no file request
+    assert cli("list", "--json").json()["data"]["count"] == 0  # no phantom model either
+    # one API call; a gated repo's model info is public, so one file is asked for (HEAD) before anything is written
+    methods = [method for method, _ in fake.requests]
+    assert methods == (["GET", "HEAD"] if kind == "gated" else ["GET"])
+
+
+def test_a_file_refused_mid_download_leaves_the_cache_as_it_was(cli: Any, hub: Path, fake: FakeHub) -> None:
+    """The Hub can still refuse a file after the first one was allowed (access revoked meanwhile):
+    what this pull wrote goes, and what was there before stays."""
+    assert cli("pull", REPO).exit_code == 0
+    v2 = fake.add_commit(REPO, {**model_files(), "extra.json": b'{"v": 2}'}, branch="v2")
+    before = {p: (p.is_symlink(), p.is_file() and p.read_bytes()) for p in repo_dir(hub).rglob("*")}
+    fake.deny = {"extra.json"}
+    result = cli("pull", f"{REPO}@v2", "--json")
+    assert (result.exit_code, result.json()["error"]["type"]) == (1, "access_denied")
+    after = {p: (p.is_symlink(), p.is_file() and p.read_bytes()) for p in repo_dir(hub).rglob("*")}
+    assert after == before
+    assert not (hub / ".locks").exists()
+    assert not (repo_dir(hub) / "snapshots" / v2).exists()
+    assert cli("health", "--json").json()["data"]["summary"] == {
+        "total": 1,
+        "healthy_count": 1,
+        "unhealthy_count": 0,
+    }
 
 
 def test_gated_repo_with_a_token(cli: Any, fake: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -351,6 +374,26 @@ def test_interrupted_pull_publishes_nothing_and_the_next_completes(
     assert incomplete(hub) == []
     assert '"healthy"' in mlxk("health", REPO, "--json").stdout
     assert_scan_clean(hub)
+
+
+def test_ctrl_c_of_a_json_pull_prints_the_error_envelope(hub: Path, fake: FakeHub) -> None:
+    fake.slow_bps = 300_000
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlxk", "pull", REPO, "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: bool(incomplete(hub)))
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 130, (out, err)
+    envelope = json.loads(out)  # exactly one JSON document on stdout
+    jsonschema.validate(envelope, SCHEMA, cls=jsonschema.Draft7Validator)
+    assert (envelope["status"], envelope["command"]) == ("error", "pull")
+    assert envelope["error"]["type"] == "interrupted"
+    assert envelope["data"]["expanded_name"] == REPO and envelope["data"]["download_status"] == "failed"
+    assert err == ""  # --json: the envelope says it all
 
 
 def test_concurrent_pulls_of_one_repo(hub: Path, fake: FakeHub) -> None:

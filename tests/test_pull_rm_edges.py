@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from mlxk.ops.rm import plan_removal, remove
 from tests.cachefix import healthy_model
 from tests.hubfix import BIG, REPO, model_files, repo_dir
 from tests.hubserver import FakeHub
+from tests.test_pull import incomplete, wait_for
 from tests.test_rm import NAME, TwoRevisions
 
 
@@ -144,3 +146,58 @@ def test_a_read_only_cache_is_permission_denied(cli: Any, hub: Path, fake: FakeH
     finally:
         os.chmod(hub, 0o755)
     assert (result.exit_code, result.json()["error"]["type"]) == (3, "permission_denied")
+
+
+def test_a_pull_racing_rm_force_ends_cleanly_and_leaves_nothing(hub: Path, fake: FakeHub) -> None:
+    """rm -f deletes a model while it downloads: the pull stops with a clear error, and neither
+    its half-written files nor its lock files stay behind."""
+    fake.slow_bps = 400_000
+    puller = subprocess.Popen(
+        [sys.executable, "-m", "mlxk", "pull", REPO, "--json"], stdout=subprocess.PIPE, text=True
+    )
+    wait_for(lambda: bool(incomplete(hub)))
+    removed = subprocess.run(
+        [sys.executable, "-m", "mlxk", "rm", REPO, "-f", "--json"], capture_output=True, text=True, timeout=60
+    )
+    assert removed.returncode == 0, removed.stdout
+    out = puller.communicate(timeout=120)[0]
+    envelope = json.loads(out)
+    assert puller.returncode == 1, out
+    assert envelope["error"]["type"] == "interrupted" and "deleted" in envelope["error"]["message"]
+    assert envelope["data"]["download_status"] == "failed"
+    left = sorted(str(p.relative_to(hub)) for p in hub.rglob("*"))
+    assert left in ([], ["CACHEDIR.TAG"]), left  # huggingface_hub's tag of the cache folder may stay
+    fake.slow_bps = None
+    assert subprocess.run([sys.executable, "-m", "mlxk", "pull", REPO, "-q"], timeout=120).returncode == 0
+
+
+def test_the_next_pull_cleans_what_a_killed_whole_repo_rm_left(cli: Any, hub: Path, fake: FakeHub) -> None:
+    assert cli("pull", REPO).exit_code == 0
+    env = {**os.environ, "MLXK_TEST_RM_KILL_AFTER": "rename"}
+    killed = subprocess.run([sys.executable, "-m", "mlxk", "rm", REPO, "-f"], env=env, timeout=60)
+    assert killed.returncode == -9
+    assert (hub / ".locks" / repo_dir(hub).name / "mlxk.lock").exists()  # the killed rm's lock file
+    assert cli("pull", REPO, "--json").json()["data"]["download_status"] == "success"
+    assert not (hub / ".locks").exists()  # no trash entry, no lock folder, nothing left
+
+
+def test_a_pull_finishes_a_killed_rm_before_it_adds(cli: Any, hub: Path, fake: FakeHub) -> None:
+    """A killed rm MODEL@HASH, then a pull of that same snapshot: the removal is finished first, so
+    it can never take the freshly pulled snapshot later."""
+    assert cli("pull", REPO).exit_code == 0
+    v2 = fake.add_commit(REPO, {**model_files(), "extra.json": b'{"v": 2}'}, branch="v2")
+    assert cli("pull", f"{REPO}@v2").exit_code == 0
+    env = {**os.environ, "MLXK_TEST_RM_KILL_AFTER": "refs"}
+    killed = subprocess.run(
+        [sys.executable, "-m", "mlxk", "rm", f"{REPO}@{v2[:8]}", "-f"], env=env, timeout=60
+    )
+    assert killed.returncode == -9
+    assert (repo_dir(hub) / "snapshots" / v2).is_dir()  # the kill came before the snapshot went
+
+    again = cli("pull", f"{REPO}@v2", "--json").json()["data"]
+    assert (again["download_status"], again["commit"]) == ("success", v2)
+    health = cli("health", "--json").json()["data"]  # health would finish a pending removal: none left
+    assert health["summary"] == {"total": 1, "healthy_count": 1, "unhealthy_count": 0}
+    assert (repo_dir(hub) / "snapshots" / v2 / "extra.json").read_bytes() == b'{"v": 2}'
+    assert (repo_dir(hub) / "refs" / "v2").read_text() == v2
+    assert not (hub / ".locks").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -415,8 +416,8 @@ def rm_killed_after(step: str, spec: str) -> None:
     assert proc.returncode == -9, (proc.returncode, proc.stdout, proc.stderr)
 
 
-def cache_still_readable(cli: Cli, hub: Path) -> set[str]:
-    for command in ("list", "health"):
+def cache_still_readable(cli: Cli, hub: Path, commands: tuple[str, ...] = ("list", "health")) -> set[str]:
+    for command in commands:
         result = cli(command, "--json")
         assert result.exit_code == 0, (command, result.stdout, result.stderr)
         out = result.json()
@@ -445,7 +446,19 @@ def test_killed_whole_repo_rm(cli: Cli, hub: Path, step: str) -> None:
 
     envelope(cli("rm", OTHER, "-f", "--json"), 0)  # any later rm sweeps what the killed one left
     assert not os.path.lexists(trash(hub))
+    assert not os.path.lexists(lock_folder(hub, repo))  # the killed rm's own lock file went too
+    assert not os.path.lexists(hub / ".locks")
     assert cache_still_readable(cli, hub) == set()
+
+
+@pytest.mark.parametrize("step", ["rename", "contents"])
+def test_rerun_after_a_killed_whole_repo_rm_removes_its_lock_folder(cli: Cli, hub: Path, step: str) -> None:
+    repo = healthy_model(hub, NAME)
+    rm_killed_after(step, NAME)
+    assert (lock_folder(hub, repo) / "mlxk.lock").exists()  # the killed rm held it
+    assert error_type(cli("rm", NAME, "-f", "--json"), 1) == "model_not_found"
+    assert not os.path.lexists(trash(hub))
+    assert not os.path.lexists(hub / ".locks")
 
 
 @pytest.mark.parametrize("step", ["refs", "snapshots", "blobs"])
@@ -457,18 +470,17 @@ def test_killed_snapshot_rm(cli: Cli, hub: Path, two: TwoRevisions, step: str) -
     assert (two.repo_dir / "refs" / "main").read_text() == NEW
     assert os.path.lexists(two.old.snapshot) == (step == "refs")
     assert two.new_blobs <= two.blobs()
-    assert cache_still_readable(cli, hub) == {NAME}
+    # health would finish the job (test_a_killed_snapshot_rm_is_finished_by_the_next_command): not yet
+    assert cache_still_readable(cli, hub, ("list",)) == {NAME}
     assert tree(two.new.snapshot) == new_before
-    health = cli("health", NAME, "--json").json()
-    assert [m["name"] for m in health["data"]["healthy"]] == [NAME]
 
-    rerun = cli("rm", f"{NAME}@{two.prefix}", "-f", "--json")
-    if step == "refs":  # the snapshot was still there: the rerun deletes it
-        assert envelope(rerun, 0)["data"]["snapshots"] == [OLD]
-        assert two.blobs() == two.new_blobs
-        assert not os.path.lexists(trash(hub))
-    else:  # the snapshot had gone already
-        assert error_type(rerun, 1) == "hash_not_found"
+    rerun = cli("rm", f"{NAME}@{two.prefix}", "-f", "--json")  # the same command finishes the job
+    data = envelope(rerun, 0)["data"]
+    assert (data["action"], data["snapshots"], data["kept_snapshots"]) == ("deleted", [OLD], [NEW])
+    assert two.blobs() == two.new_blobs
+    assert not os.path.lexists(trash(hub))
+    assert not os.path.lexists(hub / ".locks")
+    assert error_type(cli("rm", f"{NAME}@{two.prefix}", "-f", "--json"), 1) == "hash_not_found"
     assert not os.path.lexists(two.old.snapshot)
     assert two.new_blobs <= two.blobs()
     assert tree(two.new.snapshot) == new_before
@@ -494,16 +506,82 @@ def test_rerun_after_a_killed_rm_sweeps_the_trash(cli: Cli, hub: Path, step: str
     assert not os.path.lexists(trash(hub))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: a kill between the snapshot and its blobs orphans the blobs; a rerun of the same "
-    "command says hash_not_found. The next rm of another snapshot (or the repo) of that model frees them.",
-)
 def test_rerun_after_a_kill_before_the_blobs_frees_them(cli: Cli, hub: Path, two: TwoRevisions) -> None:
     rm_killed_after("snapshots", f"{NAME}@{two.prefix}")
     assert two.exclusive_old <= two.blobs()  # orphans now: no snapshot links to them
-    cli("rm", f"{NAME}@{two.prefix}", "-f", "--json")
+    data = envelope(cli("rm", f"{NAME}@{two.prefix}", "-f", "--json"), 0)["data"]
+    assert data["snapshots"] == [OLD] and data["blobs"] == 2
     assert two.blobs() == two.new_blobs
+
+
+@pytest.mark.parametrize("finisher", ["health", "rm of another model", "rm of the repo", "dry run"])
+def test_a_killed_snapshot_rm_is_finished_by_the_next_command(
+    cli: Cli, hub: Path, two: TwoRevisions, finisher: str
+) -> None:
+    other = healthy_model(hub, OTHER)
+    rm_killed_after("snapshots", f"{NAME}@{two.prefix}")
+    new_before = tree(two.new.snapshot)
+    if finisher == "health":
+        health = cli("health", NAME, "--json").json()
+        assert [m["name"] for m in health["data"]["healthy"]] == [NAME]
+    elif finisher == "rm of another model":
+        envelope(cli("rm", OTHER, "-f", "--json"), 0)
+    elif finisher == "rm of the repo":
+        envelope(cli("rm", NAME, "-f", "--json"), 0)
+        assert not os.path.lexists(two.repo_dir)
+    else:  # a dry run plans and changes nothing, not even what a killed run left
+        envelope(cli("rm", f"{NAME}@{two.prefix}", "--dry-run", "--json"), 0)
+        assert two.exclusive_old <= two.blobs()
+        return
+    if finisher != "rm of the repo":
+        assert two.blobs() == two.new_blobs
+        assert tree(two.new.snapshot) == new_before
+    assert not os.path.lexists(trash(hub))
+    assert os.path.lexists(other.repo_dir) is (finisher != "rm of another model")
+
+
+def test_a_pending_deletion_never_takes_blobs_a_snapshot_uses_again(
+    cli: Cli, hub: Path, two: TwoRevisions
+) -> None:
+    """Between the kill and the next command, a pull links the killed rm's blobs again: they stay."""
+    rm_killed_after("snapshots", f"{NAME}@{two.prefix}")
+    revived = gen.add_model(
+        hub, NAME, {"config.json": gen.llama_config(rope_theta=10000.0)}, commit=NEW[::-1]
+    )
+    kept = revived.blob_of("config.json").name
+    assert kept in two.exclusive_old
+    assert cli("health", NAME, "--json").exit_code == 0
+    assert two.blobs() == two.new_blobs | {kept}
+    assert not os.path.lexists(trash(hub))
+
+
+def test_a_held_lock_postpones_finishing_a_killed_rm(cli: Cli, hub: Path, two: TwoRevisions) -> None:
+    rm_killed_after("snapshots", f"{NAME}@{two.prefix}")
+    folder = hub / ".locks" / two.repo_dir.name
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "mlxk.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a pull of this model is running
+        assert cli("health", NAME, "--json").exit_code == 0
+        assert two.exclusive_old <= two.blobs()  # not now: the pull may be linking them
+    assert cli("health", NAME, "--json").exit_code == 0
+    assert two.blobs() == two.new_blobs
+    assert not os.path.lexists(trash(hub))
+
+
+# --- 8b. odd repo folders: decided before anything moves ------------------------------------------
+
+
+@pytest.mark.parametrize("part", ["snapshots", "blobs", "refs"])
+def test_a_file_where_a_folder_belongs_does_not_fail_a_whole_repo_rm(cli: Cli, hub: Path, part: str) -> None:
+    repo = healthy_model(hub, NAME)
+    target = repo.repo_dir / part
+    shutil.rmtree(target)
+    target.write_bytes(b"not a folder")
+    os.mkfifo(repo.repo_dir / "a-fifo")
+    out = envelope(cli("rm", NAME, "-f", "--json"), 0)
+    assert out["data"]["action"] == "deleted"
+    assert not os.path.lexists(repo.repo_dir)
+    assert not os.path.lexists(trash(hub))
 
 
 # --- 9. bad names -------------------------------------------------------------------------------

@@ -1,8 +1,11 @@
 """What ``rm`` would delete, worked out before anything is touched.
 
 The plan is read with ``lstat``/``readlink`` only: nothing is followed, so a snapshot link that
-points outside the cache is reported, never read through. Bytes freed are known up front, and
-blobs that a remaining snapshot still uses stay.
+points outside the cache is reported, never read through, and a repo folder (``snapshots``,
+``blobs``, ...) that is a link is never listed: a whole repo unlinks it, one snapshot's removal is
+refused. Bytes freed are known up front; blobs that a remaining snapshot still uses stay, and only
+a file named like a blob (its checksum) is ever freed as one. Snapshot removals that a killed rm
+left unfinished (its journal in the trash) join the plan of the next rm of that repo.
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ from dataclasses import dataclass
 
 from mlxk.cache.locks import lock_dir, lock_is_held
 from mlxk.cache.names import dirname_to_name
+from mlxk.cache.trash import Journal, is_blob_name, pending_journals
 from mlxk.errors import DeletionFailed, HashNotFound
 
 INCOMPLETE_SUFFIX = ".incomplete"
+# the folders of a repo that rm deletes in; each must be a real folder for one snapshot's removal
+REPO_FOLDERS = ("refs", "snapshots", "blobs", "trees", ".no_exist")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +38,9 @@ class DeletePlan:
     incomplete_blobs: tuple[str, ...]  # leftovers of interrupted downloads that go
     stale_locks: tuple[str, ...]  # lock files nobody holds (relative to the repo's lock folder)
     held_locks: tuple[str, ...]  # lock files a live process holds
-    outside_links: tuple[
-        str, ...
-    ]  # snapshot entries linking outside the repo: the link goes, its target never
+    # snapshot entries linking outside the repo, and repo folders that are links: the link goes,
+    # its target never
+    outside_links: tuple[str, ...]
 
     @property
     def repo_path(self) -> str:
@@ -140,6 +146,15 @@ def _locks(hub_root: str, dirname: str) -> tuple[tuple[str, ...], tuple[str, ...
     return tuple(sorted(stale)), tuple(sorted(held))
 
 
+def stale_locks(hub_root: str, dirname: str) -> tuple[str, ...]:
+    """The repo's lock files nobody holds (relative to its lock folder)."""
+    return _locks(hub_root, dirname)[0]
+
+
+def link_refused(path: str) -> DeletionFailed:
+    return DeletionFailed(f"{path} is a symbolic link; mlxk deletes nothing through links")
+
+
 def check_repo_folder(hub_root: str, dirname: str) -> str:
     """The repo folder's path, after making sure deleting it cannot reach outside the cache."""
     repo = os.path.join(hub_root, dirname)
@@ -147,14 +162,76 @@ def check_repo_folder(hub_root: str, dirname: str) -> str:
     if st is None:
         raise DeletionFailed(f"{repo} does not exist")
     if stat.S_ISLNK(st.st_mode):
-        raise DeletionFailed(f"{repo} is a symbolic link; mlxk deletes nothing through links")
+        raise link_refused(repo)
     if os.path.realpath(repo) != os.path.join(os.path.realpath(hub_root), dirname):
         raise DeletionFailed(f"{repo} resolves outside the cache folder; refusing to delete it")
     return repo
 
 
+def linked_folders(repo: str) -> tuple[str, ...]:
+    """The repo's own folders that are symlinks (they may lead anywhere)."""
+    found = []
+    for part in REPO_FOLDERS:
+        st = _lstat(os.path.join(repo, part))
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            found.append(part)
+    return tuple(found)
+
+
+@dataclass(frozen=True, slots=True)
+class _Repo:
+    commits: list[str]
+    snapshots: dict[str, _Snapshot]
+    blob_sizes: dict[str, int]  # every entry of blobs/; 0 for what is not a regular file
+    blob_files: frozenset[str]  # the entries of blobs/ that are files or links (not folders)
+    refs: dict[str, str]
+    linked: tuple[str, ...]
+
+    def orphans(self, kept: list[str]) -> list[str]:
+        """Blob-named files no kept snapshot links to."""
+        used = set().union(*(self.snapshots[c].blobs for c in kept))
+        return sorted(b for b in self.blob_files if is_blob_name(b) and b not in used)
+
+
+def _read_repo(repo: str, *, one_snapshot: bool) -> _Repo:
+    linked = linked_folders(repo)
+    if linked and one_snapshot:
+        raise link_refused(os.path.join(repo, linked[0]))
+    commits = [] if "snapshots" in linked else _listdir(os.path.join(repo, "snapshots"))
+    blob_sizes: dict[str, int] = {}
+    files: set[str] = set()
+    for blob in [] if "blobs" in linked else _listdir(os.path.join(repo, "blobs")):
+        st = _lstat(os.path.join(repo, "blobs", blob))
+        if st is None:
+            continue
+        blob_sizes[blob] = st.st_size if stat.S_ISREG(st.st_mode) else 0
+        if not stat.S_ISDIR(st.st_mode):
+            files.add(blob)
+    refs = {} if "refs" in linked else _read_refs(repo)
+    snapshots = {c: _read_snapshot(repo, c) for c in commits}
+    return _Repo(commits, snapshots, blob_sizes, frozenset(files), refs, linked)
+
+
+def _pick(commits: list[str], pending: list[str], name: str, revision: str) -> str:
+    """The one snapshot (or pending removal) whose commit starts with ``revision``."""
+    prefix = revision.lower()
+    going = [c for c in commits if c.lower().startswith(prefix)]
+    if not going:  # the snapshot a killed rm already moved away: the rerun finishes that removal
+        going = sorted({c for c in pending if c.lower().startswith(prefix)})
+    if not going:
+        raise HashNotFound(
+            f"{name} has no snapshot starting with {revision}", available_hashes=[c[:8] for c in commits]
+        )
+    if len(going) > 1:
+        raise DeletionFailed(f"{revision} matches several snapshots of {name}: name more of the hash")
+    return going[0]
+
+
 def plan_delete(hub_root: str, dirname: str, revision: str | None) -> DeletePlan:
-    """The whole repo, or (``revision``: a commit prefix) one snapshot and what only it uses."""
+    """The whole repo, or (``revision``: a commit prefix) one snapshot and what only it uses.
+
+    One snapshot's plan also finishes what killed removals of this repo left (their snapshots
+    go too); when nothing would remain, the whole repo goes."""
     repo = check_repo_folder(hub_root, dirname)
     name = dirname_to_name(dirname)
     stale, held = _locks(hub_root, dirname)
@@ -162,52 +239,53 @@ def plan_delete(hub_root: str, dirname: str, revision: str | None) -> DeletePlan
         return DeletePlan(
             name, hub_root, dirname, True, (), (), (), (), os.lstat(repo).st_size, (), stale, held, ()
         )
-
-    commits = _listdir(os.path.join(repo, "snapshots"))
-    snapshots = {c: _read_snapshot(repo, c) for c in commits}
-    blob_sizes: dict[str, int] = {}
-    for blob in _listdir(os.path.join(repo, "blobs")):
-        st = os.lstat(os.path.join(repo, "blobs", blob))
-        blob_sizes[blob] = st.st_size if stat.S_ISREG(st.st_mode) else 0
-
-    going = commits
+    found = _read_repo(repo, one_snapshot=revision is not None)
+    going = list(found.commits)
     if revision is not None:
-        going = [c for c in commits if c.lower().startswith(revision.lower())]
-        if not going:
-            raise HashNotFound(
-                f"{name} has no snapshot starting with {revision}", available_hashes=[c[:8] for c in commits]
-            )
-        if len(going) > 1:
-            raise DeletionFailed(f"{revision} matches several snapshots of {name}: name more of the hash")
-    kept = [c for c in commits if c not in going]
-    whole = not kept
-    outside = tuple(f"{c}/{p}" for c in going for p in snapshots[c].outside)
-    refs = _read_refs(repo)
-    if whole:
-        incomplete = tuple(b for b in blob_sizes if b.endswith(INCOMPLETE_SUFFIX))
-        blobs = tuple(b for b in blob_sizes if not b.endswith(INCOMPLETE_SUFFIX))
-        freed = sum(blob_sizes.values()) + sum(s.own_bytes for s in snapshots.values())
+        pending = [c for journal in pending_journals(hub_root, dirname) for c in journal.commits]
+        going = [_pick(found.commits, pending, name, revision)]
+        going += sorted(c for c in set(pending) if c not in going)
+    kept = [c for c in found.commits if c not in going]
+    present = [c for c in going if c in found.snapshots]
+    outside = tuple(f"{c}/{p}" for c in present for p in found.snapshots[c].outside) + found.linked
+    if not kept:
+        incomplete = tuple(b for b in found.blob_sizes if b.endswith(INCOMPLETE_SUFFIX))
+        blobs = tuple(b for b in found.blob_sizes if not b.endswith(INCOMPLETE_SUFFIX))
+        own = sum(s.own_bytes for s in found.snapshots.values())
         return DeletePlan(
-            name, hub_root, dirname, True, tuple(going), (), tuple(sorted(refs)), blobs, freed, incomplete,
-            stale, held, outside,
+            name, hub_root, dirname, True, tuple(present), (), tuple(sorted(found.refs)), blobs,
+            sum(found.blob_sizes.values()) + own, incomplete, stale, held, outside,
         )  # fmt: skip
-    still_used = set().union(*(snapshots[c].blobs for c in kept))
     # every blob no remaining snapshot uses: the removed snapshot's own, and orphans a killed rm left
-    blobs = tuple(sorted(b for b in blob_sizes if b not in still_used and not b.endswith(INCOMPLETE_SUFFIX)))
-    freed = sum(blob_sizes[b] for b in blobs) + sum(snapshots[c].own_bytes for c in going)
-    gone_refs = tuple(sorted(r for r, commit in refs.items() if commit in going))
+    blobs = tuple(found.orphans(kept))
+    freed = sum(found.blob_sizes[b] for b in blobs) + sum(found.snapshots[c].own_bytes for c in present)
+    gone_refs = tuple(sorted(r for r, commit in found.refs.items() if commit in going))
     return DeletePlan(
-        name,
-        hub_root,
-        dirname,
-        False,
-        tuple(going),
-        tuple(kept),
-        gone_refs,
-        blobs,
-        freed,
-        (),
-        (),
-        held,
+        name, hub_root, dirname, False, tuple(going), tuple(kept), gone_refs, blobs, freed, (), (), held,
         outside,
-    )
+    )  # fmt: skip
+
+
+def plan_pending(hub_root: str, journal: Journal) -> DeletePlan | None:
+    """What is left of a killed snapshot removal: its snapshots and refs, and those of the blobs it
+    named that no remaining snapshot links to by now. None when the repo is gone."""
+    try:
+        repo = check_repo_folder(hub_root, journal.repo)
+    except DeletionFailed:
+        if not os.path.lexists(os.path.join(hub_root, journal.repo)):
+            return None
+        raise
+    if not stat.S_ISDIR(os.lstat(repo).st_mode):
+        return None
+    found = _read_repo(repo, one_snapshot=True)
+    kept = [c for c in found.commits if c not in journal.commits]
+    orphans = set(found.orphans(kept))
+    blobs = tuple(b for b in journal.blobs if b in orphans)
+    present = [c for c in journal.commits if c in found.snapshots]
+    freed = sum(found.blob_sizes[b] for b in blobs) + sum(found.snapshots[c].own_bytes for c in present)
+    refs = tuple(sorted(r for r, commit in found.refs.items() if commit in journal.commits))
+    outside = tuple(f"{c}/{p}" for c in present for p in found.snapshots[c].outside)
+    return DeletePlan(
+        dirname_to_name(journal.repo), hub_root, journal.repo, False, journal.commits, tuple(kept), refs,
+        blobs, freed, (), (), (), outside,
+    )  # fmt: skip

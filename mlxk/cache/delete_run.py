@@ -1,26 +1,43 @@
 """Carrying out a ``DeletePlan`` in an order that leaves a readable cache at every step.
 
-A whole repo is first renamed, in one atomic step, into a trash folder under ``.locks`` (on the
-same filesystem, and a place huggingface_hub's cache scan never reads), so other tools see the
-model either complete or gone. One snapshot goes refs first, then its folder (also renamed away
-first), then the blobs only it used: a kill between any two steps leaves a cache that ``list``,
-``health`` and ``scan_cache_dir()`` read without complaint. A trash folder left by a killed rm is
-swept by the next one.
+Every deletion is made relative to folders opened one component at a time without following
+links (``mlxk.cache.nofollow``), so it stays inside the hub root even if the tree changes after
+the plan: a folder turned into a link is refused, never followed.
+
+A whole repo is first renamed, in one atomic step, into the trash (``mlxk.cache.trash``), so other
+tools see the model either complete or gone; after that rename nothing can fail the command (what
+cannot be removed now is swept later). One snapshot's removal writes its journal first, then goes
+refs, snapshot folder (renamed into the trash), blobs only it used: a kill between any two steps
+leaves a cache that ``list``, ``health`` and ``scan_cache_dir()`` read without complaint, and a
+journal from which the next rm, pull or health finishes the job.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import uuid
+import stat
+from collections.abc import Collection, Iterable
 
-from mlxk.cache.delete_plan import DeletePlan, check_repo_folder, lock_folder_is_real
-from mlxk.cache.locks import REPO_LOCK_NAME, lock_dir
-from mlxk.errors import DeletionFailed, PermissionDenied
+from mlxk.cache.delete_plan import DeletePlan, check_repo_folder, link_refused, plan_pending, stale_locks
+from mlxk.cache.locks import REPO_LOCK_NAME, RepoLock, remove_locks_root_if_empty
+from mlxk.cache.nofollow import Folder, LinkOnPath, opened
+from mlxk.cache.trash import (
+    SNAPSHOT_ENTRY,
+    TRASH,
+    Journal,
+    TrashEntry,
+    is_blob_name,
+    list_entries,
+    make_entry,
+    new_entry_name,
+    open_trash,
+    read_journal,
+    write_journal,
+)
+from mlxk.errors import DeletionFailed, MlxkError, PermissionDenied
 
-TRASH = ".mlxk-trash"
 # Fault injection for the interrupted-rm tests: the process kills itself (SIGKILL, like kill -9)
 # right after the named step. Never set outside tests.
 _STOP_AFTER_ENV = "MLXK_TEST_RM_KILL_AFTER"
@@ -31,136 +48,264 @@ def _step_done(step: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def trash_dir(hub_root: str) -> str:
-    return os.path.join(hub_root, ".locks", TRASH)
+def _open_hub(hub_root: str) -> Folder:
+    hub = Folder.open_root(hub_root)
+    if hub is None:
+        raise DeletionFailed(f"the cache folder {hub_root} does not exist")
+    return hub
 
 
-def _unlink(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+# --- a whole repo --------------------------------------------------------------------------------
 
 
-def _rmtree(path: str) -> None:
-    # shutil.rmtree never follows symlinks (it unlinks them) and uses fd-relative calls on Linux
-    if os.path.lexists(path):
-        shutil.rmtree(path)
+def _rename_into_trash(hub: Folder, name: str) -> str:
+    """Moves ``hub/name`` into the trash in one rename; returns its entry name there. A concurrent
+    sweep may remove the empty trash folder meanwhile: then make it again."""
+    entry = new_entry_name(name)
+    for _attempt in range(100):
+        trash = open_trash(hub, create=True)
+        assert trash is not None
+        with trash:
+            try:
+                os.rename(name, entry, src_dir_fd=hub.fd, dst_dir_fd=trash.fd)
+                return entry
+            except FileNotFoundError:
+                if hub.lstat(name) is None:
+                    raise
+    raise FileNotFoundError(f"the trash folder under {hub.path} keeps vanishing")
 
 
-def _move_to_trash(hub_root: str, path: str) -> str:
-    trash = trash_dir(hub_root)
-    if os.path.islink(os.path.dirname(trash)) or os.path.islink(trash):
-        raise DeletionFailed(f"{trash} is reached through a symbolic link; refusing to move anything there")
-    # the pid in the name tells a concurrent rm's sweep to leave this entry to its owner
-    target = os.path.join(trash, f"{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
-    for _attempt in range(100):  # a concurrent sweep may remove the empty trash folder meanwhile
-        try:
-            os.makedirs(trash, exist_ok=True)
-            os.rename(path, target)
-            return target
-        except (FileNotFoundError, FileExistsError):
-            if not os.path.lexists(path):
-                raise
-    os.rename(path, target)
-    return target
+def _remove_trash_entry(hub: Folder, entry: str) -> None:
+    with contextlib.suppress(OSError):  # what cannot go now, the next sweep takes
+        trash = open_trash(hub, create=False)
+        if trash is not None:
+            with trash:
+                trash.remove(entry)
 
 
-def _owner_alive(entry: str) -> bool:
-    parts = entry.rsplit(".", 2)
-    if len(parts) != 3 or not parts[1].isdigit() or int(parts[1]) == os.getpid():
-        return False
+def _prune_empty(folder: Folder) -> None:
+    for name in folder.names():
+        st = folder.lstat(name)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            sub = folder.child(name)
+            if sub is not None:
+                with sub:
+                    _prune_empty(sub)
+            folder.rmdir_if_empty(name)
+
+
+def _remove_locks(hub: Folder, dirname: str, stale: Iterable[str], holding_repo_lock: bool) -> int:
+    """Unlink the repo's stale lock files (and mlxk's own, held by us), then its empty lock folders."""
     try:
-        os.kill(int(parts[1]), 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, owned by another user
-    return True
-
-
-def sweep_trash(hub_root: str) -> None:
-    """Finish what earlier, interrupted rm runs left in the trash."""
-    trash = trash_dir(hub_root)
-    if not os.path.isdir(trash) or os.path.islink(trash):
-        return
-    for entry in os.listdir(trash):
-        if _owner_alive(entry):
-            continue
-        with contextlib.suppress(FileNotFoundError):  # another rm is emptying the same entry
-            _rmtree(os.path.join(trash, entry))
-    with contextlib.suppress(OSError):  # not empty: another rm just moved something in
-        os.rmdir(trash)
-
-
-def _empty_trash_entry(path: str) -> None:
-    # inside the trash nobody reads any more; the order only keeps the folder scannable meanwhile
-    for part in ("refs", "snapshots", "blobs"):
-        part_path = os.path.join(path, part)
-        if os.path.islink(part_path):
-            _unlink(part_path)  # the link goes, never what it points to
-        else:
-            _rmtree(part_path)
-    _rmtree(path)
-
-
-def _remove_locks(plan: DeletePlan, holding_repo_lock: bool) -> int:
-    base = lock_dir(plan.hub_root, plan.dirname)
+        locks = hub.child(".locks")
+        lock_folder = locks.child(dirname) if locks is not None else None
+    except LinkOnPath:
+        return 0  # a lock folder that is a link may lead anywhere: nothing in it is removed
     removed = 0
-    if not lock_folder_is_real(plan.hub_root, plan.dirname):
-        return 0
-    for rel in plan.stale_locks:
-        path = os.path.join(base, rel)
-        if os.path.lexists(path):
-            _unlink(path)
-            removed += 1
-    if holding_repo_lock:  # ours, held right now: a waiting pull notices it went
-        _unlink(os.path.join(base, REPO_LOCK_NAME))
-    if os.path.isdir(base) and not os.path.islink(base):
-        for folder, _dirs, _files in sorted(os.walk(base), key=lambda w: -len(w[0])):
-            with contextlib.suppress(OSError):  # only empty folders: a lock created meanwhile stays
-                os.rmdir(folder)
+    try:
+        if lock_folder is not None:
+            removed = sum(lock_folder.unlink_at(rel.split("/")) for rel in stale)
+            if holding_repo_lock:  # ours, held right now: a waiting pull notices it went
+                lock_folder.unlink(REPO_LOCK_NAME)
+            _prune_empty(lock_folder)  # only empty folders go: a lock created meanwhile stays
+            if locks is not None:
+                locks.rmdir_if_empty(dirname)
+    finally:
+        for folder in (lock_folder, locks):
+            if folder is not None:
+                folder.close()
     return removed
 
 
-def _delete_revision(plan: DeletePlan) -> None:
-    repo = plan.repo_path
-    for ref in plan.refs:
-        _unlink(os.path.join(repo, "refs", ref))
-    _step_done("refs")
-    for commit in plan.commits:
-        snapshot = os.path.join(repo, "snapshots", commit)
-        if os.path.lexists(snapshot):
-            if os.path.isdir(snapshot) and not os.path.islink(snapshot):
-                _rmtree(_move_to_trash(plan.hub_root, snapshot))
+def _delete_repo(hub: Folder, plan: DeletePlan, holding_repo_lock: bool) -> int:
+    st = hub.lstat(plan.dirname)
+    entry = None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        entry = _rename_into_trash(hub, plan.dirname)  # the commit point: gone for everyone
+        _step_done("rename")
+        with contextlib.suppress(OSError), opened(hub, ".locks", TRASH, entry) as moved:
+            if moved is not None:
+                for name in moved.names():
+                    moved.remove(name)
+    elif st is not None:
+        hub.unlink(plan.dirname)  # a stray file named like a repo
+    _step_done("contents")
+    removed = _remove_locks(hub, plan.dirname, plan.stale_locks, holding_repo_lock)
+    if entry is not None:
+        _remove_trash_entry(hub, entry)  # the entry's name, kept until now, told a sweep whose locks to clean
+    return removed
+
+
+# --- one snapshot (and what killed removals of the same repo left) ---------------------------------
+
+
+def _delete_snapshots(hub: Folder, plan: DeletePlan, entry_name: str | None = None) -> None:
+    """Refs, snapshot folders, blobs, side files, in that order. ``entry_name``: a killed run's trash
+    entry whose journal this plan finishes; else a new entry and journal are made first."""
+    repo = hub.child(plan.dirname)
+    if repo is None:
+        return  # the repo went meanwhile: nothing of it is left to delete
+    with repo:
+        if entry_name is None:
+            new_entry, entry_name = make_entry(hub, SNAPSHOT_ENTRY)
+            with new_entry:
+                write_journal(new_entry, Journal(plan.dirname, plan.commits, plan.blobs))
+        with opened(hub, ".locks", TRASH, entry_name) as entry:
+            if entry is None:
+                raise DeletionFailed(f"the trash entry {entry_name} vanished")
+            entry.remove(SNAPSHOT_ENTRY)  # what a killed run had started to empty
+            _remove_refs(repo, plan.refs)
+            _step_done("refs")
+            _remove_snapshot_folders(repo, entry, plan.commits)
+            _step_done("snapshots")
+            _free_blobs(repo, plan.blobs)
+            _step_done("blobs")
+            _remove_side_files(repo, plan.commits)
+    _remove_trash_entry(hub, entry_name)  # the journal goes last
+
+
+def _remove_refs(repo: Folder, refs: Iterable[str]) -> None:
+    folder = repo.child("refs")
+    if folder is not None:
+        with folder:
+            for ref in refs:
+                folder.unlink_at(ref.split("/"))
+
+
+def _remove_snapshot_folders(repo: Folder, entry: Folder, commits: Iterable[str]) -> None:
+    folder = repo.child("snapshots")
+    if folder is None:
+        return
+    with folder:
+        for commit in commits:
+            st = folder.lstat(commit)
+            if st is None:
+                continue
+            if stat.S_ISDIR(st.st_mode):  # renamed away first: never seen half-deleted
+                os.rename(commit, SNAPSHOT_ENTRY, src_dir_fd=folder.fd, dst_dir_fd=entry.fd)
+                entry.remove(SNAPSHOT_ENTRY)
             else:
-                _unlink(snapshot)
-    _step_done("snapshots")
-    for blob in plan.blobs:
-        _unlink(os.path.join(repo, "blobs", blob))
-    _step_done("blobs")
-    for commit in plan.commits:  # huggingface_hub's per-commit side files
-        _unlink(os.path.join(repo, "trees", f"{commit}.json"))
-        _rmtree(os.path.join(repo, ".no_exist", commit))
+                folder.unlink(commit)  # a link or a file where the folder belongs: only it goes
+
+
+def _free_blobs(repo: Folder, blobs: Iterable[str]) -> None:
+    folder = repo.child("blobs")
+    if folder is None:
+        return
+    with folder:
+        for blob in blobs:
+            if is_blob_name(blob):  # never anything else, whatever a plan or journal says
+                folder.unlink_at([blob])  # a file or link; a folder stays
+
+
+def _remove_side_files(repo: Folder, commits: Iterable[str]) -> None:
+    """huggingface_hub's per-commit files: the tree listing and the record of missing files."""
+    commits = list(commits)
+    trees = repo.child("trees")
+    if trees is not None:
+        with trees:
+            for commit in commits:
+                trees.unlink(f"{commit}.json")
+    missing = repo.child(".no_exist")
+    if missing is not None:
+        with missing:
+            for commit in commits:
+                missing.remove(commit)
+
+
+# --- finishing what killed runs left --------------------------------------------------------------
+
+
+def _finish_journal(hub: Folder, entry: TrashEntry, journal: Journal, holding: str | None) -> bool:
+    """Finish a killed snapshot removal under its repo's lock; False when the lock is busy (a pull
+    may be linking those blobs again right now): left for a later command."""
+    lock = None if journal.repo == holding else RepoLock(hub.path, journal.repo)
+    if lock is not None and not lock.acquire(wait=False):
+        return False
+    try:
+        plan = plan_pending(hub.path, journal)
+        if plan is not None:
+            _delete_snapshots(hub, plan, entry.name)
+    finally:
+        if lock is not None:
+            lock.release()
+    return True
+
+
+def _sweep_entry(hub: Folder, entry: TrashEntry, holding: str | None, repos: Collection[str] | None) -> None:
+    trash = open_trash(hub, create=False)
+    if trash is None:
+        return
+    with trash:
+        if entry.is_snapshot:
+            folder = trash.child(entry.name)
+            journal = None
+            if folder is not None:
+                with folder:
+                    journal = read_journal(folder)
+            if journal is not None:
+                if repos is not None and journal.repo not in repos:
+                    return
+                if not _finish_journal(hub, entry, journal, holding):
+                    return
+            elif repos is not None:
+                return
+            trash.remove(entry.name)
+            return
+        if repos is not None:
+            return
+        trash.remove(entry.name)
+    if entry.repo is not None and hub.lstat(entry.repo) is None:
+        # a whole repo's rm was killed after its rename: its lock files (its own included) are stale
+        _remove_locks(hub, entry.repo, stale_locks(hub.path, entry.repo), holding_repo_lock=False)
+
+
+def _sweep(hub_root: str, holding: str | None, repos: Collection[str] | None) -> None:
+    entries = list_entries(hub_root)
+    if not entries and not os.path.lexists(os.path.join(hub_root, ".locks", TRASH)):
+        return  # the common case: one failed lstat
+    with contextlib.suppress(OSError), _open_hub(hub_root) as hub:
+        for entry in entries:
+            if entry.owner_alive():
+                continue
+            with contextlib.suppress(OSError, MlxkError):  # one bad entry does not stop the others
+                _sweep_entry(hub, entry, holding, repos)
+        with contextlib.suppress(OSError), opened(hub, ".locks") as locks:
+            if locks is not None:
+                locks.rmdir_if_empty(TRASH)
+    remove_locks_root_if_empty(hub_root)
+
+
+def sweep_trash(hub_root: str, holding: str | None = None) -> None:
+    """Finish what earlier, killed rm runs left in the trash. ``holding``: the repo whose lock the
+    caller holds (its pending removals are finished without taking it again)."""
+    _sweep(hub_root, holding, None)
+
+
+def finish_pending_deletions(hub_root: str, dirnames: Collection[str]) -> None:
+    """Finish the snapshot removals that killed rm runs left for these repos, where nobody holds the
+    repo's lock. Never raises: a command that reads the cache (health) calls it first."""
+    with contextlib.suppress(OSError, MlxkError):
+        _sweep(hub_root, None, set(dirnames))
+
+
+# --- the entry point ------------------------------------------------------------------------------
 
 
 def execute_delete(plan: DeletePlan, holding_repo_lock: bool = True) -> int:
     """Delete what the plan names; returns the number of stale lock files removed."""
     check_repo_folder(plan.hub_root, plan.dirname)  # again: the folder may have changed since planning
     try:
-        sweep_trash(plan.hub_root)
-        if not plan.whole_repo:
-            _delete_revision(plan)
-            sweep_trash(plan.hub_root)  # the snapshot went through the trash: leave no empty trash folder
-            return 0
-        if os.path.isdir(plan.repo_path):
-            moved = _move_to_trash(plan.hub_root, plan.repo_path)
-            _step_done("rename")
-            _empty_trash_entry(moved)
-        else:
-            _unlink(plan.repo_path)
-        _step_done("contents")
-        removed = _remove_locks(plan, holding_repo_lock)
-        sweep_trash(plan.hub_root)
+        with _open_hub(plan.hub_root) as hub:
+            if plan.whole_repo:
+                removed = _delete_repo(hub, plan, holding_repo_lock)
+            else:
+                _delete_snapshots(hub, plan)
+                removed = 0
+        sweep_trash(plan.hub_root, holding=plan.dirname if holding_repo_lock else None)
         return removed
+    except LinkOnPath as exc:
+        raise link_refused(exc.path) from exc
     except PermissionError as exc:
         raise PermissionDenied(f"cannot delete {exc.filename or plan.name}: {exc.strerror or exc}") from exc
     except OSError as exc:

@@ -49,6 +49,12 @@ def lock_dir(hub_root: str, dirname: str) -> str:
     return os.path.join(hub_root, ".locks", dirname)
 
 
+def remove_locks_root_if_empty(hub_root: str) -> None:
+    """mlxk leaves no empty ``.locks`` behind (huggingface_hub makes it again when it needs it)."""
+    with contextlib.suppress(OSError):  # not empty, missing, or a link (rmdir never follows one)
+        os.rmdir(os.path.join(hub_root, ".locks"))
+
+
 class RepoLock:
     """mlxk's whole-repo lock: held by ``pull`` for the whole download (huggingface_hub's
     per-blob locks leave gaps between files) and by ``rm`` while it deletes, so the two never
@@ -60,6 +66,7 @@ class RepoLock:
     """
 
     def __init__(self, hub_root: str, dirname: str) -> None:
+        self.hub_root = hub_root
         self.path = os.path.join(lock_dir(hub_root, dirname), REPO_LOCK_NAME)
         self._fd: int | None = None
 
@@ -113,6 +120,8 @@ class RepoLock:
                 os.rmdir(os.path.dirname(self.path))  # fails while other lock files are there
         os.close(self._fd)  # closing drops the flock
         self._fd = None
+        if remove:
+            remove_locks_root_if_empty(self.hub_root)
 
     def __enter__(self) -> RepoLock:
         self.acquire(wait=True)

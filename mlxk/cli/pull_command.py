@@ -1,14 +1,15 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from typing import NoReturn
 
 from cleo.helpers import argument, option
 
 from mlxk.cli.base import MlxkCommand
-from mlxk.errors import MlxkError
-from mlxk.ops.pull import LocalState, PullOptions, PullTarget, pull
-from mlxk.output.emit import write_error
+from mlxk.errors import Interrupted, MlxkError
+from mlxk.ops.pull import LocalState, PullOptions, PullTarget, pull, resolve_target
 from mlxk.output.transfers import pull_data, pull_error_data, render_pull
 
 EXIT_INTERRUPTED = 130
@@ -65,10 +66,17 @@ class PullCommand(MlxkCommand):
         except KeyboardInterrupt:
             # Download threads cannot be cancelled; what they wrote is only ever a uniquely named
             # *.incomplete file, which the next pull (or rm) cleans. Leave now, not after them.
-            write_error("interrupted; partial files are left as .incomplete and cleaned by the next pull")
-            os._exit(EXIT_INTERRUPTED)
+            self._interrupted(spec, json_mode)
         except MlxkError as error:
             error.data = pull_error_data(error, spec)
             raise
         self.emit(json_mode, pull_data(result), render_pull(result))
         return 0
+
+    def _interrupted(self, spec: str, json_mode: bool) -> NoReturn:
+        error = Interrupted("interrupted; partial files are left as .incomplete and cleaned by the next pull")
+        with contextlib.suppress(MlxkError):
+            error.data = resolve_target(spec, self.location().hub_root)
+        error.data = pull_error_data(error, spec)
+        self.report_error(error, json_mode)  # --json: the envelope, as for any other error
+        os._exit(EXIT_INTERRUPTED)

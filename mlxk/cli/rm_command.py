@@ -7,7 +7,7 @@ from cleo.helpers import argument, option
 
 from mlxk.cache.delete_run import sweep_trash
 from mlxk.cli.base import MlxkCommand
-from mlxk.errors import AmbiguousMatch, LocksPresent, RequiresConfirmation
+from mlxk.errors import AmbiguousMatch, LocksPresent, MlxkError, RequiresConfirmation
 from mlxk.ops.rm import Removal, locks_message, plan_removal, remove
 from mlxk.output.transfers import describe_plan, render_plan, rm_ambiguous_data, rm_data
 
@@ -29,14 +29,18 @@ class RmCommand(MlxkCommand):
 
     def execute_command(self, json_mode: bool) -> int:
         spec = self.argument("model")
-        if not self.option("dry-run"):
-            with contextlib.suppress(OSError):  # finish what earlier, killed rm runs left in the trash
-                sweep_trash(self.location().hub_root)
         try:
             removal = plan_removal(self.location(), spec)
-        except AmbiguousMatch as error:
-            matches = list(error.extra.get("matches", []))
-            raise error.with_data(rm_ambiguous_data(spec, matches, error.message)) from None
+        except MlxkError as error:
+            # Nothing of this model to delete: still finish what earlier, killed rm runs left (the
+            # plan of a model that is there finishes them as part of its own removal).
+            if not self.option("dry-run"):
+                with contextlib.suppress(OSError):
+                    sweep_trash(self.location().hub_root)
+            if isinstance(error, AmbiguousMatch):
+                matches = list(error.extra.get("matches", []))
+                raise error.with_data(rm_ambiguous_data(spec, matches, error.message)) from None
+            raise
         if self.option("dry-run"):
             message = f"would delete {describe_plan(removal.plan)}"
             self.emit(

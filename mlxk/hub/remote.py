@@ -1,7 +1,9 @@
 """What the Hub says about a repo: its commit and files, with the Hub's refusals as mlxk errors.
 
 This is the access check of a pull: it runs before anything is written, so a gated, private or
-missing repo fails at once and leaves no trace in the cache.
+missing repo fails at once and leaves no trace in the cache. A gated repo's model info and file
+list are public (``gated: "auto" | "manual"``), only its files are refused: so the check also asks
+for one file's headers before a download starts.
 """
 
 from __future__ import annotations
@@ -107,6 +109,24 @@ def fetch_remote(settings: HubSettings, repo_id: str, revision: str | None) -> R
             raise NetworkError(f"the Hub gave no size or checksum for {repo_id}/{sibling.rfilename}")
         files.append(RemoteFile(sibling.rfilename, int(size), blob, lfs is not None))
     return RemoteRepo(repo_id, info.sha, tuple(sorted(files, key=lambda f: f.path)))
+
+
+def check_file_access(settings: HubSettings, remote: RemoteRepo, path: str) -> None:
+    """HEAD of one file at the commit: the Hub's answer for a file (401/403 for a gated repo
+    without access) before huggingface_hub writes its tree listing or anything else."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    url = hf_hub_url(remote.repo_id, path, revision=remote.commit, endpoint=settings.endpoint)
+    try:
+        get_hf_file_metadata(
+            url,
+            token=settings.token,
+            library_name="mlxk",
+            library_version=__version__,
+            endpoint=settings.endpoint,
+        )
+    except Exception as exc:
+        raise hub_error(exc, remote.repo_id, remote.commit) from exc
 
 
 def select_files(

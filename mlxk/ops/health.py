@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 from mlxk._records import RepoRecord
 from mlxk.cache.build import build_model
+from mlxk.cache.delete_run import finish_pending_deletions
 from mlxk.cache.locks import lock_is_held
 from mlxk.cache.model import CachedModel
 from mlxk.cache.resolve import resolve
@@ -71,6 +72,7 @@ def check_health(
     if pattern:
         resolved = resolve(dirnames, pattern, single=False)
         dirnames, revision = resolved.dirnames, resolved.revision
+    finish_pending_deletions(location.hub_root, dirnames)  # what a killed `rm MODEL@HASH` left
     records = scan_records(location, dirnames) if dirnames else []
     models = sorted(_models_at_revision(records, revision), key=lambda m: m.name)
     if deep is None:

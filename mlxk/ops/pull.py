@@ -1,13 +1,16 @@
 """``mlxk pull ORG/NAME[@REVISION]``: ask the Hub, check, download, verify, then publish the ref.
 
-Order matters here. The Hub is asked first (a refused or missing repo leaves no trace in the
-cache), then the disk is checked, then files are fetched under mlxk's repo lock, then every file
-is checked against the size and checksum the Hub promised, then the health rules run, and only a
-complete, verified snapshot becomes ``refs/<revision>``.
+Order matters here. The Hub is asked first, for the repo and for one of its files (a refused or
+missing repo leaves no trace in the cache), then the disk is checked, then files are fetched under
+mlxk's repo lock, then every file is checked against the size and checksum the Hub promised, then
+the health rules run, and only a complete, verified snapshot becomes ``refs/<revision>``. A
+download that the Hub refuses halfway, or whose model an ``rm -f`` deletes meanwhile, takes back
+what it wrote (``mlxk.hub.footprint``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -15,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlxk.cache.build import build_model
+from mlxk.cache.delete_run import sweep_trash
 from mlxk.cache.leftovers import clean_stale_leftovers
 from mlxk.cache.locks import RepoLock, lock_is_held
 from mlxk.cache.names import dirname_to_name, is_commit, name_to_dirname, split_remote_spec, validate_name
@@ -23,18 +27,22 @@ from mlxk.cache.resolve import is_local_path
 from mlxk.cache.scan import CacheLocation, repo_dirnames, scan_records
 from mlxk.cache.verify import ExpectedFile, FileProblem, discard, verify_snapshot
 from mlxk.errors import (
+    AccessDenied,
     AmbiguousMatch,
     DownloadFailed,
     InsufficientSpace,
+    Interrupted,
     MlxkError,
+    ModelNotFound,
     ModelUnhealthy,
     NetworkError,
     RequiresConfirmation,
     ValidationError,
 )
 from mlxk.hub.download import download_snapshot
+from mlxk.hub.footprint import Footprint
 from mlxk.hub.progress import download_progress
-from mlxk.hub.remote import RemoteFile, fetch_remote, local_error, select_files
+from mlxk.hub.remote import RemoteFile, RemoteRepo, check_file_access, fetch_remote, local_error, select_files
 from mlxk.hub.settings import HubSettings
 from mlxk.hub.tail_hash import TailHasher
 
@@ -174,6 +182,60 @@ def _offline_result(location: CacheLocation, target: PullTarget, started: float)
     )
 
 
+def _before_download(
+    settings: HubSettings, remote: RemoteRepo, files: tuple[RemoteFile, ...], state: LocalState, hub_root: str
+) -> None:
+    """What is checked before a byte is written: access to the files, then free space."""
+    check_file_access(settings, remote, files[0].path)  # a gated repo's files are refused here
+    _check_space(hub_root, sum(state.blobs_to_fetch.values()), remote.repo_id)
+
+
+def _download(
+    settings: HubSettings,
+    remote: RemoteRepo,
+    target: PullTarget,
+    options: PullOptions,
+    state: LocalState,
+    footprint: Footprint,
+) -> dict[tuple[int, int], str]:
+    """The download itself; returns the digests hashed while the blobs arrived."""
+    blobs_dir = os.path.join(footprint.hub_root, footprint.dirname, "blobs")
+    fetching = {f.blob: (f.size, f.lfs) for f in footprint.files if f.blob in state.blobs_to_fetch}
+    try:
+        with (
+            TailHasher(blobs_dir, fetching) as hasher,
+            download_progress(target.repo_id, blobs_dir, state.blobs_to_fetch, enabled=options.progress),
+        ):
+            download_snapshot(
+                settings, remote, footprint.hub_root, list(options.include), list(options.exclude),
+                hasher.distrust,
+            )  # fmt: skip
+    except Exception as exc:
+        _stop_if_deleted(footprint, target, exc)
+        if isinstance(exc, AccessDenied | ModelNotFound):  # refused halfway: the cache stays as it was
+            _take_back(footprint)
+        raise
+    _stop_if_deleted(footprint, target)
+    return hasher.digests
+
+
+def _take_back(footprint: Footprint) -> None:
+    with contextlib.suppress(OSError):  # best effort: what stays is an ordinary partial download
+        footprint.undo()
+
+
+def _stop_if_deleted(footprint: Footprint | None, target: PullTarget, cause: Exception | None = None) -> None:
+    """An ``rm -f`` deleted the repo while it downloaded: its deletion stands, this pull takes back
+    what it wrote since, and says so."""
+    if footprint is None or not footprint.repo_replaced():
+        return
+    _take_back(footprint)
+    raise Interrupted(
+        f"{target.repo_id} was deleted from the cache while it was being downloaded; nothing this pull "
+        "wrote was kept (pull again to download it)"
+    ) from cause
+
+
 def pull(
     location: CacheLocation,
     spec: str,
@@ -217,7 +279,7 @@ def _pull(
 
     state = local_state(repo_path, remote.commit, files)
     if not state.complete:
-        _check_space(hub_root, sum(state.blobs_to_fetch.values()), target.repo_id)
+        _before_download(settings, remote, files, state, hub_root)
         # a partial download that a live pull is still working on is not a resume: wait for it instead
         busy = lock_is_held(RepoLock(hub_root, dirname).path)
         if state.started and not busy and not options.force_resume and not confirm_resume(target, state):
@@ -229,7 +291,11 @@ def _pull(
     lock = RepoLock(hub_root, dirname)
     lock.acquire(wait=True)  # a concurrent pull or rm of this model finishes first
     try:
+        sweep_trash(hub_root, holding=dirname)  # a killed rm's unfinished removal goes before we add
+        was_complete = state.complete
         state = local_state(repo_path, remote.commit, files)  # another process may have finished it meanwhile
+        if was_complete and not state.complete:  # that removal took files of this very snapshot
+            _before_download(settings, remote, files, state, hub_root)
         fetched = sum(state.blobs_to_fetch.values())
         ref = (
             None
@@ -237,27 +303,22 @@ def _pull(
             else (target.revision or "main")
         )
         digests: dict[tuple[int, int], str] = {}
+        footprint = None
         if not state.complete:
-            blobs_dir = os.path.join(repo_path, "blobs")
-            fetching = {f.blob: (f.size, f.lfs) for f in files if f.blob in state.blobs_to_fetch}
-            with (
-                TailHasher(blobs_dir, fetching) as hasher,
-                download_progress(target.repo_id, blobs_dir, state.blobs_to_fetch, enabled=options.progress),
-            ):
-                download_snapshot(
-                    settings, remote, hub_root, list(options.include), list(options.exclude), hasher.distrust
-                )
-            digests = hasher.digests
+            footprint = Footprint.take(hub_root, dirname, remote.commit, files)
+            digests = _download(settings, remote, target, options, state, footprint)
         # A complete snapshot that no ref vouches for yet (an earlier pull killed after the last
         # byte, before its checks) is verified too before anything calls it current.
         if not state.complete or ref is None or read_ref(repo_path, ref) != remote.commit:
             problems = verify_snapshot(repo_path, remote.commit, _expected(files), digests)
             if problems:
+                _stop_if_deleted(footprint, target)
                 discard(repo_path, remote.commit, problems)
                 raise DownloadFailed(
                     f"{len(problems)} file(s) of {target.repo_id} did not arrive intact and were removed "
                     f"(pull again to refetch them): {_problem_text(problems)}"
                 )
+        _stop_if_deleted(footprint, target)  # a ref written now would bring back a deleted repo
         if ref is not None:
             write_ref(repo_path, ref, remote.commit)
         healthy, reason = _health(location, dirname, remote.commit)

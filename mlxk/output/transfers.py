@@ -14,7 +14,9 @@ if TYPE_CHECKING:
 
 # error type -> the contract's download_status
 _PULL_STATUS = {"access_denied": "access_denied", "requires_confirmation": "requires_confirmation"}
-_FAILED = ("download_failed", "network_error", "insufficient_space", "model_unhealthy", "model_not_found")
+_FAILED = (
+    "download_failed", "network_error", "insufficient_space", "model_unhealthy", "model_not_found", "interrupted",
+)  # fmt: skip
 
 
 def pull_data(result: PullResult) -> dict[str, Any]:
@@ -128,9 +130,7 @@ def render_plan(plan: DeletePlan, heading: str) -> str:
     if plan.kept_commits:
         lines.append(f"  kept: {len(plan.kept_commits)} other snapshot(s) and the blobs they use")
     for link in plan.outside_links:
-        lines.append(
-            f"  note: snapshot link {link} points outside the cache; the link goes, its target stays"
-        )
+        lines.append(f"  note: link {link} points outside the cache; the link goes, its target stays")
     for lock in plan.held_locks:
         lines.append(f"  held lock: {lock} (a download in progress?)")
     return "\n".join(lines) + "\n"
