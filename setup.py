@@ -1,4 +1,4 @@
-"""Builds the optional Cython core (``mlxk._native``); all other metadata lives in pyproject.toml.
+"""Builds the optional Cython core (``mlxk.core._native``); all other metadata lives in pyproject.toml.
 
 Where there is no compiler, no Cython, or ``MLXK_NO_EXTENSIONS=1`` is set at build time, the
 package installs without the extension and runs on its pure-Python twins.
@@ -44,7 +44,7 @@ def native_extensions() -> list:
         return []
     compile_args = ["-O3"] if sys.platform != "win32" else []
     extension = Extension(
-        "mlxk._native",
+        "mlxk.core._native",
         sources=["_native/_native.pyx"],
         extra_compile_args=compile_args,
         define_macros=[("_FILE_OFFSET_BITS", "64"), ("_GNU_SOURCE", "1")],

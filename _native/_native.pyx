@@ -1,7 +1,7 @@
 # cython: language_level=3
 """mlxk's compiled core: the parallel cache scan, the safetensors header check and content hashing.
 
-The pure-Python twin (mlxk/_twin.py) has the same functions with the same results.
+The pure-Python twin (mlxk/core/twin/) has the same functions with the same results.
 """
 
 include "safetensors.pxi"

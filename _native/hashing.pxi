@@ -1,11 +1,11 @@
 # Content hashing of many files on all cores, C level (included by _native.pyx). The pure-Python
-# twin is mlxk/_hash_py.py; both return exactly the same results, in input order.
+# twin is mlxk/core/twin/hashing.py; both return exactly the same results, in input order.
 #
 # Design: the paths are encoded (and checked) in Python, then, without the GIL, stat'ed for their
 # sizes and ordered biggest first; worker pthreads take the next file from a shared atomic counter
 # and hash it in 1 MiB reads (one buffer and one digest context per worker) with OpenSSL's EVP
 # digests, which libcrypto picks for the CPU (SHA-NI, ARMv8 crypto extensions). libcrypto is the one
-# Python's _hashlib already loaded (mlxk/_hash_native.py finds it), dlopen'ed and dlsym'ed on first
+# Python's _hashlib already loaded (mlxk/core/libcrypto.py finds it), dlopen'ed and dlsym'ed on first
 # use: no OpenSSL headers or -lcrypto at build time. Where none loads, HashJob runs the twin.
 #
 # Workers block all signals; the calling thread only waits (with a timeout, checking for signals
@@ -51,9 +51,9 @@ from hash_posix cimport (
 import os as _hs_os
 
 cdef enum:
-    HS_SHA256 = 1              # mlxk._hash_py.ALGO_SHA256
-    HS_GIT_SHA1 = 2            # mlxk._hash_py.ALGO_GIT_SHA1
-    HS_CHUNK = 1 << 20         # mlxk._hash_py.CHUNK: bytes per read
+    HS_SHA256 = 1              # mlxk.core.twin.hashing.ALGO_SHA256
+    HS_GIT_SHA1 = 2            # mlxk.core.twin.hashing.ALGO_GIT_SHA1
+    HS_CHUNK = 1 << 20         # mlxk.core.twin.hashing.CHUNK: bytes per read
     HS_MAX_DIGEST = 32
     HS_MAX_THREADS = 256
     HS_WAIT_MS = 50            # the calling thread checks for signals this often
@@ -63,12 +63,12 @@ cdef object _hs_twin_module = None
 
 
 cdef object _hs_twin():
-    # mlxk._hash_py, imported on first use (it pulls in concurrent.futures: not for every CLI start)
+    # mlxk.core.twin.hashing, imported on first use (it pulls in concurrent.futures: not for every CLI start)
     global _hs_twin_module
     if _hs_twin_module is None:
-        from mlxk import _hash_py
+        from mlxk.core.twin import hashing as _hash_py
         if (_hash_py.ALGO_SHA256, _hash_py.ALGO_GIT_SHA1, _hash_py.CHUNK) != (HS_SHA256, HS_GIT_SHA1, HS_CHUNK):
-            raise RuntimeError("mlxk._hash_py's constants changed; update _native/hashing.pxi")
+            raise RuntimeError("mlxk.core.twin.hashing's constants changed; update _native/hashing.pxi")
         _hs_twin_module = _hash_py
     return _hs_twin_module
 
@@ -116,8 +116,8 @@ cdef bint _hs_load() except -1:
     cdef bytes name
     if _hs_state != 0:
         return _hs_state == 1
-    from mlxk import _hash_native
-    for candidate in _hash_native.libcrypto_candidates():
+    from mlxk.core import libcrypto
+    for candidate in libcrypto.libcrypto_candidates():
         name = _hs_os.fsencode(candidate)
         if b"\0" in name:
             continue
@@ -341,7 +341,7 @@ cdef object _hs_result(HsItem* it):
 cdef class HashJob:
     """Hashes ``paths`` (``algos[i]`` for ``paths[i]``) with ``jobs`` threads (0: one per core).
 
-    The native twin of ``mlxk._hash_py.HashJob``: same constructor, ``run()``, ``bytes_done`` and
+    The native twin of ``mlxk.core.twin.hashing.HashJob``: same constructor, ``run()``, ``bytes_done`` and
     ``cancel()``, same results. ``run()`` releases the GIL while C threads hash; ``bytes_done`` may
     be read and ``cancel()`` called from other Python threads meanwhile.
     """

@@ -2,7 +2,7 @@
 #
 # The C functions (st_check_buffer, st_check_fd) hold no GIL, create no Python objects, keep no
 # global state and free every allocation on every path, so scan threads may call them freely.
-# mlxk/_safetensors_py.py is the pure-Python twin; both must give identical (code, detail).
+# mlxk/core/twin/safetensors.py is the pure-Python twin; both must give identical (code, detail).
 # "Offset" in a detail means a byte offset relative to the start of the header JSON (file byte 8).
 
 from libc.stdint cimport uint64_t, UINT64_MAX as ST_U64_MAX, SIZE_MAX as ST_SIZE_MAX
@@ -16,7 +16,7 @@ from posix.types cimport off_t as st_off_t
 
 import os as _st_os
 
-# Result codes: the same numbers as mlxk/_checkcodes.py (the tests compare against it).
+# Result codes: the same numbers as mlxk/core/codes.py (the tests compare against it).
 cdef enum:
     ST_OK = 0
     ST_IO_ERROR = 1
@@ -959,7 +959,7 @@ cdef int st_check_fd(int fd, uint64_t file_size, uint64_t* detail) noexcept nogi
 def check_safetensors_bytes(data, file_size=None):
     """Checks safetensors bytes (the whole file, or its leading bytes with file_size given).
 
-    Returns ``(code, detail)`` with the codes of ``mlxk._checkcodes``.
+    Returns ``(code, detail)`` with the codes of ``mlxk.core.codes``.
     """
     cdef const unsigned char[::1] view = data
     cdef size_t n = view.shape[0]

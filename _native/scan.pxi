@@ -1,11 +1,11 @@
-# The cache scan, C level (included by _native.pyx). The pure-Python twin is mlxk/_scan_py.py;
+# The cache scan, C level (included by _native.pyx). The pure-Python twin is mlxk/core/twin/scan.py;
 # both return exactly the same records, in the same order.
 #
 # Design: the repo folder names are sorted in Python, then worker pthreads (the calling thread is
 # one of them) take repos one at a time from a shared atomic counter and scan each completely
 # without the GIL: every system call (openat, getdents64/readdir, fstatat, readlinkat, read, the
 # safetensors header check) and every record lives in C, in per-thread arenas. Once all threads
-# are joined, the calling thread turns the C records into the NamedTuples of mlxk._records, in
+# are joined, the calling thread turns the C records into the NamedTuples of mlxk.core.records, in
 # repo order, and frees everything.
 #
 # Fidelity rules, where C could otherwise differ from the twin's os.* calls on full paths:
@@ -43,13 +43,13 @@ from scan_posix cimport (
 import os as _sc_os
 import sys as _sc_sys
 
-from mlxk import _checkcodes as _sc_codes
-from mlxk import _memo_format as _sc_memo_format
-from mlxk import _records as _sc_records
-from mlxk._records import CheckResult as _ScCheckResult
-from mlxk._records import FileEntry as _ScFileEntry
-from mlxk._records import RepoRecord as _ScRepoRecord
-from mlxk._records import SnapshotRecord as _ScSnapshotRecord
+from mlxk.core import codes as _sc_codes
+from mlxk.core import memo_format as _sc_memo_format
+from mlxk.core import records as _sc_records
+from mlxk.core.records import CheckResult as _ScCheckResult
+from mlxk.core.records import FileEntry as _ScFileEntry
+from mlxk.core.records import RepoRecord as _ScRepoRecord
+from mlxk.core.records import SnapshotRecord as _ScSnapshotRecord
 
 
 cdef extern from "Python.h":
@@ -1419,9 +1419,9 @@ cdef object _sc_scan(str root, list names, const unsigned char* memo, size_t mem
 def scan_cache(root, repos=None, memo=b"", threads=0):
     """Scan ``repos`` (folder names) under ``root``, or every ``models--*`` folder there.
 
-    Returns ``(records, fresh)`` exactly like ``mlxk._scan_py.scan_cache``: a ``RepoRecord`` per
+    Returns ``(records, fresh)`` exactly like ``mlxk.core.twin.scan.scan_cache``: a ``RepoRecord`` per
     repo, sorted by folder name, and the ``CheckResult`` of every weight file the ``memo`` (see
-    ``mlxk._memo_format``) could not answer. ``threads``: scan threads, 0 for one per CPU.
+    ``mlxk.core.memo_format``) could not answer. ``threads``: scan threads, 0 for one per CPU.
     """
     cdef Py_buffer view
     root = _sc_os.fspath(root)
@@ -1430,7 +1430,7 @@ def scan_cache(root, repos=None, memo=b"", threads=0):
     names = sorted(repos) if repos is not None else _sc_model_dirs(root)
     if _sc_sys.getfilesystemencoding() != "utf-8" or _sc_sys.getfilesystemencodeerrors() != "surrogateescape":
         # names sort as the twin's str only under utf-8 + surrogateescape: let the twin do it
-        from mlxk import _scan_py
+        from mlxk.core.twin import scan as _scan_py
         return _scan_py.scan_cache(root, names, memo, threads)
     PyObject_GetBuffer(memo, &view, PyBUF_SIMPLE)
     try:

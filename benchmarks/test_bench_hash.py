@@ -26,9 +26,9 @@ from types import ModuleType
 import pytest
 
 from benchmarks.conftest import QUICK, ROUNDS, Medians
-from mlxk import _hash_py
-from mlxk._accel import implementation
-from mlxk._hash_py import ALGO_SHA256, CHUNK, default_jobs
+from mlxk.core import implementation
+from mlxk.core.twin import hashing as hash_twin
+from mlxk.core.twin.hashing import ALGO_SHA256, CHUNK, default_jobs
 
 NATIVE: ModuleType | None
 try:
@@ -151,7 +151,7 @@ def test_native_hash_job(benchmark, files: list[str], medians: Medians) -> None:
 
 
 def test_twin_hash_job(benchmark, files: list[str], medians: Medians) -> None:
-    setup = after_limit_round("twin", _hash_py, files, medians)
+    setup = after_limit_round("twin", hash_twin, files, medians)
     digests = benchmark.pedantic(hash_job, setup=setup, rounds=HASH_ROUNDS, iterations=1)
     assert digests[-3:] == hashlib_one_core(files[-3:])
     medians.record("twin", benchmark)

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from mlxk import _accel
-from mlxk._hash_py import ALGO_GIT_SHA1, ALGO_SHA256, CHUNK
+import mlxk.core
+from mlxk.core.twin.hashing import ALGO_GIT_SHA1, ALGO_SHA256, CHUNK
 from tests.conftest import native_module
 
 ALGOS = [ALGO_SHA256, ALGO_GIT_SHA1]
@@ -37,7 +37,7 @@ Result = tuple[int, str | None, int, int, int, int]
 
 def job(paths: list[str], algos: list[int], jobs: int = 0) -> Any:
     """A HashJob of the implementation the ``core`` fixture selected."""
-    return _accel.impl.HashJob(paths, algos, jobs)
+    return mlxk.core.impl.HashJob(paths, algos, jobs)
 
 
 def expected_digest(data: bytes, algo: int) -> str:
@@ -378,7 +378,7 @@ def test_native_falls_back_to_the_twin(sized: dict[int, tuple[str, bytes]], libr
     path, data = sized[SIZES[-1]]
     code = (
         "import errno, sys\n"
-        "from mlxk import _native\n"
+        "from mlxk.core import _native\n"
         "assert not _native.native_hashing_available() and _native.native_hashing_library() is None\n"
         "job = _native.HashJob([sys.argv[1], sys.argv[1] + '.missing'], [1, 2], 2)\n"
         "print(job.run())\n"

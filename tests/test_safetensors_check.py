@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from mlxk import _checkcodes as cc
-from mlxk import _safetensors_py as py
-from mlxk._accel import implementation
+from mlxk.core import codes as cc
+from mlxk.core import implementation
+from mlxk.core.twin import safetensors as py
 
 try:  # tests/ as a package, or (pytest's default rootdir-less mode) as a sys.path entry
     from tests import safetensors_cases as sc
@@ -30,8 +30,10 @@ def _native_or_skip() -> ModuleType:
         return implementation(native=True)
     except ImportError as exc:
         if os.environ.get("MLXK_REQUIRE_NATIVE") == "1":
-            pytest.fail(f"mlxk._native is required (MLXK_REQUIRE_NATIVE=1) but cannot be imported: {exc}")
-        pytest.skip(f"mlxk._native is not built: {exc}")
+            pytest.fail(
+                f"mlxk.core._native is required (MLXK_REQUIRE_NATIVE=1) but cannot be imported: {exc}"
+            )
+        pytest.skip(f"mlxk.core._native is not built: {exc}")
 
 
 @pytest.fixture(params=["native", "python"])

@@ -28,9 +28,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlxk import _checkcodes as cc
-from mlxk import _safetensors_py as py
-from mlxk._accel import implementation
+from mlxk.core import codes as cc
+from mlxk.core import implementation
+from mlxk.core.twin import safetensors as py
 
 try:  # tests/ as a package, or (pytest's default rootdir-less mode) as a sys.path entry
     from tests import safetensors_cases as sc
@@ -46,7 +46,9 @@ def _native_or_none() -> ModuleType | None:
         return implementation(native=True)
     except ImportError as exc:
         if os.environ.get("MLXK_REQUIRE_NATIVE") == "1":
-            pytest.fail(f"mlxk._native is required (MLXK_REQUIRE_NATIVE=1) but cannot be imported: {exc}")
+            pytest.fail(
+                f"mlxk.core._native is required (MLXK_REQUIRE_NATIVE=1) but cannot be imported: {exc}"
+            )
         return None
 
 
@@ -67,7 +69,7 @@ def scratch() -> Iterator[Path]:
 
 def test_native_core_is_compared() -> None:
     if _native_or_none() is None:
-        pytest.skip("mlxk._native is not built: the properties below ran on the twin alone")
+        pytest.skip("mlxk.core._native is not built: the properties below ran on the twin alone")
 
 
 def _same_result(cores: list[ModuleType], data: bytes, file_size: int | None = None) -> tuple[int, int]:

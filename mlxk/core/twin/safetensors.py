@@ -1,7 +1,7 @@
 """Strict safetensors header check, pure Python (the twin of ``_native/safetensors.pxi``).
 
 Both implementations return the same ``(code, detail)`` for every input; codes come from
-``mlxk._checkcodes``. Offsets in details are byte offsets relative to the start of the header
+``mlxk.core.codes``. Offsets in details are byte offsets relative to the start of the header
 JSON (file byte 8).
 
 Two parsers live here. ``_Reference`` walks the header byte by byte exactly like the C code and is
@@ -19,7 +19,7 @@ import re
 from operator import index
 from typing import Any
 
-from mlxk._checkcodes import (
+from mlxk.core.codes import (
     BAD_DTYPE,
     BAD_ENTRY,
     BAD_METADATA,

@@ -40,7 +40,7 @@ class FileEntry(NamedTuple):
     lmtime_ns: int  # of the entry itself (the link, not followed)
     dev: int
     ino: int
-    check: int  # result code (mlxk._checkcodes) for read/checked files, -1 for files only stat'ed
+    check: int  # result code (mlxk.core.codes) for read/checked files, -1 for files only stat'ed
     detail: int
     content: bytes | None  # config.json, *.index.json (whole) and README.md (head)
     flags: int
@@ -69,6 +69,6 @@ class CheckResult(NamedTuple):
     ino: int
     size: int
     mtime_ns: int
-    kind: int  # which check (mlxk._memo_format.KIND_*)
+    kind: int  # which check (mlxk.core.memo_format.KIND_*)
     code: int
     detail: int

@@ -1,4 +1,4 @@
-"""Content hashing of many files on all cores: the pure-Python twin of ``mlxk._native.HashJob``.
+"""Content hashing of many files on all cores: the pure-Python twin of ``mlxk.core._native.HashJob``.
 
 hashlib releases the GIL while it hashes a large buffer and so does ``readinto``, so plain
 threads already spread the work over the cores; the native core does the same in C threads

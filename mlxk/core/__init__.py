@@ -2,7 +2,7 @@
 
 ``MLXK_NO_EXTENSIONS=1`` forces the twin (for debugging, and for the twin's half of the test
 suite). Everything else reaches the implementation through ``impl``, never by importing
-``mlxk._native`` or ``mlxk._twin`` directly.
+``mlxk.core._native`` or ``mlxk.core.twin`` directly.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from types import ModuleType
 
 def implementation(native: bool) -> ModuleType:
     """The requested implementation (ImportError when the native core is not built)."""
-    return importlib.import_module("mlxk._native" if native else "mlxk._twin")
+    return importlib.import_module("mlxk.core._native" if native else "mlxk.core.twin")
 
 
 def _select() -> tuple[ModuleType, bool]:
