@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from mlxk.cache.build import build_model
@@ -33,12 +34,15 @@ from mlxk.errors import (
     ValidationError,
 )
 from mlxk.hub.download import download_snapshot
-from mlxk.hub.progress import download_progress
+from mlxk.hub.progress import download_meter
 from mlxk.hub.remote import RemoteFile, fetch_remote, local_error, select_files
 from mlxk.hub.settings import HubSettings
 from mlxk.hub.tail_hash import TailHasher
 
 DEFAULT_ORG = "mlx-community"  # where a bare name that is not in the cache is looked for, as MLX-Knife did
+
+# progress(label, total_bytes, bytes_done) -> a context manager that shows progress while it is open
+DownloadProgress = Callable[[str, int, Callable[[], int]], AbstractContextManager[object]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +50,7 @@ class PullOptions:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     force_resume: bool = False
-    progress: bool = False  # draw the byte bar on stderr
+    progress: DownloadProgress | None = None  # the byte bar (the CLI's, on stderr)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +202,15 @@ def pull(
         raise
 
 
+def _download_bar(
+    options: PullOptions, label: str, blobs_dir: str, expected: Mapping[str, int]
+) -> AbstractContextManager[object]:
+    if options.progress is None:
+        return nullcontext()
+    total, done = download_meter(blobs_dir, expected)
+    return options.progress(label, total, done)
+
+
 def _pull(
     location: CacheLocation,
     target: PullTarget,
@@ -242,7 +255,7 @@ def _pull(
             fetching = {f.blob: (f.size, f.lfs) for f in files if f.blob in state.blobs_to_fetch}
             with (
                 TailHasher(blobs_dir, fetching) as hasher,
-                download_progress(target.repo_id, blobs_dir, state.blobs_to_fetch, enabled=options.progress),
+                _download_bar(options, target.repo_id, blobs_dir, state.blobs_to_fetch),
             ):
                 download_snapshot(
                     settings, remote, hub_root, list(options.include), list(options.exclude), hasher.distrust
