@@ -13,16 +13,16 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import orjson
 import pytest
 
 import mlxk.core
+from mlxk.core import Core
 
 
-def native_module() -> ModuleType | None:
+def native_module() -> Core | None:
     try:
         return mlxk.core.implementation(native=True)
     except ImportError:

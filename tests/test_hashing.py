@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 
 import mlxk.core
-from mlxk.core.twin.hashing import ALGO_GIT_SHA1, ALGO_SHA256, CHUNK
+from mlxk.core.codes import ALGO_GIT_SHA1, ALGO_SHA256
+from mlxk.core.twin.hashing import CHUNK
 from tests.conftest import native_module
 
 ALGOS = [ALGO_SHA256, ALGO_GIT_SHA1]

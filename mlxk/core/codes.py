@@ -1,6 +1,7 @@
-"""Result codes shared by the native core and its pure-Python twin.
+"""Numbers shared by the native core and its pure-Python twin: check result codes and the hash
+algorithms ``HashJob`` takes.
 
-The numbers are part of the verification memo's on-disk format and of the records the scan
+The check codes are part of the verification memo's on-disk format and of the records the scan
 returns, so they never change meaning; new codes are appended. ``describe`` turns a code and
 its detail number into the sentence a user reads.
 """
@@ -31,6 +32,10 @@ BAD_METADATA = 18  # __metadata__ is not an object of string values; detail: off
 CONTENT_MISMATCH = 19  # the content's checksum differs from the blob's name (health --deep)
 
 MAX_HEADER_LENGTH = 100_000_000
+
+# The hash algorithms HashJob takes, one per file
+ALGO_SHA256 = 1  # LFS blobs: named by the sha256 of the content
+ALGO_GIT_SHA1 = 2  # other blobs: git's blob id, sha1(b"blob <size>\0" + content)
 
 _MESSAGES: dict[int, str] = {
     OK: "ok",

@@ -1,4 +1,4 @@
-"""The compact records that a cache scan returns (native core and twin alike).
+"""The compact records that a cache scan and a hash job return (native core and twin alike).
 
 They hold raw filesystem facts only; meaning (health, names, types) is given by ``mlxk.cache``.
 NamedTuples keep construction cheap for tens of thousands of files.
@@ -60,6 +60,10 @@ class RepoRecord(NamedTuple):
     snapshots: list[SnapshotRecord]
     incomplete: list[tuple[str, int]]  # blobs/*.incomplete: (name, size)
     locks: list[str]  # lock files under .locks/<dirname>/, relative paths
+
+
+# What HashJob.run() gives per path: (errno or 0, hex digest or None, dev, ino, size, mtime_ns)
+HashResult = tuple[int, str | None, int, int, int, int]
 
 
 class CheckResult(NamedTuple):

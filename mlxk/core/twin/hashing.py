@@ -15,12 +15,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-ALGO_SHA256 = 1  # LFS blobs: named by the sha256 of the content
-ALGO_GIT_SHA1 = 2  # other blobs: git's blob id, sha1(b"blob <size>\0" + content)
-CHUNK = 1 << 20  # bytes per read: memory stays bounded whatever the file size
+from mlxk.core.codes import ALGO_GIT_SHA1, ALGO_SHA256
+from mlxk.core.records import HashResult
 
-# (errno or 0, hex digest or None, dev, ino, size, mtime_ns) per path
-HashResult = tuple[int, str | None, int, int, int, int]
+CHUNK = 1 << 20  # bytes per read: memory stays bounded whatever the file size
 
 
 def default_jobs() -> int:

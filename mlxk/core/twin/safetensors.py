@@ -77,7 +77,9 @@ DTYPE_BITS: dict[str, int] = {
 Range = tuple[int, int]
 
 
-def check_safetensors_bytes(data: bytes, file_size: int | None = None) -> tuple[int, int]:
+def check_safetensors_bytes(
+    data: bytes | bytearray | memoryview, file_size: int | None = None
+) -> tuple[int, int]:
     """Checks safetensors bytes (the whole file, or its leading bytes with file_size given)."""
     return _check(data, file_size, fast=True)
 
@@ -117,7 +119,7 @@ def _read_full(fd: int, want: int, pos: int) -> bytes:
     return b"".join(parts)
 
 
-def _check(data: bytes, file_size: int | None, fast: bool) -> tuple[int, int]:
+def _check(data: bytes | bytearray | memoryview, file_size: int | None, fast: bool) -> tuple[int, int]:
     """The whole check; ``fast=False`` skips the json fast path (for tests)."""
     if not isinstance(data, bytes):
         data = bytes(data)
