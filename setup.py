@@ -6,8 +6,10 @@ package installs without the extension and runs on its pure-Python twins.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
+from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
@@ -33,6 +35,17 @@ class OptionalBuildExt(build_ext):
         print(f"WARNING: mlxk's native core was not built ({exc}); using pure Python.", file=sys.stderr)
 
 
+def write_native_codes() -> None:
+    """_native/codes.pxi from mlxk/core/codes.py: the C code takes its numbers from the twins' source."""
+    path = Path(__file__).resolve().parent / "_native" / "generate_codes.py"
+    spec = importlib.util.spec_from_file_location("mlxk_generate_codes", path)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load {path}")
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    generator.write()
+
+
 def native_extensions() -> list:
     if os.environ.get("MLXK_NO_EXTENSIONS") == "1":
         return []
@@ -41,6 +54,11 @@ def native_extensions() -> list:
         from setuptools import Extension
     except ImportError:
         print("WARNING: Cython is not available; mlxk installs without its native core.", file=sys.stderr)
+        return []
+    try:
+        write_native_codes()
+    except Exception as exc:
+        print(f"WARNING: mlxk's native codes could not be generated ({exc}).", file=sys.stderr)
         return []
     compile_args = ["-O3"] if sys.platform != "win32" else []
     extension = Extension(

@@ -26,8 +26,8 @@ import pytest
 
 from benchmarks.conftest import QUICK, ROUNDS, Medians
 from mlxk.core import Core, implementation
-from mlxk.core.codes import ALGO_SHA256
-from mlxk.core.twin.hashing import CHUNK, default_jobs
+from mlxk.core.codes import ALGO_SHA256, HASH_CHUNK
+from mlxk.core.twin.hashing import default_jobs
 
 NATIVE: Core | None
 try:
@@ -78,7 +78,7 @@ def _hash_file(path: str, buffer: bytearray) -> str:
 
 
 def hashlib_one_core(paths: list[str]) -> list[str]:
-    buffer = bytearray(CHUNK)
+    buffer = bytearray(HASH_CHUNK)
     return [_hash_file(p, buffer) for p in paths]
 
 
@@ -89,7 +89,7 @@ def hashlib_all_cores(paths: list[str]) -> list[str]:
     taken = itertools.count()
 
     def work() -> None:
-        buffer = bytearray(CHUNK)
+        buffer = bytearray(HASH_CHUNK)
         while (k := next(taken)) < len(order):
             digests[order[k]] = _hash_file(paths[order[k]], buffer)
 

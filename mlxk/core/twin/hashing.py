@@ -15,10 +15,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from mlxk.core.codes import ALGO_GIT_SHA1, ALGO_SHA256
+from mlxk.core.codes import ALGO_GIT_SHA1, ALGO_SHA256, HASH_CHUNK
 from mlxk.core.records import HashResult
-
-CHUNK = 1 << 20  # bytes per read: memory stays bounded whatever the file size
 
 
 def default_jobs() -> int:
@@ -73,7 +71,7 @@ class HashJob:
                 if self._algos[index] == ALGO_SHA256
                 else hashlib.sha1(b"blob %d\0" % st.st_size, usedforsecurity=False)
             )
-            buffer = bytearray(CHUNK)
+            buffer = bytearray(HASH_CHUNK)
             view = memoryview(buffer)
             total = 0
             try:

@@ -27,6 +27,7 @@ from mlxk.core.codes import (
     BAD_SHAPE,
     DUPLICATE_KEY,
     EMPTY,
+    HEADER_FIRST_READ,
     HEADER_JSON,
     HEADER_LENGTH,
     HEADER_UTF8,
@@ -41,12 +42,11 @@ from mlxk.core.codes import (
     TRAILING_BYTES,
     TRUNCATED,
 )
+from mlxk.core.records import LFS_PREFIX
 
 __all__ = ["DTYPE_BITS", "check_safetensors_bytes", "check_safetensors_file"]
 
 U64_MAX = 2**64 - 1
-FIRST_READ = 65536  # the first read of check_safetensors_file, as in the C code
-LFS_PREFIX = b"version https://git-lfs"
 
 # bits per element of every dtype safetensors knows (names are case-sensitive)
 DTYPE_BITS: dict[str, int] = {
@@ -93,7 +93,7 @@ def check_safetensors_file(path: str) -> tuple[int, int]:
         return IO_ERROR, exc.errno or 0
     try:
         size = os.fstat(fd).st_size
-        data = _read_full(fd, min(size, FIRST_READ), 0)
+        data = _read_full(fd, min(size, HEADER_FIRST_READ), 0)
         if len(data) >= 8:
             hlen = int.from_bytes(data[:8], "little")
             # a header longer than the first read: fetch the rest (only when its length is sane)
