@@ -1,4 +1,4 @@
-"""Builds the optional Cython core (``mlxk._native``); all other metadata lives in pyproject.toml.
+"""Builds the optional Cython core (``mlxk.core._native``); all other metadata lives in pyproject.toml.
 
 Where there is no compiler, no Cython, or ``MLXK_NO_EXTENSIONS=1`` is set at build time, the
 package installs without the extension and runs on its pure-Python twins.
@@ -6,8 +6,10 @@ package installs without the extension and runs on its pure-Python twins.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
+from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
@@ -33,6 +35,17 @@ class OptionalBuildExt(build_ext):
         print(f"WARNING: mlxk's native core was not built ({exc}); using pure Python.", file=sys.stderr)
 
 
+def write_native_codes() -> None:
+    """_native/codes.pxi from mlxk/core/codes.py: the C code takes its numbers from the twins' source."""
+    path = Path(__file__).resolve().parent / "_native" / "generate_codes.py"
+    spec = importlib.util.spec_from_file_location("mlxk_generate_codes", path)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load {path}")
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    generator.write()
+
+
 def native_extensions() -> list:
     if os.environ.get("MLXK_NO_EXTENSIONS") == "1":
         return []
@@ -42,9 +55,14 @@ def native_extensions() -> list:
     except ImportError:
         print("WARNING: Cython is not available; mlxk installs without its native core.", file=sys.stderr)
         return []
+    try:
+        write_native_codes()
+    except Exception as exc:
+        print(f"WARNING: mlxk's native codes could not be generated ({exc}).", file=sys.stderr)
+        return []
     compile_args = ["-O3"] if sys.platform != "win32" else []
     extension = Extension(
-        "mlxk._native",
+        "mlxk.core._native",
         sources=["_native/_native.pyx"],
         extra_compile_args=compile_args,
         define_macros=[("_FILE_OFFSET_BITS", "64"), ("_GNU_SOURCE", "1")],

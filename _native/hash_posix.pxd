@@ -134,18 +134,3 @@ cdef extern from *:
     void mlxk_hash_gate_leave(mlxk_hash_gate* g) nogil
     int mlxk_hash_gate_wait(mlxk_hash_gate* g, long ms) nogil
 
-
-cdef extern from *:
-    """
-    /* st_dev as os.fstat() reports it: signed before CPython gh-89928 (3.12.5 / 3.13), then
-       unsigned with NODEV as -1. `raw` is the dev_t sign-extended to 64 bits. */
-    #if PY_VERSION_HEX >= 0x030C0500
-    static PyObject *mlxk_hash_dev_to_py(uint64_t raw) {
-        if (raw == UINT64_MAX) return PyLong_FromLongLong(-1);
-        return PyLong_FromUnsignedLongLong(raw);
-    }
-    #else
-    static PyObject *mlxk_hash_dev_to_py(uint64_t raw) { return PyLong_FromLongLong((long long)raw); }
-    #endif
-    """
-    object mlxk_hash_dev_to_py(uint64_t raw)

@@ -1,11 +1,11 @@
 # Content hashing of many files on all cores, C level (included by _native.pyx). The pure-Python
-# twin is mlxk/_hash_py.py; both return exactly the same results, in input order.
+# twin is mlxk/core/twin/hashing.py; both return exactly the same results, in input order.
 #
 # Design: the paths are encoded (and checked) in Python, then, without the GIL, stat'ed for their
 # sizes and ordered biggest first; worker pthreads take the next file from a shared atomic counter
 # and hash it in 1 MiB reads (one buffer and one digest context per worker) with OpenSSL's EVP
 # digests, which libcrypto picks for the CPU (SHA-NI, ARMv8 crypto extensions). libcrypto is the one
-# Python's _hashlib already loaded (mlxk/_hash_native.py finds it), dlopen'ed and dlsym'ed on first
+# Python's _hashlib already loaded (mlxk/core/libcrypto.py finds it), dlopen'ed and dlsym'ed on first
 # use: no OpenSSL headers or -lcrypto at build time. Where none loads, HashJob runs the twin.
 #
 # Workers block all signals; the calling thread only waits (with a timeout, checking for signals
@@ -24,8 +24,7 @@ from libc.errno cimport (
     EISDIR as HS_EISDIR, errno as hs_errno,
 )
 from posix.dlfcn cimport RTLD_LOCAL as HS_RTLD_LOCAL, RTLD_NOW as HS_RTLD_NOW, dlclose as hs_dlclose, dlopen as hs_dlopen
-from posix.fcntl cimport O_CLOEXEC as HS_O_CLOEXEC, O_NONBLOCK as HS_O_NONBLOCK, O_RDONLY as HS_O_RDONLY
-from posix.fcntl cimport open as hs_open
+from posix.fcntl cimport AT_FDCWD as HS_AT_FDCWD
 from posix.stat cimport S_ISDIR as HS_S_ISDIR, S_ISREG as HS_S_ISREG, fstat as hs_fstat
 from posix.stat cimport stat as hs_stat, struct_stat as hs_struct_stat
 from posix.unistd cimport close as hs_close, read as hs_read
@@ -33,42 +32,38 @@ from posix.signal cimport sigfillset as hs_sigfillset
 from posix.types cimport sigset_t as hs_sigset_t
 from cpython.bytes cimport PyBytes_AS_STRING as hs_bytes_as_string
 from cpython.exc cimport PyErr_CheckSignals as hs_check_signals
-from cpython.long cimport PyLong_FromLongLong as hs_long_from_ll
 
-from scan_posix cimport (
+from common cimport (
     MLXK_DEV_RAW as HS_DEV_RAW, MLXK_MTIME_NSEC as HS_MTIME_NSEC, MLXK_MTIME_SEC as HS_MTIME_SEC,
-    SIG_BLOCK as HS_SIG_BLOCK, SIG_SETMASK as HS_SIG_SETMASK, mlxk_fetch_inc as hs_fetch_inc,
-    pthread_create as hs_pthread_create, pthread_join as hs_pthread_join,
+    SIG_BLOCK as HS_SIG_BLOCK, SIG_SETMASK as HS_SIG_SETMASK, mlxk_dev_to_py as hs_dev_to_py,
+    mlxk_err as hs_err, mlxk_fetch_inc as hs_fetch_inc, mlxk_ns_to_py as _hs_ns,
+    mlxk_open_file as hs_open_file, pthread_create as hs_pthread_create, pthread_join as hs_pthread_join,
     pthread_sigmask as hs_pthread_sigmask, pthread_t as hs_pthread_t,
 )
 from hash_posix cimport ECANCELED as HS_ECANCELED
 from hash_posix cimport (
-    mlxk_evp, mlxk_evp_bind, mlxk_hash_add, mlxk_hash_dev_to_py, mlxk_hash_flag, mlxk_hash_gate,
+    mlxk_evp, mlxk_evp_bind, mlxk_hash_add, mlxk_hash_flag, mlxk_hash_gate,
     mlxk_hash_gate_destroy, mlxk_hash_gate_init, mlxk_hash_gate_leave, mlxk_hash_gate_wait, mlxk_hash_load,
     mlxk_hash_raise, mlxk_hash_sequential,
 )
 
 import os as _hs_os
 
+# The algorithm ids and the bytes per read (MLXK_ALGO_*, MLXK_HASH_CHUNK) come from codes.pxi,
+# generated from mlxk/core/codes.py as the twin's are imported from it.
 cdef enum:
-    HS_SHA256 = 1              # mlxk._hash_py.ALGO_SHA256
-    HS_GIT_SHA1 = 2            # mlxk._hash_py.ALGO_GIT_SHA1
-    HS_CHUNK = 1 << 20         # mlxk._hash_py.CHUNK: bytes per read
     HS_MAX_DIGEST = 32
     HS_MAX_THREADS = 256
     HS_WAIT_MS = 50            # the calling thread checks for signals this often
 
-cdef hs_int64_t HS_SEC_LIMIT = 9000000000  # seconds whose nanosecond count fits in 64 bits
 cdef object _hs_twin_module = None
 
 
 cdef object _hs_twin():
-    # mlxk._hash_py, imported on first use (it pulls in concurrent.futures: not for every CLI start)
+    # mlxk.core.twin.hashing, imported on first use (it pulls in concurrent.futures: not for every CLI start)
     global _hs_twin_module
     if _hs_twin_module is None:
-        from mlxk import _hash_py
-        if (_hash_py.ALGO_SHA256, _hash_py.ALGO_GIT_SHA1, _hash_py.CHUNK) != (HS_SHA256, HS_GIT_SHA1, HS_CHUNK):
-            raise RuntimeError("mlxk._hash_py's constants changed; update _native/hashing.pxi")
+        from mlxk.core.twin import hashing as _hash_py
         _hs_twin_module = _hash_py
     return _hs_twin_module
 
@@ -116,8 +111,8 @@ cdef bint _hs_load() except -1:
     cdef bytes name
     if _hs_state != 0:
         return _hs_state == 1
-    from mlxk import _hash_native
-    for candidate in _hash_native.libcrypto_candidates():
+    from mlxk.core import libcrypto
+    for candidate in libcrypto.libcrypto_candidates():
         name = _hs_os.fsencode(candidate)
         if b"\0" in name:
             continue
@@ -210,10 +205,6 @@ cdef inline bint hs_stopped(HsShared* sh) noexcept nogil:
     return mlxk_hash_flag(sh.cancelled) or mlxk_hash_flag(&sh.stop)
 
 
-cdef inline int hs_err(int e) noexcept nogil:
-    return e if e != 0 else HS_EIO
-
-
 cdef void hs_hash_one(HsCtx* c, HsItem* it) noexcept nogil:
     cdef HsShared* sh = c.sh
     cdef hs_struct_stat st
@@ -225,10 +216,7 @@ cdef void hs_hash_one(HsCtx* c, HsItem* it) noexcept nogil:
     if hs_stopped(sh):
         it.err = HS_ECANCELED
         return
-    while True:
-        fd = hs_open(it.path, HS_O_RDONLY | HS_O_CLOEXEC | HS_O_NONBLOCK)  # a FIFO must not hang us
-        if fd >= 0 or hs_errno != HS_EINTR:
-            break
+    fd = hs_open_file(HS_AT_FDCWD, it.path)
     if fd < 0:
         it.err = hs_err(hs_errno)
         return
@@ -247,19 +235,19 @@ cdef void hs_hash_one(HsCtx* c, HsItem* it) noexcept nogil:
         hs_close(fd)
         return
     mlxk_hash_sequential(fd)
-    md = _hs_evp.sha256 if it.algo == HS_SHA256 else _hs_evp.sha1
+    md = _hs_evp.sha256 if it.algo == MLXK_ALGO_SHA256 else _hs_evp.sha1
     if _hs_evp.init_ex(c.md_ctx, md, NULL) != 1:
         it.err = HS_EIO
         hs_close(fd)
         return
-    if it.algo == HS_GIT_SHA1:
+    if it.algo == MLXK_ALGO_GIT_SHA1:
         hn = hs_snprintf(header, sizeof(header), "blob %lld", <long long>it.size)
         if _hs_evp.update(c.md_ctx, header, <size_t>hn + 1) != 1:  # with the "\0"
             it.err = HS_EIO
             hs_close(fd)
             return
     while True:
-        got = hs_read(fd, c.buf, HS_CHUNK)
+        got = hs_read(fd, c.buf, MLXK_HASH_CHUNK)
         if got < 0:
             if hs_errno == HS_EINTR:
                 continue
@@ -317,12 +305,6 @@ cdef int hs_start(HsCtx* ctxs, int nthreads, hs_pthread_t* tids, int* started) n
 # ---------------------------------------------------------------------------------------------
 # Python objects.
 
-cdef inline object _hs_ns(hs_int64_t sec, hs_int64_t nsec):
-    if -HS_SEC_LIMIT < sec < HS_SEC_LIMIT:
-        return hs_long_from_ll(sec * 1000000000 + nsec)
-    return hs_long_from_ll(sec) * 1000000000 + nsec
-
-
 cdef object _hs_result(HsItem* it):
     cdef char hexbuf[2 * HS_MAX_DIGEST]
     cdef const char* digits = b"0123456789abcdef"
@@ -335,13 +317,13 @@ cdef object _hs_result(HsItem* it):
         hexdigest = hexbuf[:2 * it.digest_len].decode("ascii")
     if not it.opened:
         return (it.err, hexdigest, 0, 0, 0, 0)
-    return (it.err, hexdigest, mlxk_hash_dev_to_py(it.dev), it.ino, it.size, _hs_ns(it.mt_sec, it.mt_nsec))
+    return (it.err, hexdigest, hs_dev_to_py(it.dev), it.ino, it.size, _hs_ns(it.mt_sec, it.mt_nsec))
 
 
 cdef class HashJob:
     """Hashes ``paths`` (``algos[i]`` for ``paths[i]``) with ``jobs`` threads (0: one per core).
 
-    The native twin of ``mlxk._hash_py.HashJob``: same constructor, ``run()``, ``bytes_done`` and
+    The native twin of ``mlxk.core.twin.hashing.HashJob``: same constructor, ``run()``, ``bytes_done`` and
     ``cancel()``, same results. ``run()`` releases the GIL while C threads hash; ``bytes_done`` may
     be read and ``cancel()`` called from other Python threads meanwhile.
     """
@@ -358,10 +340,10 @@ cdef class HashJob:
         twin = _hs_twin()
         if len(paths) != len(algos):
             raise ValueError("paths and algos differ in length")
-        if any(a not in (HS_SHA256, HS_GIT_SHA1) for a in algos):
+        if any(a not in (MLXK_ALGO_SHA256, MLXK_ALGO_GIT_SHA1) for a in algos):
             raise ValueError("unknown hash algorithm")
         self._paths = list(paths)
-        self._algos = [HS_SHA256 if a == HS_SHA256 else HS_GIT_SHA1 for a in algos]
+        self._algos = [MLXK_ALGO_SHA256 if a == MLXK_ALGO_SHA256 else MLXK_ALGO_GIT_SHA1 for a in algos]
         self._jobs = jobs if jobs > 0 else twin.default_jobs()
         self._done = 0
         self._cancelled = 0
@@ -429,7 +411,7 @@ cdef class HashJob:
                 items[i].algo = self._algos[i]
             for k in range(nthreads):
                 ctxs[k].sh = &sh
-                ctxs[k].buf = <unsigned char*>hs_malloc(HS_CHUNK)
+                ctxs[k].buf = <unsigned char*>hs_malloc(MLXK_HASH_CHUNK)
                 ctxs[k].md_ctx = _hs_evp.ctx_new()
                 if ctxs[k].buf == NULL or ctxs[k].md_ctx == NULL:
                     raise MemoryError()

@@ -2,46 +2,27 @@
 #
 # The C functions (st_check_buffer, st_check_fd) hold no GIL, create no Python objects, keep no
 # global state and free every allocation on every path, so scan threads may call them freely.
-# mlxk/_safetensors_py.py is the pure-Python twin; both must give identical (code, detail).
+# mlxk/core/twin/safetensors.py is the pure-Python twin; both must give identical (code, detail).
 # "Offset" in a detail means a byte offset relative to the start of the header JSON (file byte 8).
 
-from libc.stdint cimport uint64_t, UINT64_MAX as ST_U64_MAX, SIZE_MAX as ST_SIZE_MAX
+from libc.stdint cimport int64_t, uint64_t, UINT64_MAX as ST_U64_MAX, SIZE_MAX as ST_SIZE_MAX
 from libc.stdlib cimport malloc as st_malloc, realloc as st_realloc, free as st_free, qsort as st_qsort
 from libc.string cimport memcmp as st_memcmp, memcpy as st_memcpy
-from libc.errno cimport errno as st_errno, ENOMEM as ST_ENOMEM, EINTR as ST_EINTR
-from posix.unistd cimport pread as st_pread, close as st_close
-from posix.fcntl cimport open as st_open, O_RDONLY as ST_O_RDONLY, O_CLOEXEC as ST_O_CLOEXEC, O_NONBLOCK as ST_O_NONBLOCK
+from libc.errno cimport errno as st_errno, ENOMEM as ST_ENOMEM
+from posix.unistd cimport close as st_close
+from posix.fcntl cimport AT_FDCWD as ST_AT_FDCWD
 from posix.stat cimport fstat as st_fstat, struct_stat as st_struct_stat
-from posix.types cimport off_t as st_off_t
+
+from common cimport mlxk_open_file as st_open_file, mlxk_read_full
 
 import os as _st_os
 
-# Result codes: the same numbers as mlxk/_checkcodes.py (the tests compare against it).
+# Result codes (MLXK_OK, MLXK_TRUNCATED, ...) and sizes come from codes.pxi, generated from
+# mlxk/core/codes.py.
 cdef enum:
-    ST_OK = 0
-    ST_IO_ERROR = 1
-    ST_EMPTY = 2
-    ST_TOO_SMALL = 3
-    ST_LFS_POINTER = 4
-    ST_HEADER_LENGTH = 5
-    ST_HEADER_UTF8 = 6
-    ST_HEADER_JSON = 7
-    ST_NOT_AN_OBJECT = 8
-    ST_DUPLICATE_KEY = 9
-    ST_BAD_ENTRY = 10
-    ST_BAD_DTYPE = 11
-    ST_BAD_SHAPE = 12
-    ST_BAD_OFFSETS = 13
-    ST_SIZE_MISMATCH = 14
-    ST_LAYOUT = 15
-    ST_TRUNCATED = 16
-    ST_TRAILING_BYTES = 17
-    ST_BAD_METADATA = 18
     ST_NOMEM = -1  # internal only: an allocation failed; reported as IO_ERROR / ENOMEM
 
 cdef enum:
-    ST_MAX_HEADER_LENGTH = 100000000
-    ST_FIRST_READ = 65536
     # entry members, as bits of a "seen" mask
     ST_M_DTYPE = 1
     ST_M_SHAPE = 2
@@ -280,44 +261,44 @@ cdef int st_string(StParser* ps, bint decode, size_t* out_pos, size_t* out_len,
     cdef uint64_t cp
     while True:
         if i >= n:
-            return st_fail(ps, ST_HEADER_JSON, n)
+            return st_fail(ps, MLXK_HEADER_JSON, n)
         c = h[i]
         if c == CH_QUOTE:
             break
         if c < 0x20:
-            return st_fail(ps, ST_HEADER_JSON, i)
+            return st_fail(ps, MLXK_HEADER_JSON, i)
         if c != CH_BACKSLASH:
             i += 1
             continue
         escaped = True
         if i + 1 >= n:
-            return st_fail(ps, ST_HEADER_JSON, n)
+            return st_fail(ps, MLXK_HEADER_JSON, n)
         c = h[i + 1]
         if (c == CH_QUOTE or c == CH_BACKSLASH or c == CH_SLASH or c == CH_LOWER_B
                 or c == CH_LOWER_F or c == CH_LOWER_N or c == CH_LOWER_R or c == CH_LOWER_T):
             i += 2
             continue
         if c != CH_LOWER_U:
-            return st_fail(ps, ST_HEADER_JSON, i)
+            return st_fail(ps, MLXK_HEADER_JSON, i)
         v = st_hex4(h, n, i + 2)
         if v == -2:
-            return st_fail(ps, ST_HEADER_JSON, n)
+            return st_fail(ps, MLXK_HEADER_JSON, n)
         if v < 0:
-            return st_fail(ps, ST_HEADER_JSON, i)
+            return st_fail(ps, MLXK_HEADER_JSON, i)
         if 0xDC00 <= v <= 0xDFFF:  # low surrogate without a high one before it
-            return st_fail(ps, ST_HEADER_JSON, i)
+            return st_fail(ps, MLXK_HEADER_JSON, i)
         if 0xD800 <= v <= 0xDBFF:  # high surrogate: a \u low surrogate must follow at once
             if i + 7 < n and h[i + 6] == CH_BACKSLASH and h[i + 7] == CH_LOWER_U:
                 w = st_hex4(h, n, i + 8)
                 if w == -2:
-                    return st_fail(ps, ST_HEADER_JSON, n)
+                    return st_fail(ps, MLXK_HEADER_JSON, n)
                 if w < 0:
-                    return st_fail(ps, ST_HEADER_JSON, i + 6)
+                    return st_fail(ps, MLXK_HEADER_JSON, i + 6)
                 if not (0xDC00 <= w <= 0xDFFF):
-                    return st_fail(ps, ST_HEADER_JSON, i)
+                    return st_fail(ps, MLXK_HEADER_JSON, i)
                 i += 12
             else:
-                return st_fail(ps, ST_HEADER_JSON, i)
+                return st_fail(ps, MLXK_HEADER_JSON, i)
         else:
             i += 6
     end = i
@@ -389,7 +370,7 @@ cdef int st_number(StParser* ps, uint64_t* value, bint* is_uint) noexcept nogil:
         ok = False  # negative, also "-0"
         i += 1
     if i >= n:
-        return st_fail(ps, ST_HEADER_JSON, n)
+        return st_fail(ps, MLXK_HEADER_JSON, n)
     if h[i] == CH_0:
         i += 1  # a leading zero stands alone; a digit after it is a syntax error later
     elif st_is_digit(h[i]):
@@ -403,14 +384,14 @@ cdef int st_number(StParser* ps, uint64_t* value, bint* is_uint) noexcept nogil:
                     v = v * 10 + d
             i += 1
     else:
-        return st_fail(ps, ST_HEADER_JSON, i)
+        return st_fail(ps, MLXK_HEADER_JSON, i)
     if i < n and h[i] == CH_DOT:
         ok = False
         i += 1
         if i >= n:
-            return st_fail(ps, ST_HEADER_JSON, n)
+            return st_fail(ps, MLXK_HEADER_JSON, n)
         if not st_is_digit(h[i]):
-            return st_fail(ps, ST_HEADER_JSON, i)
+            return st_fail(ps, MLXK_HEADER_JSON, i)
         while i < n and st_is_digit(h[i]):
             i += 1
     if i < n and (h[i] == CH_LOWER_E or h[i] == CH_UPPER_E):
@@ -419,9 +400,9 @@ cdef int st_number(StParser* ps, uint64_t* value, bint* is_uint) noexcept nogil:
         if i < n and (h[i] == CH_PLUS or h[i] == CH_MINUS):
             i += 1
         if i >= n:
-            return st_fail(ps, ST_HEADER_JSON, n)
+            return st_fail(ps, MLXK_HEADER_JSON, n)
         if not st_is_digit(h[i]):
-            return st_fail(ps, ST_HEADER_JSON, i)
+            return st_fail(ps, MLXK_HEADER_JSON, i)
         while i < n and st_is_digit(h[i]):
             i += 1
     ps.i = i
@@ -436,7 +417,7 @@ cdef inline int st_after_value(StParser* ps, unsigned char close) noexcept nogil
     st_skip_ws(ps)
     if ps.i >= ps.n:
         ps.detail = ps.n
-        return -ST_HEADER_JSON
+        return -MLXK_HEADER_JSON
     if ps.h[ps.i] == CH_COMMA:
         ps.i += 1
         st_skip_ws(ps)
@@ -445,15 +426,15 @@ cdef inline int st_after_value(StParser* ps, unsigned char close) noexcept nogil
         ps.i += 1
         return 0
     ps.detail = ps.i
-    return -ST_HEADER_JSON
+    return -MLXK_HEADER_JSON
 
 
 cdef inline int st_colon(StParser* ps) noexcept nogil:
     st_skip_ws(ps)
     if ps.i >= ps.n:
-        return st_fail(ps, ST_HEADER_JSON, ps.n)
+        return st_fail(ps, MLXK_HEADER_JSON, ps.n)
     if ps.h[ps.i] != CH_COLON:
-        return st_fail(ps, ST_HEADER_JSON, ps.i)
+        return st_fail(ps, MLXK_HEADER_JSON, ps.i)
     ps.i += 1
     st_skip_ws(ps)
     return 0
@@ -462,19 +443,19 @@ cdef inline int st_colon(StParser* ps) noexcept nogil:
 cdef inline int st_key_start(StParser* ps) noexcept nogil:
     # a member key is due at ps.i (whitespace already skipped)
     if ps.i >= ps.n:
-        return st_fail(ps, ST_HEADER_JSON, ps.n)
+        return st_fail(ps, MLXK_HEADER_JSON, ps.n)
     if ps.h[ps.i] != CH_QUOTE:
-        return st_fail(ps, ST_HEADER_JSON, ps.i)
+        return st_fail(ps, MLXK_HEADER_JSON, ps.i)
     return 0
 
 
 cdef inline int st_wrong_type(StParser* ps, int code) noexcept nogil:
     # a value is due at ps.i but not of the wanted type: `code` if one starts there, else syntax
     if ps.i >= ps.n:
-        return st_fail(ps, ST_HEADER_JSON, ps.n)
+        return st_fail(ps, MLXK_HEADER_JSON, ps.n)
     if st_value_start(ps.h[ps.i]):
         return st_fail(ps, code, ps.i)
-    return st_fail(ps, ST_HEADER_JSON, ps.i)
+    return st_fail(ps, MLXK_HEADER_JSON, ps.i)
 
 
 cdef int st_add_key(StParser* ps, size_t pos, size_t length, bint in_arena, size_t offset,
@@ -499,7 +480,7 @@ cdef int st_metadata(StParser* ps) noexcept nogil:
     cdef bint in_arena
     cdef int rc
     if ps.i >= ps.n or ps.h[ps.i] != CH_LBRACE:
-        return st_wrong_type(ps, ST_BAD_METADATA)
+        return st_wrong_type(ps, MLXK_BAD_METADATA)
     ps.i += 1
     st_skip_ws(ps)
     if ps.i < ps.n and ps.h[ps.i] == CH_RBRACE:
@@ -520,7 +501,7 @@ cdef int st_metadata(StParser* ps) noexcept nogil:
         if rc:
             return rc
         if ps.i >= ps.n or ps.h[ps.i] != CH_QUOTE:
-            return st_wrong_type(ps, ST_BAD_METADATA)
+            return st_wrong_type(ps, MLXK_BAD_METADATA)
         rc = st_string(ps, False, &pos, &length, &in_arena)
         if rc:
             return rc
@@ -582,13 +563,13 @@ cdef int st_entry(StParser* ps, size_t name_off) noexcept nogil:
     cdef int rc, which, bits = 0, seen = 0, count
     cdef uint64_t v, prod = 1, nbits, begin = 0, end = 0
     if ps.i >= ps.n or ps.h[ps.i] != CH_LBRACE:
-        return st_wrong_type(ps, ST_BAD_ENTRY)
+        return st_wrong_type(ps, MLXK_BAD_ENTRY)
     obj_off = ps.i
     ps.i += 1
     st_skip_ws(ps)
     if ps.i < ps.n and ps.h[ps.i] == CH_RBRACE:
         ps.i += 1
-        return st_fail(ps, ST_BAD_ENTRY, obj_off)
+        return st_fail(ps, MLXK_BAD_ENTRY, obj_off)
     while True:
         rc = st_key_start(ps)
         if rc:
@@ -601,7 +582,7 @@ cdef int st_entry(StParser* ps, size_t name_off) noexcept nogil:
         which = st_member(st_decoded(ps, pos, in_arena), length)
         ps.arena_len = saved_arena  # the member name was only needed for this comparison
         if which == 0 or (seen & which):
-            return st_fail(ps, ST_BAD_ENTRY, key_off)
+            return st_fail(ps, MLXK_BAD_ENTRY, key_off)
         seen |= which
         rc = st_colon(ps)
         if rc:
@@ -609,17 +590,17 @@ cdef int st_entry(StParser* ps, size_t name_off) noexcept nogil:
         val_off = ps.i
         if which == ST_M_DTYPE:
             if ps.i >= ps.n or ps.h[ps.i] != CH_QUOTE:
-                return st_wrong_type(ps, ST_BAD_DTYPE)
+                return st_wrong_type(ps, MLXK_BAD_DTYPE)
             rc = st_string(ps, True, &pos, &length, &in_arena)
             if rc:
                 return rc
             bits = st_dtype_bits(st_decoded(ps, pos, in_arena), length)
             ps.arena_len = saved_arena
             if bits == 0:
-                return st_fail(ps, ST_BAD_DTYPE, val_off)
+                return st_fail(ps, MLXK_BAD_DTYPE, val_off)
         elif which == ST_M_SHAPE:
             if ps.i >= ps.n or ps.h[ps.i] != CH_LBRACKET:
-                return st_wrong_type(ps, ST_BAD_SHAPE)
+                return st_wrong_type(ps, MLXK_BAD_SHAPE)
             ps.i += 1
             st_skip_ws(ps)
             if ps.i < ps.n and ps.h[ps.i] == CH_RBRACKET:
@@ -627,15 +608,15 @@ cdef int st_entry(StParser* ps, size_t name_off) noexcept nogil:
             else:
                 while True:
                     if ps.i >= ps.n:
-                        return st_fail(ps, ST_HEADER_JSON, ps.n)
+                        return st_fail(ps, MLXK_HEADER_JSON, ps.n)
                     if not (ps.h[ps.i] == CH_MINUS or st_is_digit(ps.h[ps.i])):
-                        return st_wrong_type(ps, ST_BAD_SHAPE)
+                        return st_wrong_type(ps, MLXK_BAD_SHAPE)
                     val_off = ps.i
                     rc = st_number(ps, &v, &is_uint)
                     if rc:
                         return rc
                     if not is_uint:
-                        return st_fail(ps, ST_BAD_SHAPE, val_off)
+                        return st_fail(ps, MLXK_BAD_SHAPE, val_off)
                     # left to right, as the safetensors package does: an overflow before a
                     # zero dim is an error; after a zero dim the running product stays 0
                     if overflow or zero:
@@ -653,7 +634,7 @@ cdef int st_entry(StParser* ps, size_t name_off) noexcept nogil:
                         break
         else:
             if ps.i >= ps.n or ps.h[ps.i] != CH_LBRACKET:
-                return st_wrong_type(ps, ST_BAD_OFFSETS)
+                return st_wrong_type(ps, MLXK_BAD_OFFSETS)
             ps.i += 1
             st_skip_ws(ps)
             count = 0
@@ -662,16 +643,16 @@ cdef int st_entry(StParser* ps, size_t name_off) noexcept nogil:
             else:
                 while True:
                     if ps.i >= ps.n:
-                        return st_fail(ps, ST_HEADER_JSON, ps.n)
+                        return st_fail(ps, MLXK_HEADER_JSON, ps.n)
                     if not st_value_start(ps.h[ps.i]):
-                        return st_fail(ps, ST_HEADER_JSON, ps.i)
+                        return st_fail(ps, MLXK_HEADER_JSON, ps.i)
                     if count == 2 or not (ps.h[ps.i] == CH_MINUS or st_is_digit(ps.h[ps.i])):
-                        return st_fail(ps, ST_BAD_OFFSETS, val_off)
+                        return st_fail(ps, MLXK_BAD_OFFSETS, val_off)
                     rc = st_number(ps, &v, &is_uint)
                     if rc:
                         return rc
                     if not is_uint:
-                        return st_fail(ps, ST_BAD_OFFSETS, val_off)
+                        return st_fail(ps, MLXK_BAD_OFFSETS, val_off)
                     if count == 0:
                         begin = v
                     else:
@@ -683,25 +664,25 @@ cdef int st_entry(StParser* ps, size_t name_off) noexcept nogil:
                     if rc == 0:
                         break
             if count != 2 or begin > end:
-                return st_fail(ps, ST_BAD_OFFSETS, val_off)
+                return st_fail(ps, MLXK_BAD_OFFSETS, val_off)
         rc = st_after_value(ps, CH_RBRACE)
         if rc < 0:
             return -rc
         if rc == 0:
             break
     if seen != ST_M_ALL:
-        return st_fail(ps, ST_BAD_ENTRY, obj_off)
+        return st_fail(ps, MLXK_BAD_ENTRY, obj_off)
     # nbits = prod(shape) * bits, exact or SIZE_MISMATCH on 64-bit overflow
     if overflow:
-        return st_fail(ps, ST_SIZE_MISMATCH, name_off)
+        return st_fail(ps, MLXK_SIZE_MISMATCH, name_off)
     elif zero:
         nbits = 0
     elif prod > ST_U64_MAX // <uint64_t>bits:
-        return st_fail(ps, ST_SIZE_MISMATCH, name_off)
+        return st_fail(ps, MLXK_SIZE_MISMATCH, name_off)
     else:
         nbits = prod * <uint64_t>bits
     if nbits % 8 != 0 or nbits // 8 != end - begin:
-        return st_fail(ps, ST_SIZE_MISMATCH, name_off)
+        return st_fail(ps, MLXK_SIZE_MISMATCH, name_off)
     if st_grow(<void**>&ps.ranges, &ps.capranges, ps.nranges + 1, sizeof(StRange)):
         return ST_NOMEM
     ps.ranges[ps.nranges].begin = begin
@@ -717,11 +698,11 @@ cdef int st_parse(StParser* ps) noexcept nogil:
     cdef int rc
     st_skip_ws(ps)
     if ps.i >= ps.n:
-        return st_fail(ps, ST_HEADER_JSON, ps.n)
+        return st_fail(ps, MLXK_HEADER_JSON, ps.n)
     if ps.h[ps.i] != CH_LBRACE:
         if st_value_start(ps.h[ps.i]):
-            return st_fail(ps, ST_NOT_AN_OBJECT, ps.i)
-        return st_fail(ps, ST_HEADER_JSON, ps.i)
+            return st_fail(ps, MLXK_NOT_AN_OBJECT, ps.i)
+        return st_fail(ps, MLXK_HEADER_JSON, ps.i)
     ps.i += 1
     st_skip_ws(ps)
     if ps.i < ps.n and ps.h[ps.i] == CH_RBRACE:
@@ -754,7 +735,7 @@ cdef int st_parse(StParser* ps) noexcept nogil:
                 break
     st_skip_ws(ps)
     if ps.i < ps.n:  # e.g. NUL padding after the object
-        return st_fail(ps, ST_HEADER_JSON, ps.i)
+        return st_fail(ps, MLXK_HEADER_JSON, ps.i)
     return 0
 
 
@@ -809,7 +790,7 @@ cdef int st_duplicates(StParser* ps) noexcept nogil:
                 best = y.offset
     if found:
         ps.detail = best
-        return ST_DUPLICATE_KEY
+        return MLXK_DUPLICATE_KEY
     return 0
 
 
@@ -822,29 +803,29 @@ cdef int st_check_buffer(const unsigned char* buf, size_t buflen, uint64_t file_
     cdef StParser ps
     detail[0] = 0
     if file_size == 0:
-        return ST_EMPTY
+        return MLXK_EMPTY
     if buflen > file_size:
         buflen = <size_t>file_size
     if buflen >= 23 and st_memcmp(buf, b"version https://git-lfs", 23) == 0:
-        return ST_LFS_POINTER
+        return MLXK_LFS_POINTER
     if file_size < 8:
-        return ST_TOO_SMALL
+        return MLXK_TOO_SMALL
     if buflen < 8:  # the caller has fewer bytes than the file: report what was needed
         detail[0] = 8
-        return ST_TRUNCATED
+        return MLXK_TRUNCATED
     hlen = 0
     for k in range(8):
         hlen |= (<uint64_t>buf[k]) << (8 * k)
-    if hlen == 0 or hlen > ST_MAX_HEADER_LENGTH or 8 + hlen > file_size:
+    if hlen == 0 or hlen > MLXK_MAX_HEADER_LENGTH or 8 + hlen > file_size:
         detail[0] = hlen
-        return ST_HEADER_LENGTH
+        return MLXK_HEADER_LENGTH
     if buflen - 8 < hlen:
         detail[0] = 8 + hlen
-        return ST_TRUNCATED
+        return MLXK_TRUNCATED
     bad = st_utf8_error(buf + 8, <size_t>hlen)
     if bad != <size_t>hlen:
         detail[0] = bad
-        return ST_HEADER_UTF8
+        return MLXK_HEADER_UTF8
 
     ps.h = buf + 8
     ps.n = <size_t>hlen
@@ -873,55 +854,37 @@ cdef int st_check_buffer(const unsigned char* buf, size_t buflen, uint64_t file_
         expect = 0
         for k in range(ps.nranges):
             if ps.ranges[k].begin != expect:
-                rc = ST_LAYOUT
+                rc = MLXK_LAYOUT
                 ps.detail = ps.ranges[k].begin
                 break
             expect = ps.ranges[k].end
     if rc == 0:
         base = 8 + hlen
         if expect > ST_U64_MAX - base:  # needs more than 2**64-1 bytes: reported saturated
-            rc = ST_TRUNCATED
+            rc = MLXK_TRUNCATED
             ps.detail = ST_U64_MAX
         else:
             need = base + expect
             if need > file_size:
-                rc = ST_TRUNCATED
+                rc = MLXK_TRUNCATED
                 ps.detail = need
             elif need < file_size:
-                rc = ST_TRAILING_BYTES
+                rc = MLXK_TRAILING_BYTES
                 ps.detail = need
     st_free(ps.keys)
     st_free(ps.arena)
     st_free(ps.ranges)
     if rc == ST_NOMEM:
         detail[0] = ST_ENOMEM
-        return ST_IO_ERROR
+        return MLXK_IO_ERROR
     detail[0] = ps.detail if rc != 0 else 0
     return rc
 
 
-cdef int st_read_full(int fd, unsigned char* buf, size_t want, uint64_t pos,
-                      size_t* got) noexcept nogil:
-    # pread until `want` bytes or end of file; 0 or an errno
-    cdef size_t total = 0
-    cdef ssize_t r
-    while total < want:
-        r = st_pread(fd, buf + total, want - total, <st_off_t>(pos + total))
-        if r < 0:
-            if st_errno == ST_EINTR:
-                continue
-            got[0] = total
-            return st_errno if st_errno else 5  # EIO if errno was somehow not set
-        if r == 0:
-            break
-        total += <size_t>r
-    got[0] = total
-    return 0
-
-
 cdef int st_check_fd(int fd, uint64_t file_size, uint64_t* detail) noexcept nogil:
     """Reads the header of an open file with pread and checks it (see st_check_buffer)."""
-    cdef size_t first = <size_t>(file_size if file_size < ST_FIRST_READ else ST_FIRST_READ)
+    cdef size_t first = <size_t>(file_size if file_size < MLXK_HEADER_FIRST_READ
+                                 else MLXK_HEADER_FIRST_READ)
     cdef size_t got = 0, more = 0
     cdef uint64_t hlen, need
     cdef unsigned char* buf
@@ -930,27 +893,27 @@ cdef int st_check_fd(int fd, uint64_t file_size, uint64_t* detail) noexcept nogi
     buf = <unsigned char*>st_malloc(first if first else 1)
     if buf == NULL:
         detail[0] = ST_ENOMEM
-        return ST_IO_ERROR
-    err = st_read_full(fd, buf, first, 0, &got)
+        return MLXK_IO_ERROR
+    err = mlxk_read_full(fd, buf, first, 0, False, &got)
     if err == 0 and got >= 8:
         hlen = 0
         for k in range(8):
             hlen |= (<uint64_t>buf[k]) << (8 * k)
         # a header longer than the first read: fetch the rest (only when its length is sane)
-        if 0 < hlen <= ST_MAX_HEADER_LENGTH and 8 + hlen <= file_size and 8 + hlen > got:
+        if 0 < hlen <= MLXK_MAX_HEADER_LENGTH and 8 + hlen <= file_size and 8 + hlen > got:
             need = 8 + hlen
             bigger = <unsigned char*>st_realloc(buf, <size_t>need)
             if bigger == NULL:
                 st_free(buf)
                 detail[0] = ST_ENOMEM
-                return ST_IO_ERROR
+                return MLXK_IO_ERROR
             buf = bigger
-            err = st_read_full(fd, buf + got, <size_t>need - got, got, &more)
+            err = mlxk_read_full(fd, buf + got, <size_t>need - got, <int64_t>got, False, &more)
             got += more
     if err:
         st_free(buf)
         detail[0] = <uint64_t>err
-        return ST_IO_ERROR
+        return MLXK_IO_ERROR
     rc = st_check_buffer(buf, got, file_size, detail)
     st_free(buf)
     return rc
@@ -959,7 +922,7 @@ cdef int st_check_fd(int fd, uint64_t file_size, uint64_t* detail) noexcept nogi
 def check_safetensors_bytes(data, file_size=None):
     """Checks safetensors bytes (the whole file, or its leading bytes with file_size given).
 
-    Returns ``(code, detail)`` with the codes of ``mlxk._checkcodes``.
+    Returns ``(code, detail)`` with the codes of ``mlxk.core.codes``.
     """
     cdef const unsigned char[::1] view = data
     cdef size_t n = view.shape[0]
@@ -979,17 +942,17 @@ def check_safetensors_file(path):
         raise ValueError("embedded null byte")  # as os.open would; C would cut the path short
     cdef const char* cpath = bpath
     cdef int fd
-    cdef int code = ST_OK
+    cdef int code = MLXK_OK
     cdef uint64_t detail = 0
     cdef st_struct_stat st
     with nogil:
-        fd = st_open(cpath, ST_O_RDONLY | ST_O_CLOEXEC | ST_O_NONBLOCK)
+        fd = st_open_file(ST_AT_FDCWD, cpath)
         if fd < 0:
-            code = ST_IO_ERROR
+            code = MLXK_IO_ERROR
             detail = <uint64_t>st_errno
         else:
             if st_fstat(fd, &st) != 0:
-                code = ST_IO_ERROR
+                code = MLXK_IO_ERROR
                 detail = <uint64_t>st_errno
             else:
                 code = st_check_fd(fd, <uint64_t>st.st_size, &detail)

@@ -1,11 +1,11 @@
-# The cache scan, C level (included by _native.pyx). The pure-Python twin is mlxk/_scan_py.py;
+# The cache scan, C level (included by _native.pyx). The pure-Python twin is mlxk/core/twin/scan.py;
 # both return exactly the same records, in the same order.
 #
 # Design: the repo folder names are sorted in Python, then worker pthreads (the calling thread is
 # one of them) take repos one at a time from a shared atomic counter and scan each completely
 # without the GIL: every system call (openat, getdents64/readdir, fstatat, readlinkat, read, the
 # safetensors header check) and every record lives in C, in per-thread arenas. Once all threads
-# are joined, the calling thread turns the C records into the NamedTuples of mlxk._records, in
+# are joined, the calling thread turns the C records into the NamedTuples of mlxk.core.records, in
 # repo order, and frees everything.
 #
 # Fidelity rules, where C could otherwise differ from the twin's os.* calls on full paths:
@@ -21,10 +21,10 @@
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort
 from libc.string cimport memcmp, memcpy, memset, strlen
-from libc.errno cimport EINTR, EIO, EISDIR, ENAMETOOLONG, ENOENT, ENOMEM, ENOTDIR, errno
-from posix.fcntl cimport AT_FDCWD, AT_SYMLINK_NOFOLLOW, O_CLOEXEC, O_DIRECTORY, O_NONBLOCK, O_RDONLY, openat
+from libc.errno cimport EINTR, EISDIR, ENAMETOOLONG, ENOENT, ENOMEM, ENOTDIR, errno
+from posix.fcntl cimport AT_FDCWD, AT_SYMLINK_NOFOLLOW, O_CLOEXEC, O_DIRECTORY, O_RDONLY, openat
 from posix.stat cimport S_ISDIR, S_ISLNK, S_ISREG, fstat, fstatat, stat, struct_stat
-from posix.unistd cimport close, read, sysconf
+from posix.unistd cimport close, sysconf
 from posix.signal cimport sigfillset
 from posix.types cimport sigset_t
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
@@ -34,22 +34,27 @@ from cpython.long cimport PyLong_FromLongLong, PyLong_FromUnsignedLongLong
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_SET_ITEM
 
+from common cimport (
+    MLXK_DEV_RAW, MLXK_MTIME_NSEC, MLXK_MTIME_SEC, SIG_BLOCK, SIG_SETMASK, mlxk_dev_nonnegative,
+    mlxk_dev_to_py, mlxk_fetch_inc, mlxk_ns_fits, mlxk_read_full, pthread_create, pthread_join,
+    pthread_sigmask, pthread_t,
+)
+from common cimport mlxk_err as sc_err, mlxk_ns_to_py as _sc_ns, mlxk_open_file as sc_open_at
 from scan_posix cimport (
-    MLXK_DEV_RAW, MLXK_MTIME_NSEC, MLXK_MTIME_SEC, PATH_MAX, SIG_BLOCK, SIG_SETMASK,
-    _SC_NPROCESSORS_ONLN, memmem, mlxk_dir, mlxk_dir_end, mlxk_dir_next, mlxk_dir_open, mlxk_fetch_inc,
-    mlxk_le32, mlxk_le64, pthread_create, pthread_join, pthread_sigmask, pthread_t, readlinkat,
+    PATH_MAX, _SC_NPROCESSORS_ONLN, memmem, mlxk_dir, mlxk_dir_end, mlxk_dir_next, mlxk_dir_open,
+    mlxk_le32, mlxk_le64, readlinkat,
 )
 
 import os as _sc_os
 import sys as _sc_sys
 
-from mlxk import _checkcodes as _sc_codes
-from mlxk import _memo_format as _sc_memo_format
-from mlxk import _records as _sc_records
-from mlxk._records import CheckResult as _ScCheckResult
-from mlxk._records import FileEntry as _ScFileEntry
-from mlxk._records import RepoRecord as _ScRepoRecord
-from mlxk._records import SnapshotRecord as _ScSnapshotRecord
+from mlxk.core import codes as _sc_codes
+from mlxk.core import memo_format as _sc_memo_format
+from mlxk.core import records as _sc_records
+from mlxk.core.records import CheckResult as _ScCheckResult
+from mlxk.core.records import FileEntry as _ScFileEntry
+from mlxk.core.records import RepoRecord as _ScRepoRecord
+from mlxk.core.records import SnapshotRecord as _ScSnapshotRecord
 
 
 cdef extern from "Python.h":
@@ -68,23 +73,8 @@ cdef extern from *:
         PyTypeObject *t = (PyTypeObject *)cls;
         return t->tp_alloc(t, n);
     }
-
-    /* st_dev as os.stat() reports it: signed before CPython gh-89928 (3.12.5 / 3.13), then
-       unsigned with NODEV as -1. The raw value is the dev_t sign-extended to 64 bits. */
-    #if PY_VERSION_HEX >= 0x030C0500
-    static PyObject *mlxk_dev_to_py(uint64_t raw) {
-        if (raw == UINT64_MAX) return PyLong_FromLongLong(-1);
-        return PyLong_FromUnsignedLongLong(raw);
-    }
-    static int mlxk_dev_nonnegative(uint64_t raw) { return raw != UINT64_MAX; }
-    #else
-    static PyObject *mlxk_dev_to_py(uint64_t raw) { return PyLong_FromLongLong((long long)raw); }
-    static int mlxk_dev_nonnegative(uint64_t raw) { return (int64_t)raw >= 0; }
-    #endif
     """
     object mlxk_tuple_alloc(object cls, Py_ssize_t n)
-    object mlxk_dev_to_py(uint64_t raw)
-    int mlxk_dev_nonnegative(uint64_t raw) nogil
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,8 +89,6 @@ cdef enum:
     SC_MAX_THREADS = 256
     SC_DIRBUF = 32768            # getdents64 buffer, as glibc's readdir uses
 
-# seconds whose nanosecond count surely fits in a signed 64-bit integer
-cdef int64_t SC_SEC_LIMIT = 9000000000
 cdef size_t SC_README_HEAD = _sc_records.README_HEAD
 cdef int64_t SC_READ_WHOLE_LIMIT = _sc_records.READ_WHOLE_LIMIT
 cdef int SC_MAX_DEPTH = _sc_records.MAX_DEPTH
@@ -458,10 +446,6 @@ cdef inline bint sc_equals(const char* s, size_t n, const char* t, size_t m) noe
 # ---------------------------------------------------------------------------------------------
 # System calls.
 
-cdef inline int sc_err(int e) noexcept nogil:
-    return e if e != 0 else EIO  # `exc.errno or errno.EIO`
-
-
 cdef inline int sc_open_dir(int at_fd, const char* path) noexcept nogil:
     # os.listdir's open: a path relative to at_fd (AT_FDCWD: the twin's own path string)
     cdef int fd
@@ -469,36 +453,6 @@ cdef inline int sc_open_dir(int at_fd, const char* path) noexcept nogil:
         fd = openat(at_fd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if fd >= 0 or errno != EINTR:
             return fd
-
-
-cdef inline int sc_open_at(int dfd, const char* name) noexcept nogil:
-    # O_NONBLOCK: a FIFO planted where a file belongs must not hang the scan (no effect on files)
-    cdef int fd
-    while True:
-        fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
-        if fd >= 0 or errno != EINTR:
-            return fd
-
-
-cdef int sc_read_full(int fd, unsigned char* buf, size_t want, bint regular, size_t* got) noexcept nogil:
-    # BufferedReader.read(want): read() until `want` bytes or end of file; 0 or an errno. On a
-    # regular file a short read is the end of the file, so the read that would return 0 is saved.
-    cdef size_t total = 0
-    cdef ssize_t r
-    while total < want:
-        r = read(fd, buf + total, want - total)
-        if r < 0:
-            if errno == EINTR:
-                continue
-            got[0] = total
-            return sc_err(errno)
-        if r == 0:
-            break
-        total += <size_t>r
-        if regular and total < want:
-            break
-    got[0] = total
-    return 0
 
 
 cdef inline size_t sc_join(ScCtx* c, size_t dir_len, const char* name, size_t name_len) noexcept nogil:
@@ -651,7 +605,7 @@ cdef bint sc_memo_find(const ScMemo* m, ScFile* f, uint32_t kind) noexcept nogil
     cdef bint found = False
     if m.n == 0 or not mlxk_dev_nonnegative(f.dev) or f.size < 0:
         return False
-    if not (-SC_SEC_LIMIT < f.mt_sec < SC_SEC_LIMIT):
+    if not mlxk_ns_fits(f.mt_sec):
         return False  # not a signed 64-bit nanosecond count: no record can hold it
     mtime = f.mt_sec * 1000000000 + f.mt_nsec
     while lo < hi:
@@ -710,7 +664,7 @@ cdef void sc_check_weights(ScCtx* c, int dfd, const char* name, const struct_sta
     if S_ISDIR(st.st_mode):
         e = EISDIR  # what open() raises after its fstat
     else:
-        e = sc_read_full(fd, c.head, SC_LFS_LEN, S_ISREG(st.st_mode), &got)
+        e = mlxk_read_full(fd, c.head, SC_LFS_LEN, -1, S_ISREG(st.st_mode), &got)
     close(fd)
     if e:
         f.check = SC_IO_ERROR
@@ -765,7 +719,7 @@ cdef void sc_read_small(ScCtx* c, int dfd, const char* name, size_t n, const str
         if tokenizer:
             sc_release(&c.scratch, m)
         return
-    e = sc_read_full(fd, buf, limit, S_ISREG(st.st_mode), &got)
+    e = mlxk_read_full(fd, buf, limit, -1, S_ISREG(st.st_mode), &got)
     close(fd)
     if e:
         f.check = SC_IO_ERROR
@@ -957,7 +911,7 @@ cdef ScRef* sc_read_ref(ScCtx* c, int dfd, const char* name, const char* rel, si
         else:
             regular = S_ISREG(st.st_mode)
     if e == 0:
-        e = sc_read_full(fd, c.head, SC_REF_HEAD, regular, &got)
+        e = mlxk_read_full(fd, c.head, SC_REF_HEAD, -1, regular, &got)
     close(fd)
     if e:
         return NULL
@@ -1162,12 +1116,6 @@ cdef inline void _sc_put(object t, Py_ssize_t i, object v):
 
 cdef inline object _sc_str(const char* s, int64_t n):
     return PyUnicode_DecodeFSDefaultAndSize(s, <Py_ssize_t>n)
-
-
-cdef inline object _sc_ns(int64_t sec, int64_t nsec):
-    if -SC_SEC_LIMIT < sec < SC_SEC_LIMIT:
-        return PyLong_FromLongLong(sec * 1000000000 + nsec)
-    return PyLong_FromLongLong(sec) * 1000000000 + nsec
 
 
 cdef object _sc_files(ScSnap* snap, list fresh):
@@ -1419,9 +1367,9 @@ cdef object _sc_scan(str root, list names, const unsigned char* memo, size_t mem
 def scan_cache(root, repos=None, memo=b"", threads=0):
     """Scan ``repos`` (folder names) under ``root``, or every ``models--*`` folder there.
 
-    Returns ``(records, fresh)`` exactly like ``mlxk._scan_py.scan_cache``: a ``RepoRecord`` per
+    Returns ``(records, fresh)`` exactly like ``mlxk.core.twin.scan.scan_cache``: a ``RepoRecord`` per
     repo, sorted by folder name, and the ``CheckResult`` of every weight file the ``memo`` (see
-    ``mlxk._memo_format``) could not answer. ``threads``: scan threads, 0 for one per CPU.
+    ``mlxk.core.memo_format``) could not answer. ``threads``: scan threads, 0 for one per CPU.
     """
     cdef Py_buffer view
     root = _sc_os.fspath(root)
@@ -1430,7 +1378,7 @@ def scan_cache(root, repos=None, memo=b"", threads=0):
     names = sorted(repos) if repos is not None else _sc_model_dirs(root)
     if _sc_sys.getfilesystemencoding() != "utf-8" or _sc_sys.getfilesystemencodeerrors() != "surrogateescape":
         # names sort as the twin's str only under utf-8 + surrogateescape: let the twin do it
-        from mlxk import _scan_py
+        from mlxk.core.twin import scan as _scan_py
         return _scan_py.scan_cache(root, names, memo, threads)
     PyObject_GetBuffer(memo, &view, PyBUF_SIMPLE)
     try:

@@ -1,9 +1,8 @@
-# C declarations for the cache scan (_native/scan.pxi) that Cython does not ship:
-# *at() calls, pthreads, and small portable helpers written in C (directory streams, mtimes).
+# C declarations for the cache scan (_native/scan.pxi) that Cython does not ship: *at() calls and
+# small portable helpers written in C (directory streams, little-endian loads). What it shares with
+# the safetensors check and the hashing (reads, mtimes, st_dev, pthreads) is in common.pxd.
 
-from libc.stdint cimport int64_t, uint32_t, uint64_t
-from posix.stat cimport struct_stat
-from posix.types cimport sigset_t
+from libc.stdint cimport uint32_t, uint64_t
 
 
 cdef extern from "<unistd.h>" nogil:
@@ -19,41 +18,10 @@ cdef extern from "<string.h>" nogil:
     void* memmem(const void* haystack, size_t haystacklen, const void* needle, size_t needlelen)
 
 
-cdef extern from "<pthread.h>" nogil:
-    ctypedef struct pthread_t:
-        pass
-
-    ctypedef struct pthread_attr_t:
-        pass
-
-    int pthread_create(pthread_t* thread, const pthread_attr_t* attr,
-                       void* (*start)(void*) noexcept nogil, void* arg)
-    int pthread_join(pthread_t thread, void** retval)
-
-
-cdef extern from "<signal.h>" nogil:
-    int pthread_sigmask(int how, const sigset_t* newmask, sigset_t* oldmask)
-    enum: SIG_BLOCK
-    enum: SIG_SETMASK
-
-
 cdef extern from *:
     """
     #include <errno.h>
     #include <stdint.h>
-    #include <sys/stat.h>
-
-    /* Nanosecond mtimes: st_mtim (POSIX.1-2008, Linux) or st_mtimespec (macOS). */
-    #if defined(__APPLE__)
-    #  define MLXK_MTIME_SEC(p)  ((int64_t)(p)->st_mtimespec.tv_sec)
-    #  define MLXK_MTIME_NSEC(p) ((int64_t)(p)->st_mtimespec.tv_nsec)
-    #else
-    #  define MLXK_MTIME_SEC(p)  ((int64_t)(p)->st_mtim.tv_sec)
-    #  define MLXK_MTIME_NSEC(p) ((int64_t)(p)->st_mtim.tv_nsec)
-    #endif
-
-    /* st_dev as the 64 bits Python sees (a signed 32-bit dev_t on macOS sign-extends). */
-    #define MLXK_DEV_RAW(p) ((uint64_t)(int64_t)(p)->st_dev)
 
     /* Directory streams without the fstat/fcntl calls of fdopendir(): getdents64 on Linux
        (skipping d_ino == 0 and taking ENOENT as the end, as glibc's readdir does), readdir on a
@@ -116,11 +84,6 @@ cdef extern from *:
     static inline void mlxk_dir_end(mlxk_dir *d) { closedir(d->dir); }
     #endif
 
-    /* The next repo index for a scan thread. */
-    static inline size_t mlxk_fetch_inc(size_t *counter) {
-        return __atomic_fetch_add(counter, (size_t)1, __ATOMIC_RELAXED);
-    }
-
     /* Little-endian loads (memo records), whatever the host order. */
     static inline uint64_t mlxk_le64(const unsigned char *p) {
         return (uint64_t)p[0] | ((uint64_t)p[1] << 8) | ((uint64_t)p[2] << 16) | ((uint64_t)p[3] << 24)
@@ -130,14 +93,10 @@ cdef extern from *:
         return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
     }
     """
-    int64_t MLXK_MTIME_SEC(const struct_stat* st) nogil
-    int64_t MLXK_MTIME_NSEC(const struct_stat* st) nogil
-    uint64_t MLXK_DEV_RAW(const struct_stat* st) nogil
     ctypedef struct mlxk_dir:
         int fd
     int mlxk_dir_open(mlxk_dir* d, int fd, char* buf, size_t cap) nogil
     const char* mlxk_dir_next(mlxk_dir* d, int* err) nogil
     void mlxk_dir_end(mlxk_dir* d) nogil
-    size_t mlxk_fetch_inc(size_t* counter) nogil
     uint64_t mlxk_le64(const unsigned char* p) nogil
     uint32_t mlxk_le32(const unsigned char* p) nogil

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlxk._safetensors_py import DTYPE_BITS
+from mlxk.core.twin.safetensors import DTYPE_BITS
 
 OLD_MTIME = 1_700_000_000  # a fixed past time: outside the memo's racy window, stable in tests
 

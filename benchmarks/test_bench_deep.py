@@ -23,8 +23,8 @@ import pytest
 
 from benchmarks import cachegen as gen
 from benchmarks.conftest import QUICK, ROUNDS, Medians
-from mlxk._hash_py import default_jobs
 from mlxk.cache.scan import CacheLocation
+from mlxk.core.twin.hashing import default_jobs
 from mlxk.ops.deep import DeepOptions
 from mlxk.ops.health import check_health
 

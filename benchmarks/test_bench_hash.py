@@ -21,16 +21,15 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from benchmarks.conftest import QUICK, ROUNDS, Medians
-from mlxk import _hash_py
-from mlxk._accel import implementation
-from mlxk._hash_py import ALGO_SHA256, CHUNK, default_jobs
+from mlxk.core import Core, implementation
+from mlxk.core.codes import ALGO_SHA256, HASH_CHUNK
+from mlxk.core.twin.hashing import default_jobs
 
-NATIVE: ModuleType | None
+NATIVE: Core | None
 try:
     NATIVE = implementation(native=True)
 except ImportError:
@@ -79,7 +78,7 @@ def _hash_file(path: str, buffer: bytearray) -> str:
 
 
 def hashlib_one_core(paths: list[str]) -> list[str]:
-    buffer = bytearray(CHUNK)
+    buffer = bytearray(HASH_CHUNK)
     return [_hash_file(p, buffer) for p in paths]
 
 
@@ -90,7 +89,7 @@ def hashlib_all_cores(paths: list[str]) -> list[str]:
     taken = itertools.count()
 
     def work() -> None:
-        buffer = bytearray(CHUNK)
+        buffer = bytearray(HASH_CHUNK)
         while (k := next(taken)) < len(order):
             digests[order[k]] = _hash_file(paths[order[k]], buffer)
 
@@ -102,19 +101,19 @@ def hashlib_all_cores(paths: list[str]) -> list[str]:
     return digests
 
 
-def hash_job(module: ModuleType, paths: list[str]) -> list[str]:
+def hash_job(module: Core, paths: list[str]) -> list[str | None]:
     results = module.HashJob(paths, [ALGO_SHA256] * len(paths)).run()
     assert all(r[0] == 0 for r in results)
     return [r[1] for r in results]
 
 
 def after_limit_round(
-    key: str, module: ModuleType, paths: list[str], medians: Medians
-) -> Callable[[], tuple[tuple[ModuleType, list[str]], dict[str, object]]]:
+    key: str, module: Core, paths: list[str], medians: Medians
+) -> Callable[[], tuple[tuple[Core, list[str]], dict[str, object]]]:
     """A pedantic setup: one timed round of the all-core limit before each round of ``key``."""
     times: list[float] = []
 
-    def setup() -> tuple[tuple[ModuleType, list[str]], dict[str, object]]:
+    def setup() -> tuple[tuple[Core, list[str]], dict[str, object]]:
         start = time.perf_counter()
         hashlib_all_cores(paths)
         times.append(time.perf_counter() - start)
@@ -142,7 +141,9 @@ def test_hashlib_all_cores(benchmark, files: list[str], medians: Medians) -> Non
 def test_native_hash_job(benchmark, files: list[str], medians: Medians) -> None:
     if NATIVE is None:
         pytest.skip("native core not built")
-    if not NATIVE.native_hashing_available():
+    from mlxk.core import _native
+
+    if not _native.native_hashing_available():
         pytest.skip("the native core has no libcrypto here (it runs the twin)")
     setup = after_limit_round("native", NATIVE, files, medians)
     digests = benchmark.pedantic(hash_job, setup=setup, rounds=HASH_ROUNDS, iterations=1)
@@ -151,7 +152,7 @@ def test_native_hash_job(benchmark, files: list[str], medians: Medians) -> None:
 
 
 def test_twin_hash_job(benchmark, files: list[str], medians: Medians) -> None:
-    setup = after_limit_round("twin", _hash_py, files, medians)
+    setup = after_limit_round("twin", implementation(native=False), files, medians)
     digests = benchmark.pedantic(hash_job, setup=setup, rounds=HASH_ROUNDS, iterations=1)
     assert digests[-3:] == hashlib_one_core(files[-3:])
     medians.record("twin", benchmark)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.conftest import QUICK, ROUNDS, SIZES, Medians, cache_of
-from mlxk._accel import implementation
+from mlxk.core import implementation
 
 try:
     implementation(native=True)

@@ -1,4 +1,8 @@
-"""Versions, importable without loading anything else (``mlxk --version`` must start fast)."""
+"""Versions, importable without loading anything else (``mlxk --version`` must start fast).
+
+The build reads ``__version__`` from this file (pyproject.toml: ``dynamic = ["version"]``), so the
+package metadata and ``mlxk --version`` cannot disagree.
+"""
 
 __version__ = "2.0.0.dev1"
 JSON_API_SPEC_VERSION = "0.2.3"

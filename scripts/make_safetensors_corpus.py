@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from mlxk import _checkcodes as cc  # noqa: E402
+from mlxk.core import codes as cc  # noqa: E402
 from tests import safetensors_cases as sc  # noqa: E402
 
 DEFAULT_OUT = ROOT / "tests" / "data" / "safetensors"

@@ -13,18 +13,18 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import orjson
 import pytest
 
-from mlxk import _accel
+import mlxk.core
+from mlxk.core import Core
 
 
-def native_module() -> ModuleType | None:
+def native_module() -> Core | None:
     try:
-        return _accel.implementation(native=True)
+        return mlxk.core.implementation(native=True)
     except ImportError:
         if os.environ.get("MLXK_REQUIRE_NATIVE") == "1":
             raise
@@ -38,12 +38,12 @@ def core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
         module = native_module()
         if module is None:
             pytest.skip("the native core is not built")
-        monkeypatch.setattr(_accel, "impl", module)
+        monkeypatch.setattr(mlxk.core, "impl", module)
         monkeypatch.delenv("MLXK_NO_EXTENSIONS", raising=False)
     else:
-        from mlxk import _twin
+        from mlxk.core import twin
 
-        monkeypatch.setattr(_accel, "impl", _twin)
+        monkeypatch.setattr(mlxk.core, "impl", twin)
         monkeypatch.setenv("MLXK_NO_EXTENSIONS", "1")
     return str(request.param)
 

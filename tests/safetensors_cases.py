@@ -11,7 +11,7 @@ import random
 import struct
 from dataclasses import dataclass
 
-from mlxk import _checkcodes as cc
+from mlxk.core import codes as cc
 
 # Written out again on purpose: the tests' own list of the 22 dtypes is the oracle, so dropping
 # one from the checker's table fails a test instead of silently agreeing with it.

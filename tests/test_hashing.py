@@ -24,12 +24,12 @@ from typing import Any
 
 import pytest
 
-from mlxk import _accel
-from mlxk._hash_py import ALGO_GIT_SHA1, ALGO_SHA256, CHUNK
+import mlxk.core
+from mlxk.core.codes import ALGO_GIT_SHA1, ALGO_SHA256, HASH_CHUNK
 from tests.conftest import native_module
 
 ALGOS = [ALGO_SHA256, ALGO_GIT_SHA1]
-SIZES = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + CHUNK // 2 + 123]
+SIZES = [0, 1, HASH_CHUNK - 1, HASH_CHUNK, HASH_CHUNK + 1, 3 * HASH_CHUNK + HASH_CHUNK // 2 + 123]
 BIG_FILES = 8
 BIG_SIZE = 25 << 20  # 8 x 25 MiB: 200 MiB in page cache
 Result = tuple[int, str | None, int, int, int, int]
@@ -37,7 +37,7 @@ Result = tuple[int, str | None, int, int, int, int]
 
 def job(paths: list[str], algos: list[int], jobs: int = 0) -> Any:
     """A HashJob of the implementation the ``core`` fixture selected."""
-    return _accel.impl.HashJob(paths, algos, jobs)
+    return mlxk.core.impl.HashJob(paths, algos, jobs)
 
 
 def expected_digest(data: bytes, algo: int) -> str:
@@ -159,7 +159,7 @@ def test_results_in_input_order(core: str, tmp_path: Path, jobs: int) -> None:
             algos.append(ALGO_SHA256)
             want.append((errno.ENOENT, None))
             continue
-        data = rng.randbytes(rng.choice([0, 10, 5000, CHUNK + rng.randrange(CHUNK)]))
+        data = rng.randbytes(rng.choice([0, 10, 5000, HASH_CHUNK + rng.randrange(HASH_CHUNK)]))
         path.write_bytes(data)
         algo = ALGOS[k % 2]
         paths.append(str(path))
@@ -276,7 +276,7 @@ def test_cancel_from_another_thread(
 
     def cancel_after_first_file() -> None:
         deadline = time.monotonic() + 10
-        while hash_job.bytes_done <= BIG_SIZE + CHUNK and time.monotonic() < deadline:
+        while hash_job.bytes_done <= BIG_SIZE + HASH_CHUNK and time.monotonic() < deadline:
             time.sleep(0.0002)
         cancelled_at.append(time.monotonic())
         hash_job.cancel()
@@ -378,7 +378,7 @@ def test_native_falls_back_to_the_twin(sized: dict[int, tuple[str, bytes]], libr
     path, data = sized[SIZES[-1]]
     code = (
         "import errno, sys\n"
-        "from mlxk import _native\n"
+        "from mlxk.core import _native\n"
         "assert not _native.native_hashing_available() and _native.native_hashing_library() is None\n"
         "job = _native.HashJob([sys.argv[1], sys.argv[1] + '.missing'], [1, 2], 2)\n"
         "print(job.run())\n"

@@ -14,14 +14,20 @@ from tests.cachefix import healthy_model
 
 HEAVY = ("mlx", "mlx_lm", "transformers", "huggingface_hub", "granian", "numpy")
 PACKAGE = Path(__file__).parents[1] / "mlxk"
+LAYERS = ("core", "errors", "cache", "hub", "runner", "ops", "output", "cli", "server")
 # layer -> layers it must not import from (dependencies point one way)
 FORBIDDEN = {
+    "core": tuple(layer for layer in LAYERS if layer != "core"),
+    "errors": tuple(layer for layer in LAYERS if layer not in ("core", "errors")),
     "cache": ("ops", "cli", "output", "server", "runner", "hub"),
     "hub": ("ops", "cli", "output", "server", "runner"),
     "runner": ("ops", "cli", "output", "server", "hub"),
-    "ops": ("cli", "output"),
-    "output": ("cli",),
+    "ops": ("cli", "output", "server"),
+    "output": ("cli", "server"),
+    "server": ("cli", "output", "hub"),
 }
+# mlxk/core/'s implementations: only the selector (mlxk.core.impl) reaches them from outside
+CORE_PRIVATE = ("twin", "_native", "libcrypto")
 
 
 @pytest.mark.parametrize(
@@ -47,15 +53,49 @@ def test_version_does_not_load_cleo() -> None:
     assert proc.stdout.strip().splitlines()[-1] == "False"
 
 
+def layer_files(layer: str) -> list[Path]:
+    """The modules of a layer: a package folder (with its subpackages) or a single module."""
+    folder = PACKAGE / layer
+    return sorted(folder.rglob("*.py")) if folder.is_dir() else [PACKAGE / f"{layer}.py"]
+
+
+def mlxk_imports(path: Path) -> list[str]:
+    """Every ``mlxk.*`` name a file imports, at the top or inside functions, in any form:
+    ``import mlxk.a.b``, ``from mlxk.a import b`` (as ``mlxk.a.b``), ``from mlxk import a``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names if alias.name.startswith("mlxk.")]
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and (node.module or "").split(".")[0] == "mlxk"
+        ):
+            found += [f"{node.module}.{alias.name}" for alias in node.names]
+    return found
+
+
 def test_layers_import_one_way() -> None:
     offenders = []
     for layer, forbidden in FORBIDDEN.items():
-        for path in (PACKAGE / layer).glob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mlxk."):
-                    target = node.module.split(".")[1]
-                    if target in forbidden:
-                        offenders.append(f"{path.relative_to(PACKAGE)} imports {node.module}")
+        files = layer_files(layer)
+        assert files and all(path.is_file() for path in files), layer
+        for path in files:
+            for module in mlxk_imports(path):
+                if module.split(".")[1] in forbidden:
+                    offenders.append(f"{path.relative_to(PACKAGE)} imports {module}")
+    assert offenders == []
+
+
+def test_only_core_reaches_the_twin_and_the_compiled_module() -> None:
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.is_relative_to(PACKAGE / "core"):
+            continue
+        for module in mlxk_imports(path):
+            parts = module.split(".")
+            if parts[:2] == ["mlxk", "core"] and len(parts) > 2 and parts[2] in CORE_PRIVATE:
+                offenders.append(f"{path.relative_to(PACKAGE)} imports {module}")
     assert offenders == []
 
 

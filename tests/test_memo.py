@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from mlxk import _accel
-from mlxk._memo_format import RECORD
-from mlxk._records import CheckResult
+import mlxk.core
 from mlxk.cache import memo
 from mlxk.cache.root import mlxk_cache_dir
 from mlxk.cache.scan import CacheLocation, scan_records
+from mlxk.core.memo_format import RECORD
+from mlxk.core.records import CheckResult
 from tests.cachefix import healthy_model, truncate_blob
 
 pytestmark = pytest.mark.usefixtures("core")
@@ -22,7 +22,7 @@ def fresh_checks(hub: Path, use_memo: bool = True) -> int:
     location = CacheLocation(str(hub), mlxk_cache_dir() if use_memo else None)
     path = memo.memo_path(mlxk_cache_dir(), str(hub))
     body = memo.load_memo(path) if use_memo else b""
-    _, fresh = _accel.impl.scan_cache(str(hub), None, body, 0)
+    _, fresh = mlxk.core.impl.scan_cache(str(hub), None, body, 0)
     scan_records(location)  # the real path: scan + merge + save
     return len(fresh)
 

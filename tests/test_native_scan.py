@@ -1,4 +1,4 @@
-"""Parity of the native cache scan (``mlxk._native.scan_cache``) with its twin (``mlxk._scan_py``).
+"""Parity of the native cache scan (``mlxk.core._native.scan_cache``) with its twin (``mlxk.core.twin.scan``).
 
 Every test builds a hub folder with the real HuggingFace layout (content-addressed blobs, relative
 snapshot symlinks, refs) plus the odd things a real cache collects, and asserts that the compiled
@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 
-from mlxk import _scan_py
-from mlxk._memo_format import RECORD, MemoRecord, pack_records
-from mlxk._records import MAX_DEPTH, CheckResult, FileEntry, RepoRecord, SnapshotRecord
+from mlxk.core.memo_format import RECORD, MemoRecord, pack_records
+from mlxk.core.records import MAX_DEPTH, CheckResult, FileEntry, RepoRecord, SnapshotRecord
+from mlxk.core.twin import scan as scan_twin
 
 Scan = Callable[..., tuple[list[RepoRecord], list[CheckResult]]]
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -37,7 +37,7 @@ IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 @pytest.fixture
 def native() -> Scan:
     try:
-        module = importlib.import_module("mlxk._native")
+        module = importlib.import_module("mlxk.core._native")
     except ImportError:
         if os.environ.get("MLXK_REQUIRE_NATIVE") == "1":
             raise
@@ -45,7 +45,7 @@ def native() -> Scan:
     return module.scan_cache  # type: ignore[no-any-return]
 
 
-twin: Scan = _scan_py.scan_cache
+twin: Scan = scan_twin.scan_cache
 
 
 # --- building caches --------------------------------------------------------------------------
@@ -430,7 +430,7 @@ def _scan_both_as(uid: int, hub: Path) -> tuple[Any, Any]:
             os.setgroups([])
             os.setgid(uid)
             os.setuid(uid)
-            scan = importlib.import_module("mlxk._native").scan_cache
+            scan = importlib.import_module("mlxk.core._native").scan_cache
             results = (scan(str(hub)), twin(str(hub)), scan(str(hub), threads=1))
             payload = pickle.dumps(("ok", results))
         except BaseException:  # anything goes back to the parent

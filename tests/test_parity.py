@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+import mlxk.core
 from benchmarks import cachegen as gen
-from mlxk import _accel
-from mlxk._accel import implementation
 from mlxk.cache.scan import CacheLocation
+from mlxk.core import implementation
 from mlxk.ops.list import list_models
 from mlxk.output.contract import list_data
 from tests.cachefix import healthy_model, replace_blob, truncate_blob
@@ -80,7 +80,7 @@ def test_list_output_matches(hub: Path, monkeypatch: pytest.MonkeyPatch) -> None
     build_zoo(hub)
     outputs = []
     for module in (native, implementation(False)):
-        monkeypatch.setattr(_accel, "impl", module)
+        monkeypatch.setattr(mlxk.core, "impl", module)
         outputs.append(list_data(list_models(CacheLocation(str(hub), None))))
     assert outputs[0] == outputs[1]
     assert outputs[0]["count"] == 20
@@ -88,7 +88,7 @@ def test_list_output_matches(hub: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
 FIFO_SCAN = """
 import sys
-from mlxk._accel import implementation
+from mlxk.core import implementation
 native = implementation(True).scan_cache(sys.argv[1], None, b"", 0)
 twin = implementation(False).scan_cache(sys.argv[1], None, b"", 0)
 assert native == twin, (native, twin)

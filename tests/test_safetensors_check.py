@@ -7,14 +7,13 @@ import os
 import random
 import struct
 from concurrent.futures import ThreadPoolExecutor
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-from mlxk import _checkcodes as cc
-from mlxk import _safetensors_py as py
-from mlxk._accel import implementation
+from mlxk.core import Core, implementation
+from mlxk.core import codes as cc
+from mlxk.core.twin import safetensors as py
 
 try:  # tests/ as a package, or (pytest's default rootdir-less mode) as a sys.path entry
     from tests import safetensors_cases as sc
@@ -25,24 +24,26 @@ CASES = sc.all_cases()
 MALFORMED = sc.malformed_cases()
 
 
-def _native_or_skip() -> ModuleType:
+def _native_or_skip() -> Core:
     try:
         return implementation(native=True)
     except ImportError as exc:
         if os.environ.get("MLXK_REQUIRE_NATIVE") == "1":
-            pytest.fail(f"mlxk._native is required (MLXK_REQUIRE_NATIVE=1) but cannot be imported: {exc}")
-        pytest.skip(f"mlxk._native is not built: {exc}")
+            pytest.fail(
+                f"mlxk.core._native is required (MLXK_REQUIRE_NATIVE=1) but cannot be imported: {exc}"
+            )
+        pytest.skip(f"mlxk.core._native is not built: {exc}")
 
 
 @pytest.fixture(params=["native", "python"])
-def impl(request: pytest.FixtureRequest) -> ModuleType:
+def impl(request: pytest.FixtureRequest) -> Core:
     if request.param == "native":
         return _native_or_skip()
     return implementation(native=False)
 
 
 @pytest.fixture
-def native() -> ModuleType:
+def native() -> Core:
     return _native_or_skip()
 
 
@@ -61,7 +62,7 @@ def _mutations(seed: int, count: int) -> list[bytes]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_case(impl: ModuleType, case: sc.Case) -> None:
+def test_case(impl: Core, case: sc.Case) -> None:
     code, detail = impl.check_safetensors_bytes(case.data)
     assert code == case.code, cc.describe(code, detail, len(case.data))
     if case.detail is not None:
@@ -69,17 +70,17 @@ def test_case(impl: ModuleType, case: sc.Case) -> None:
     assert type(code) is int and type(detail) is int
 
 
-def test_results_are_plain_ints(impl: ModuleType) -> None:
+def test_results_are_plain_ints(impl: Core) -> None:
     assert impl.check_safetensors_bytes(b"") == (cc.EMPTY, 0)
 
 
-def test_bytes_like_inputs(impl: ModuleType) -> None:
+def test_bytes_like_inputs(impl: Core) -> None:
     data = sc.accepted_cases()[0].data
     assert impl.check_safetensors_bytes(bytearray(data)) == (cc.OK, 0)
     assert impl.check_safetensors_bytes(memoryview(data)) == (cc.OK, 0)
 
 
-def test_header_prefix_with_file_size(impl: ModuleType) -> None:
+def test_header_prefix_with_file_size(impl: Core) -> None:
     # the caller may pass only the leading bytes together with the real file size
     header = '{"t":' + sc.ent("F32", (1,), (0, 4)) + "}"
     whole = sc.st_file(header, b"\0" * 4)
@@ -95,19 +96,19 @@ def test_header_prefix_with_file_size(impl: ModuleType) -> None:
     assert impl.check_safetensors_bytes(whole + b"junk", len(whole)) == (cc.OK, 0)
 
 
-def test_lfs_prefix_needs_the_bytes(impl: ModuleType) -> None:
+def test_lfs_prefix_needs_the_bytes(impl: Core) -> None:
     assert impl.check_safetensors_bytes(sc.LFS_TEXT[:23]) == (cc.LFS_POINTER, 0)
     assert impl.check_safetensors_bytes(sc.LFS_TEXT[:22])[0] == cc.HEADER_LENGTH
     assert impl.check_safetensors_bytes(sc.LFS_TEXT, 10_000) == (cc.LFS_POINTER, 0)
 
 
 @pytest.mark.parametrize("size", [-1, 2**64])
-def test_file_size_out_of_range(impl: ModuleType, size: int) -> None:
+def test_file_size_out_of_range(impl: Core, size: int) -> None:
     with pytest.raises(OverflowError):
         impl.check_safetensors_bytes(b"12345678", size)
 
 
-def test_header_larger_than_first_read(impl: ModuleType, tmp_path) -> None:
+def test_header_larger_than_first_read(impl: Core, tmp_path) -> None:
     names = ",".join(f'"{"n" * 200}{k}":' + sc.ent("U8", (1,), (k, k + 1)) for k in range(400))
     header = "{" + names + "}"
     assert len(header) > 65536
@@ -132,7 +133,7 @@ def _utf8_probes() -> list[bytes]:
     return probes
 
 
-def test_utf8_validation_parity(native: ModuleType) -> None:
+def test_utf8_validation_parity(native: Core) -> None:
     for probe in _utf8_probes():
         header = b'{"__metadata__":{"k":"ab' + probe + b'"}}'
         data = sc.st_file(header)
@@ -185,7 +186,7 @@ def test_fast_path_refuses_what_json_lets_through() -> None:
 # --- native and Python agree on random inputs --------------------------------------------------
 
 
-def test_parity_random_mutations(native: ModuleType) -> None:
+def test_parity_random_mutations(native: Core) -> None:
     rng = random.Random(20240601)
     valid = 0
     for _ in range(150):
@@ -201,7 +202,7 @@ def test_parity_random_mutations(native: ModuleType) -> None:
     assert valid == 150
 
 
-def test_parity_random_layouts(native: ModuleType) -> None:
+def test_parity_random_layouts(native: Core) -> None:
     # well-formed JSON with random offsets and repeated names: LAYOUT, DUPLICATE_KEY, extent
     rng = random.Random(99)
     seen = set()
@@ -214,7 +215,7 @@ def test_parity_random_layouts(native: ModuleType) -> None:
     assert {cc.OK, cc.LAYOUT, cc.DUPLICATE_KEY, cc.TRUNCATED, cc.TRAILING_BYTES} <= seen
 
 
-def test_parity_all_cases_with_short_file_sizes(native: ModuleType) -> None:
+def test_parity_all_cases_with_short_file_sizes(native: Core) -> None:
     # also exercise file_size != len(data) paths
     for case in CASES[::3]:
         for size in (len(case.data) - 1, len(case.data) + 7):
@@ -224,7 +225,7 @@ def test_parity_all_cases_with_short_file_sizes(native: ModuleType) -> None:
                 ), case.name
 
 
-def test_native_from_threads(native: ModuleType) -> None:
+def test_native_from_threads(native: Core) -> None:
     # the wrappers release the GIL: concurrent checks must not disturb one another
     datas = [c.data for c in CASES] * 4
     expected = [native.check_safetensors_bytes(d) for d in datas]
@@ -282,7 +283,7 @@ def test_differential_random_mutations() -> None:
             assert code in (cc.OK, cc.DUPLICATE_KEY, cc.BAD_ENTRY), data
 
 
-def test_files_written_by_safetensors(impl: ModuleType, tmp_path) -> None:
+def test_files_written_by_safetensors(impl: Core, tmp_path) -> None:
     np = pytest.importorskip("numpy")
     _safetensors()
     from safetensors.numpy import save, save_file
@@ -321,7 +322,7 @@ def test_files_written_by_safetensors(impl: ModuleType, tmp_path) -> None:
 # --- files on disk -------------------------------------------------------------------------
 
 
-def test_file_results(impl: ModuleType, tmp_path) -> None:
+def test_file_results(impl: Core, tmp_path) -> None:
     header = '{"t":' + sc.ent("F32", (1,), (0, 4)) + "}"
     path = tmp_path / "a.safetensors"
     path.write_bytes(sc.st_file(header, b"\0" * 4))
@@ -342,7 +343,7 @@ def test_file_results(impl: ModuleType, tmp_path) -> None:
         assert impl.check_safetensors_file(str(path)) == impl.check_safetensors_bytes(case.data), case.name
 
 
-def test_sparse_large_file(impl: ModuleType, tmp_path) -> None:
+def test_sparse_large_file(impl: Core, tmp_path) -> None:
     nbytes = 6 * 2**30  # 6 GiB of (sparse) tensor data: only the header is ever read
     header = '{"__metadata__":{"format":"pt"},"w":' + sc.ent("BF16", (3 * 2**30,), (0, nbytes)) + "}"
     path = tmp_path / "sparse.safetensors"
@@ -355,7 +356,7 @@ def test_sparse_large_file(impl: ModuleType, tmp_path) -> None:
     assert impl.check_safetensors_file(str(path)) == (cc.TRUNCATED, 8 + len(header) + nbytes)
 
 
-def test_file_errors(impl: ModuleType, tmp_path) -> None:
+def test_file_errors(impl: Core, tmp_path) -> None:
     assert impl.check_safetensors_file(str(tmp_path / "missing.safetensors")) == (cc.IO_ERROR, errno.ENOENT)
     code, detail = impl.check_safetensors_file(str(tmp_path))  # a directory
     if os.stat(tmp_path).st_size > 0:

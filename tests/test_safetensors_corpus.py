@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from mlxk import _accel
-from mlxk import _checkcodes as cc
+import mlxk.core
+from mlxk.core import codes as cc
 
 try:  # tests/ as a package, or (pytest's default rootdir-less mode) as a sys.path entry
     from tests.test_safetensors_check import STRICTER
@@ -87,11 +87,11 @@ def test_check_mode_finds_drift(tmp_path: Path, capsys: pytest.CaptureFixture[st
 def test_corpus_file(core: str, name: str) -> None:
     exp = EXPECTED[name]
     path = CORPUS / name
-    result = _accel.impl.check_safetensors_file(str(path))
+    result = mlxk.core.impl.check_safetensors_file(str(path))
     assert result[0] == exp["code"], cc.describe(result[0], result[1], path.stat().st_size)
     if exp["detail"] is not None:
         assert result[1] == exp["detail"]
-    assert _accel.impl.check_safetensors_bytes(path.read_bytes()) == result
+    assert mlxk.core.impl.check_safetensors_bytes(path.read_bytes()) == result
 
 
 # --- (c) the safetensors package agrees, except where we are stricter on purpose ----------------

@@ -21,16 +21,15 @@ import struct
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlxk import _checkcodes as cc
-from mlxk import _safetensors_py as py
-from mlxk._accel import implementation
+from mlxk.core import Core, implementation
+from mlxk.core import codes as cc
+from mlxk.core.twin import safetensors as py
 
 try:  # tests/ as a package, or (pytest's default rootdir-less mode) as a sys.path entry
     from tests import safetensors_cases as sc
@@ -41,17 +40,19 @@ U64_MAX = 2**64 - 1
 Model = dict[str, tuple[str, list[int], bytes]]  # tensor name -> dtype, shape, data
 
 
-def _native_or_none() -> ModuleType | None:
+def _native_or_none() -> Core | None:
     try:
         return implementation(native=True)
     except ImportError as exc:
         if os.environ.get("MLXK_REQUIRE_NATIVE") == "1":
-            pytest.fail(f"mlxk._native is required (MLXK_REQUIRE_NATIVE=1) but cannot be imported: {exc}")
+            pytest.fail(
+                f"mlxk.core._native is required (MLXK_REQUIRE_NATIVE=1) but cannot be imported: {exc}"
+            )
         return None
 
 
 @pytest.fixture(scope="module")
-def cores() -> list[ModuleType]:
+def cores() -> list[Core]:
     """The twin, and the native core when it is built (the properties then compare the two)."""
     native = _native_or_none()
     twin = implementation(native=False)
@@ -67,10 +68,10 @@ def scratch() -> Iterator[Path]:
 
 def test_native_core_is_compared() -> None:
     if _native_or_none() is None:
-        pytest.skip("mlxk._native is not built: the properties below ran on the twin alone")
+        pytest.skip("mlxk.core._native is not built: the properties below ran on the twin alone")
 
 
-def _same_result(cores: list[ModuleType], data: bytes, file_size: int | None = None) -> tuple[int, int]:
+def _same_result(cores: list[Core], data: bytes, file_size: int | None = None) -> tuple[int, int]:
     """The one (code, detail) that every core (and the twin's reference parser) gives."""
     results = [core.check_safetensors_bytes(data, file_size) for core in cores]
     results.append(py._check(data, file_size, fast=False))
@@ -228,13 +229,13 @@ def _examples(count: int) -> settings:
 
 @_examples(150)
 @given(valid_files())
-def test_valid_files_are_accepted(cores: list[ModuleType], file: tuple[bytes, Model]) -> None:
+def test_valid_files_are_accepted(cores: list[Core], file: tuple[bytes, Model]) -> None:
     data, model = file
     assert _same_result(cores, data) == (cc.OK, 0)
     assert _safetensors_read(data) == model
 
 
-def test_zero_size_with_overflowing_leading_dims_is_refused(cores: list[ModuleType]) -> None:
+def test_zero_size_with_overflowing_leading_dims_is_refused(cores: list[Core]) -> None:
     # [2, 2**63, 0]: 2 * 2**63 overflows before the 0, and safetensors says "overflow computing
     # buffer size"; [2**63, 0, 2**63] (0 reached first) it accepts, as we do.
     data = sc.st_file('{"t":' + sc.ent("U8", (2, 2**63, 0), (0, 0)) + "}")
@@ -280,7 +281,7 @@ _STRICTER_CODES = {cc.DUPLICATE_KEY, cc.BAD_ENTRY, cc.BAD_METADATA}
 
 @_examples(300)
 @given(mutations())
-def test_single_mutations(cores: list[ModuleType], scratch: Path, mutation: tuple[str, bytes]) -> None:
+def test_single_mutations(cores: list[Core], scratch: Path, mutation: tuple[str, bytes]) -> None:
     what, data = mutation
     code, detail = _same_result(cores, data)
     path = scratch / "mutated.safetensors"
@@ -325,7 +326,7 @@ _file_sizes = st.none() | st.integers(0, 300) | st.sampled_from([U64_MAX, 2**63,
 
 @_examples(500)
 @given(st.binary(max_size=64) | length_prefixed(), _file_sizes)
-def test_raw_bytes(cores: list[ModuleType], data: bytes, file_size: int | None) -> None:
+def test_raw_bytes(cores: list[Core], data: bytes, file_size: int | None) -> None:
     _same_result(cores, data, file_size)
     if file_size is None:
         code, _ = _same_result(cores, data, len(data))
@@ -354,7 +355,7 @@ _entryish = st.fixed_dictionaries(
     ),
     st.integers(0, 20),
 )
-def test_json_headers(cores: list[ModuleType], header: dict[str, Any], data_len: int) -> None:
+def test_json_headers(cores: list[Core], header: dict[str, Any], data_len: int) -> None:
     # valid JSON of about the right shape reaches the semantic checks (types, sizes, layout)
     text = json.dumps(header, allow_nan=True)
     _same_result(cores, sc.st_file(text, b"\0" * data_len))

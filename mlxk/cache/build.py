@@ -6,13 +6,13 @@ import errno as errno_codes
 import os
 from typing import Any
 
-from mlxk._records import FLAG_CHAT_TEMPLATE, WEIGHT_SUFFIXES, FileEntry, RepoRecord, SnapshotRecord
 from mlxk.cache.detect import detect_kind
 from mlxk.cache.frontmatter import read_front_matter
 from mlxk.cache.integrity import integrity_problem, read_config
 from mlxk.cache.model import CachedModel, Leftovers
 from mlxk.cache.names import dirname_to_name, is_commit, name_problem
 from mlxk.cache.runtime import mlx_lm_support
+from mlxk.core.records import FLAG_CHAT_TEMPLATE, WEIGHT_SUFFIXES, FileEntry, RepoRecord, SnapshotRecord
 from mlxk.errors import AmbiguousMatch, HashNotFound
 
 

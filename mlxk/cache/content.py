@@ -13,8 +13,8 @@ import json
 import os
 from dataclasses import dataclass
 
-from mlxk._hash_py import ALGO_GIT_SHA1, ALGO_SHA256
-from mlxk._records import FileEntry, RepoRecord
+from mlxk.core.codes import ALGO_GIT_SHA1, ALGO_SHA256
+from mlxk.core.records import FileEntry, RepoRecord
 
 _HEX = frozenset("0123456789abcdef")
 

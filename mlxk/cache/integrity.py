@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from mlxk import _checkcodes as codes
-from mlxk._records import WEIGHT_SUFFIXES, FileEntry
+from mlxk.core import codes
+from mlxk.core.records import WEIGHT_SUFFIXES, FileEntry
 
 _SHARD = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.(?P<ext>safetensors|bin)$")
 

@@ -15,9 +15,9 @@ import tempfile
 import time
 from collections.abc import Iterable
 
-from mlxk import _checkcodes as codes
-from mlxk._memo_format import RECORD, MemoRecord, pack_records, unpack_records
-from mlxk._records import CheckResult
+from mlxk.core import codes
+from mlxk.core.memo_format import RECORD, MemoRecord, pack_records, unpack_records
+from mlxk.core.records import CheckResult
 
 MAGIC = b"MLXKMEMO\x01\x00\x00\x00"
 # A file changed twice within its mtime's resolution could keep size and mtime: results for

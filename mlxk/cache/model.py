@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlxk._records import FileEntry
+from mlxk.core.records import FileEntry
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,12 +6,12 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from mlxk import _accel
-from mlxk._records import RepoRecord
+from mlxk import core
 from mlxk.cache.build import build_model
 from mlxk.cache.memo import load_memo, memo_allowed, memo_path, merge, save_memo
 from mlxk.cache.model import CachedModel
 from mlxk.cache.names import REPO_PREFIX
+from mlxk.core.records import RepoRecord
 from mlxk.errors import CacheNotFound, PermissionDenied
 
 
@@ -43,7 +43,7 @@ def scan_records(location: CacheLocation, dirnames: Iterable[str] | None = None)
     if location.memo_dir is not None and memo_allowed(location.memo_dir, location.hub_root):
         path = memo_path(location.memo_dir, location.hub_root)
     body = load_memo(path) if path else b""
-    records, fresh = _accel.impl.scan_cache(location.hub_root, names, body, 0)
+    records, fresh = core.impl.scan_cache(location.hub_root, names, body, 0)
     if path and fresh:
         merged = merge(body, fresh)
         if merged is not None:

@@ -11,7 +11,7 @@ def _fast_version(argv: list[str]) -> int | None:
     """``mlxk --version [--json]`` without loading the command framework: scripts call it often."""
     if set(argv) not in _VERSION_ARGS or len(argv) != len(set(argv)):
         return None
-    from mlxk._accel import NATIVE
+    from mlxk.core import NATIVE
     from mlxk.ops.version import version_info
     from mlxk.output.contract import version_data
     from mlxk.output.emit import write_json, write_text

@@ -110,7 +110,7 @@ class MlxkApplication(Application):
     def _run(self, io: IO) -> int:
         # --version mixed with other flags (the plain forms never get here): same output as the fast path
         if io.input.has_parameter_option(["--version", "-V"], True):
-            from mlxk._accel import NATIVE
+            from mlxk.core import NATIVE
             from mlxk.ops.version import version_info
             from mlxk.output.contract import version_data
             from mlxk.output.human import render_version

@@ -5,13 +5,13 @@ from collections.abc import Callable
 
 from cleo.helpers import argument, option
 
-from mlxk._progress import PolledBar
 from mlxk.cli.base import NO_MEMO, MlxkCommand
 from mlxk.errors import EXIT_OPERATION, ValidationError
 from mlxk.ops.deep import DeepOptions
 from mlxk.ops.health import check_health
 from mlxk.output.contract import health_data
 from mlxk.output.human import render_health
+from mlxk.output.progress import PolledBar
 
 
 class HealthCommand(MlxkCommand):

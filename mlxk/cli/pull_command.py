@@ -10,6 +10,7 @@ from cleo.helpers import argument, option
 from mlxk.cli.base import MlxkCommand
 from mlxk.errors import Interrupted, MlxkError
 from mlxk.ops.pull import LocalState, PullOptions, PullTarget, pull, resolve_target
+from mlxk.output.progress import PolledBar
 from mlxk.output.transfers import pull_data, pull_error_data, render_pull
 
 EXIT_INTERRUPTED = 130
@@ -59,7 +60,7 @@ class PullCommand(MlxkCommand):
             include=tuple(self.option("include") or ()),
             exclude=tuple(self.option("exclude") or ()),
             force_resume=bool(self.option("force-resume")),
-            progress=not json_mode and not quiet and sys.stderr.isatty(),
+            progress=PolledBar if not json_mode and not quiet and sys.stderr.isatty() else None,
         )
         try:
             result = pull(self.location(), spec, options, confirm_resume)

@@ -14,13 +14,13 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
-from mlxk import _accel
-from mlxk import _checkcodes as codes
-from mlxk._memo_format import KIND_CONTENT, unpack_records
-from mlxk._records import CheckResult, RepoRecord
+from mlxk import core
 from mlxk.cache.content import ContentItem, repo_content
 from mlxk.cache.memo import load_memo, memo_allowed, memo_path, merge, save_memo
 from mlxk.cache.scan import CacheLocation
+from mlxk.core import codes
+from mlxk.core.memo_format import KIND_CONTENT, unpack_records
+from mlxk.core.records import CheckResult, RepoRecord
 
 # progress(total_bytes, bytes_done) -> a context manager that shows progress while it is open
 ProgressFactory = Callable[[int, Callable[[], int]], AbstractContextManager[object]]
@@ -65,7 +65,7 @@ def _describe(code_or_errno: int, item: ContentItem, mismatch: bool) -> str:
 def _hash(
     items: list[ContentItem], total: int, options: DeepOptions
 ) -> list[tuple[int, str | None, int, int, int, int]]:
-    job = _accel.impl.HashJob([i.path for i in items], [i.algo for i in items], options.jobs)
+    job = core.impl.HashJob([i.path for i in items], [i.algo for i in items], options.jobs)
     if options.progress is None:
         return list(job.run())
     outcome: list[list[tuple[int, str | None, int, int, int, int]]] = []

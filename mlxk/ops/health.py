@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
-from mlxk._records import RepoRecord
 from mlxk.cache.build import build_model
 from mlxk.cache.delete_run import finish_pending_deletions
 from mlxk.cache.locks import lock_is_held
 from mlxk.cache.model import CachedModel
 from mlxk.cache.resolve import resolve
 from mlxk.cache.scan import CacheLocation, repo_dirnames, scan_records
+from mlxk.core.records import RepoRecord
 from mlxk.errors import HashNotFound
 from mlxk.ops.deep import DeepFindings, DeepOptions, verify_content
 

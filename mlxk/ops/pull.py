@@ -14,7 +14,8 @@ import contextlib
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from mlxk.cache.build import build_model
@@ -41,12 +42,15 @@ from mlxk.errors import (
 )
 from mlxk.hub.download import download_snapshot
 from mlxk.hub.footprint import Footprint
-from mlxk.hub.progress import download_progress
+from mlxk.hub.progress import download_meter
 from mlxk.hub.remote import RemoteFile, RemoteRepo, check_file_access, fetch_remote, local_error, select_files
 from mlxk.hub.settings import HubSettings
 from mlxk.hub.tail_hash import TailHasher
 
 DEFAULT_ORG = "mlx-community"  # where a bare name that is not in the cache is looked for, as MLX-Knife did
+
+# progress(label, total_bytes, bytes_done) -> a context manager that shows progress while it is open
+DownloadProgress = Callable[[str, int, Callable[[], int]], AbstractContextManager[object]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +58,7 @@ class PullOptions:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     force_resume: bool = False
-    progress: bool = False  # draw the byte bar on stderr
+    progress: DownloadProgress | None = None  # the byte bar (the CLI's, on stderr)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +208,7 @@ def _download(
     try:
         with (
             TailHasher(blobs_dir, fetching) as hasher,
-            download_progress(target.repo_id, blobs_dir, state.blobs_to_fetch, enabled=options.progress),
+            _download_bar(options, target.repo_id, blobs_dir, state.blobs_to_fetch),
         ):
             download_snapshot(
                 settings, remote, footprint.hub_root, list(options.include), list(options.exclude),
@@ -258,6 +262,15 @@ def pull(
         if error.data is None:
             error.data = target
         raise
+
+
+def _download_bar(
+    options: PullOptions, label: str, blobs_dir: str, expected: Mapping[str, int]
+) -> AbstractContextManager[object]:
+    if options.progress is None:
+        return nullcontext()
+    total, done = download_meter(blobs_dir, expected)
+    return options.progress(label, total, done)
 
 
 def _pull(

@@ -1,4 +1,4 @@
-"""The compact records that a cache scan returns (native core and twin alike).
+"""The compact records that a cache scan and a hash job return (native core and twin alike).
 
 They hold raw filesystem facts only; meaning (health, names, types) is given by ``mlxk.cache``.
 NamedTuples keep construction cheap for tens of thousands of files.
@@ -40,7 +40,7 @@ class FileEntry(NamedTuple):
     lmtime_ns: int  # of the entry itself (the link, not followed)
     dev: int
     ino: int
-    check: int  # result code (mlxk._checkcodes) for read/checked files, -1 for files only stat'ed
+    check: int  # result code (mlxk.core.codes) for read/checked files, -1 for files only stat'ed
     detail: int
     content: bytes | None  # config.json, *.index.json (whole) and README.md (head)
     flags: int
@@ -62,6 +62,10 @@ class RepoRecord(NamedTuple):
     locks: list[str]  # lock files under .locks/<dirname>/, relative paths
 
 
+# What HashJob.run() gives per path: (errno or 0, hex digest or None, dev, ino, size, mtime_ns)
+HashResult = tuple[int, str | None, int, int, int, int]
+
+
 class CheckResult(NamedTuple):
     """A fresh check of one file, for the verification memo."""
 
@@ -69,6 +73,6 @@ class CheckResult(NamedTuple):
     ino: int
     size: int
     mtime_ns: int
-    kind: int  # which check (mlxk._memo_format.KIND_*)
+    kind: int  # which check (mlxk.core.memo_format.KIND_*)
     code: int
     detail: int

@@ -1,9 +1,9 @@
-"""Where the native ``HashJob`` (``mlxk._native``) finds OpenSSL's libcrypto, loaded at run time.
+"""Where the native ``HashJob`` (``mlxk.core._native``) finds OpenSSL's libcrypto, loaded at run time.
 
 The first choice is the very library Python's own ``_hashlib`` has loaded: dlopen() of it just
 returns the handle that is already there (same code, same SHA-NI / ARMv8 paths, no second
 OpenSSL initialised). Then whatever ``ctypes.util.find_library("crypto")`` names. With none that
-loads, the native ``HashJob`` runs the pure-Python twin (``mlxk._hash_py``) instead.
+loads, the native ``HashJob`` runs the pure-Python twin (``mlxk.core.twin.hashing``) instead.
 
 ``MLXK_LIBCRYPTO`` overrides the search: a path (or soname) to load, or empty for none.
 """

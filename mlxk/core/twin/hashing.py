@@ -1,4 +1,4 @@
-"""Content hashing of many files on all cores: the pure-Python twin of ``mlxk._native.HashJob``.
+"""Content hashing of many files on all cores: the pure-Python twin of ``mlxk.core._native.HashJob``.
 
 hashlib releases the GIL while it hashes a large buffer and so does ``readinto``, so plain
 threads already spread the work over the cores; the native core does the same in C threads
@@ -15,12 +15,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-ALGO_SHA256 = 1  # LFS blobs: named by the sha256 of the content
-ALGO_GIT_SHA1 = 2  # other blobs: git's blob id, sha1(b"blob <size>\0" + content)
-CHUNK = 1 << 20  # bytes per read: memory stays bounded whatever the file size
-
-# (errno or 0, hex digest or None, dev, ino, size, mtime_ns) per path
-HashResult = tuple[int, str | None, int, int, int, int]
+from mlxk.core.codes import ALGO_GIT_SHA1, ALGO_SHA256, HASH_CHUNK
+from mlxk.core.records import HashResult
 
 
 def default_jobs() -> int:
@@ -75,7 +71,7 @@ class HashJob:
                 if self._algos[index] == ALGO_SHA256
                 else hashlib.sha1(b"blob %d\0" % st.st_size, usedforsecurity=False)
             )
-            buffer = bytearray(CHUNK)
+            buffer = bytearray(HASH_CHUNK)
             view = memoryview(buffer)
             total = 0
             try:

@@ -1,7 +1,7 @@
 """Strict safetensors header check, pure Python (the twin of ``_native/safetensors.pxi``).
 
 Both implementations return the same ``(code, detail)`` for every input; codes come from
-``mlxk._checkcodes``. Offsets in details are byte offsets relative to the start of the header
+``mlxk.core.codes``. Offsets in details are byte offsets relative to the start of the header
 JSON (file byte 8).
 
 Two parsers live here. ``_Reference`` walks the header byte by byte exactly like the C code and is
@@ -19,7 +19,7 @@ import re
 from operator import index
 from typing import Any
 
-from mlxk._checkcodes import (
+from mlxk.core.codes import (
     BAD_DTYPE,
     BAD_ENTRY,
     BAD_METADATA,
@@ -27,6 +27,7 @@ from mlxk._checkcodes import (
     BAD_SHAPE,
     DUPLICATE_KEY,
     EMPTY,
+    HEADER_FIRST_READ,
     HEADER_JSON,
     HEADER_LENGTH,
     HEADER_UTF8,
@@ -41,12 +42,11 @@ from mlxk._checkcodes import (
     TRAILING_BYTES,
     TRUNCATED,
 )
+from mlxk.core.records import LFS_PREFIX
 
 __all__ = ["DTYPE_BITS", "check_safetensors_bytes", "check_safetensors_file"]
 
 U64_MAX = 2**64 - 1
-FIRST_READ = 65536  # the first read of check_safetensors_file, as in the C code
-LFS_PREFIX = b"version https://git-lfs"
 
 # bits per element of every dtype safetensors knows (names are case-sensitive)
 DTYPE_BITS: dict[str, int] = {
@@ -77,7 +77,9 @@ DTYPE_BITS: dict[str, int] = {
 Range = tuple[int, int]
 
 
-def check_safetensors_bytes(data: bytes, file_size: int | None = None) -> tuple[int, int]:
+def check_safetensors_bytes(
+    data: bytes | bytearray | memoryview, file_size: int | None = None
+) -> tuple[int, int]:
     """Checks safetensors bytes (the whole file, or its leading bytes with file_size given)."""
     return _check(data, file_size, fast=True)
 
@@ -91,7 +93,7 @@ def check_safetensors_file(path: str) -> tuple[int, int]:
         return IO_ERROR, exc.errno or 0
     try:
         size = os.fstat(fd).st_size
-        data = _read_full(fd, min(size, FIRST_READ), 0)
+        data = _read_full(fd, min(size, HEADER_FIRST_READ), 0)
         if len(data) >= 8:
             hlen = int.from_bytes(data[:8], "little")
             # a header longer than the first read: fetch the rest (only when its length is sane)
@@ -117,7 +119,7 @@ def _read_full(fd: int, want: int, pos: int) -> bytes:
     return b"".join(parts)
 
 
-def _check(data: bytes, file_size: int | None, fast: bool) -> tuple[int, int]:
+def _check(data: bytes | bytearray | memoryview, file_size: int | None, fast: bool) -> tuple[int, int]:
     """The whole check; ``fast=False`` skips the json fast path (for tests)."""
     if not isinstance(data, bytes):
         data = bytes(data)

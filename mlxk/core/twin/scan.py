@@ -1,4 +1,4 @@
-"""Pure-Python twin of the native cache scan (``mlxk._native.scan_cache``).
+"""Pure-Python twin of the native cache scan (``mlxk.core._native.scan_cache``).
 
 One pass over the hub folder: for each ``models--*`` repo, its refs, every snapshot's files
 (lstat, readlink, stat through the link), the small files the health rules need, the weight
@@ -15,9 +15,9 @@ import stat
 from collections.abc import Iterable
 from typing import BinaryIO
 
-from mlxk import _checkcodes as codes
-from mlxk._memo_format import KIND_SAFETENSORS, KIND_WEIGHT_HEAD, unpack_records
-from mlxk._records import (
+from mlxk.core import codes
+from mlxk.core.memo_format import KIND_SAFETENSORS, KIND_WEIGHT_HEAD, unpack_records
+from mlxk.core.records import (
     FLAG_CHAT_TEMPLATE,
     LFS_PREFIX,
     MAX_DEPTH,
@@ -29,7 +29,7 @@ from mlxk._records import (
     RepoRecord,
     SnapshotRecord,
 )
-from mlxk._safetensors_py import check_safetensors_file
+from mlxk.core.twin.safetensors import check_safetensors_file
 
 _MemoKey = tuple[int, int, int, int, int]  # dev, ino, size, mtime_ns, kind
 
@@ -39,7 +39,7 @@ def scan_cache(
 ) -> tuple[list[RepoRecord], list[CheckResult]]:
     """Scan ``repos`` (folder names) under ``root``, or every ``models--*`` folder there.
 
-    ``memo`` holds earlier check results (see ``mlxk._memo_format``); the second value returned
+    ``memo`` holds earlier check results (see ``mlxk.core.memo_format``); the second value returned
     lists the checks that had to be done afresh. ``threads`` is accepted for parity with the
     native core and ignored: Python threads make syscall-bound walks slower, not faster.
     """

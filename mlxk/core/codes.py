@@ -1,8 +1,13 @@
-"""Result codes shared by the native core and its pure-Python twin.
+"""Numbers shared by the native core and its pure-Python twin: check result codes, the hash
+algorithms ``HashJob`` takes, and the sizes both read with.
 
-The numbers are part of the verification memo's on-disk format and of the records the scan
+The check codes are part of the verification memo's on-disk format and of the records the scan
 returns, so they never change meaning; new codes are appended. ``describe`` turns a code and
 its detail number into the sentence a user reads.
+
+This file is the one source of these numbers: setup.py writes them into ``_native/codes.pxi``
+(``_native/generate_codes.py``; every public int here becomes ``MLXK_<NAME>``) before it compiles
+the native core, and ``tests/test_native_codes.py`` checks that the committed copy is in sync.
 """
 
 from __future__ import annotations
@@ -31,6 +36,12 @@ BAD_METADATA = 18  # __metadata__ is not an object of string values; detail: off
 CONTENT_MISMATCH = 19  # the content's checksum differs from the blob's name (health --deep)
 
 MAX_HEADER_LENGTH = 100_000_000
+HEADER_FIRST_READ = 65536  # check_safetensors_file reads this much first, a longer header after
+
+# The hash algorithms HashJob takes, one per file
+ALGO_SHA256 = 1  # LFS blobs: named by the sha256 of the content
+ALGO_GIT_SHA1 = 2  # other blobs: git's blob id, sha1(b"blob <size>\0" + content)
+HASH_CHUNK = 1 << 20  # bytes per read: memory stays bounded whatever the file size
 
 _MESSAGES: dict[int, str] = {
     OK: "ok",

@@ -1,0 +1,29 @@
+"""Type stub of the compiled core (``_native/*.pyx``, built by setup.py into ``mlxk.core._native``).
+
+Its pure-Python twin, ``mlxk.core.twin``, has the same functions; mypy checks both against
+``mlxk.core.Core``. The two functions at the end exist only here: they say whether ``HashJob``
+found a libcrypto to hash with in C (else it runs the twin's ``HashJob``).
+"""
+
+import os
+from collections.abc import Iterable
+
+from mlxk.core.records import CheckResult, HashResult, RepoRecord
+
+def scan_cache(
+    root: str | os.PathLike[str], repos: Iterable[str] | None = None, memo: bytes = b"", threads: int = 0
+) -> tuple[list[RepoRecord], list[CheckResult]]: ...
+def check_safetensors_bytes(
+    data: bytes | bytearray | memoryview, file_size: int | None = None
+) -> tuple[int, int]: ...
+def check_safetensors_file(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> tuple[int, int]: ...
+
+class HashJob:
+    def __init__(self, paths: list[str], algos: list[int], jobs: int = 0) -> None: ...
+    @property
+    def bytes_done(self) -> int: ...
+    def cancel(self) -> None: ...
+    def run(self) -> list[HashResult]: ...
+
+def native_hashing_available() -> bool: ...
+def native_hashing_library() -> str | None: ...
