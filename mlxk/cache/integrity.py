@@ -147,7 +147,9 @@ def _shard_problem(weights: Sequence[FileEntry], index_folders: set[str]) -> Pro
 def _tokenizer_problem(paths: set[str]) -> Problem | None:
     """A tokenizer_config.json says the model has a tokenizer: its vocabulary must be beside it.
     (A download that failed on tokenizer.json leaves exactly this, and loading fails on it.)"""
-    if "tokenizer_config.json" not in paths or any(_is_vocabulary(p) for p in paths if "/" not in p):
+    if "tokenizer_config.json" not in paths or "tokenizer.json" in paths:  # the common cases, first
+        return None
+    if any(_is_vocabulary(p) for p in paths if "/" not in p):
         return None
     return Problem(
         "no tokenizer file beside tokenizer_config.json (tokenizer.json, tokenizer.model, vocab.*, *.tiktoken)",
