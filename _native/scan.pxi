@@ -17,13 +17,21 @@
 # - names are sorted by their decoded code points (utf-8 + surrogateescape), as sorted() on str;
 # - EINTR is retried, as Python does; scan threads block signals, so they go to the caller;
 # - a short read() of a regular file is taken as its end (Python would read once more to see 0).
+#
+# Nothing outside the hub root is read: a link is followed only when realpath() puts it inside
+# the root (a repo folder, its refs/ snapshots/ blobs/ folders, a lock folder, a snapshot file).
+# Folders are opened with O_NOFOLLOW first, so only a link pays for realpath(). A snapshot link
+# written the way huggingface_hub writes it (../../blobs/<name>) is resolved by name in the open
+# blobs/ folder, without following the blob: a blob that is itself a link is reported, not read.
+# Refs that are links are not read at all.
 
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort
 from libc.string cimport memcmp, memcpy, memset, strlen
-from libc.errno cimport EINTR, EISDIR, ENAMETOOLONG, ENOENT, ENOMEM, ENOTDIR, errno
+from libc.errno cimport EINTR, EIO, EISDIR, ELOOP, EMLINK, ENAMETOOLONG, ENOENT, ENOMEM, ENOTDIR, EXDEV, errno
 from posix.fcntl cimport AT_FDCWD, AT_SYMLINK_NOFOLLOW, O_CLOEXEC, O_DIRECTORY, O_RDONLY, openat
 from posix.stat cimport S_ISDIR, S_ISLNK, S_ISREG, fstat, fstatat, stat, struct_stat
+from posix.stdlib cimport realpath
 from posix.unistd cimport close, sysconf
 from posix.signal cimport sigfillset
 from posix.types cimport sigset_t
@@ -55,6 +63,14 @@ from mlxk.core.records import CheckResult as _ScCheckResult
 from mlxk.core.records import FileEntry as _ScFileEntry
 from mlxk.core.records import RepoRecord as _ScRepoRecord
 from mlxk.core.records import SnapshotRecord as _ScSnapshotRecord
+
+
+cdef extern from "<fcntl.h>" nogil:
+    enum: O_NOFOLLOW
+
+
+cdef extern from "<string.h>" nogil:
+    const void* memchr(const void* s, int c, size_t n)
 
 
 cdef extern from "Python.h":
@@ -100,6 +116,8 @@ cdef int SC_OK = _sc_codes.OK
 cdef int SC_IO_ERROR = _sc_codes.IO_ERROR
 cdef int SC_EMPTY = _sc_codes.EMPTY
 cdef int SC_LFS_POINTER = _sc_codes.LFS_POINTER
+cdef int SC_LINK_OUTSIDE = _sc_codes.LINK_OUTSIDE
+cdef int SC_BLOB_IS_LINK = _sc_codes.BLOB_IS_LINK
 cdef uint32_t SC_KIND_SAFETENSORS = _sc_memo_format.KIND_SAFETENSORS
 cdef uint32_t SC_KIND_WEIGHT_HEAD = _sc_memo_format.KIND_WEIGHT_HEAD
 
@@ -309,6 +327,8 @@ cdef struct ScShared:
     size_t njobs
     size_t next
     ScMemo memo
+    const char* root_real  # the hub root, links resolved (os.path.realpath)
+    size_t root_real_len
 
 
 cdef struct ScCtx:
@@ -322,6 +342,9 @@ cdef struct ScCtx:
     size_t head_cap
     char* dirbuf           # directory entries (getdents64)
     size_t dirbuf_cap
+    char* real             # realpath() buffer (PATH_MAX)
+    int blobs_fd           # the repo being scanned: its blobs/ folder, or -1
+    bint direct_blobs      # its snapshots/ is a real folder: ../../blobs/<name> is blobs_fd's <name>
     int oom
 
 
@@ -453,6 +476,65 @@ cdef inline int sc_open_dir(int at_fd, const char* path) noexcept nogil:
         fd = openat(at_fd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if fd >= 0 or errno != EINTR:
             return fd
+
+
+cdef bint sc_leads_outside(ScCtx* c, const char* path) noexcept nogil:
+    # the twin's _leads_outside for a path known to be a link: it resolves outside the hub root
+    # (one that does not resolve is not: following it fails like any missing file)
+    cdef size_t n, r = c.sh.root_real_len
+    if realpath(path, c.real) == NULL:
+        return False
+    if r == 1 and c.sh.root_real[0] == b'/':
+        return False
+    n = strlen(c.real)
+    return not (n >= r and memcmp(c.real, c.sh.root_real, r) == 0 and (n == r or c.real[r] == b'/'))
+
+
+cdef int sc_open_inside(ScCtx* c, int at_fd, const char* name, const char* full, bint* linked) noexcept nogil:
+    # os.listdir's open of folder `name` (full path `full`), except that a link resolving
+    # outside the hub root is not followed: the descriptor, or -errno (-EXDEV for such a link)
+    cdef int fd, e
+    cdef struct_stat st
+    linked[0] = False
+    while True:
+        fd = openat(at_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW)
+        if fd >= 0 or errno != EINTR:
+            break
+    if fd >= 0:
+        return fd
+    # O_NOFOLLOW on a link: ELOOP (EMLINK on some BSDs; ENOTDIR on Linux with O_DIRECTORY,
+    # which a file gives too: only then is the entry looked at)
+    e = errno
+    if e == ENOTDIR:
+        if fstatat(at_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 or not S_ISLNK(st.st_mode):
+            return -ENOTDIR
+    elif e != ELOOP and e != EMLINK:
+        return -sc_err(e)
+    linked[0] = True
+    if sc_leads_outside(c, full):
+        return -EXDEV
+    fd = sc_open_dir(at_fd, name)
+    return fd if fd >= 0 else -sc_err(errno)
+
+
+cdef const char* sc_blob_name(const char* target, size_t n, int depth) noexcept nogil:
+    # the twin's _blob_name: the <name> of "../" * (depth + 2) + "blobs/" + <name>, else NULL
+    cdef size_t k = 3 * <size_t>(depth + 2), i, m
+    cdef const char* name
+    if n <= k + 6:
+        return NULL
+    for i in range(<size_t>(depth + 2)):
+        if memcmp(target + 3 * i, "../", 3) != 0:
+            return NULL
+    if memcmp(target + k, "blobs/", 6) != 0:
+        return NULL
+    name = target + k + 6
+    m = n - k - 6
+    if memchr(name, b'/', m) != NULL:
+        return NULL
+    if name[0] == b'.' and (m == 1 or (m == 2 and name[1] == b'.')):
+        return NULL
+    return name
 
 
 cdef inline size_t sc_join(ScCtx* c, size_t dir_len, const char* name, size_t name_len) noexcept nogil:
@@ -638,6 +720,7 @@ cdef uint32_t sc_weight_kind(const char* name, size_t n) noexcept nogil:
 
 
 cdef void sc_check_weights(ScCtx* c, int dfd, const char* name, const struct_stat* st, ScFile* f) noexcept nogil:
+    # dfd/name: where the bytes are (the blob of a snapshot link, or the entry itself)
     cdef int fd, e
     cdef size_t got
     cdef uint64_t detail = 0
@@ -677,9 +760,10 @@ cdef void sc_check_weights(ScCtx* c, int dfd, const char* name, const struct_sta
         f.detail = 0
 
 
-cdef void sc_read_small(ScCtx* c, int dfd, const char* name, size_t n, const struct_stat* st,
-                        ScFile* f) noexcept nogil:
-    # README.md head; config.json, *.index.json whole; tokenizer_config.json: chat template flag
+cdef void sc_read_small(ScCtx* c, const char* name, size_t n, int dfd, const char* where,
+                        const struct_stat* st, ScFile* f) noexcept nogil:
+    # README.md head; config.json, *.index.json whole; tokenizer_config.json: chat template flag.
+    # `name` says which file it is; dfd/where is where its bytes are (a blob, or the entry itself)
     cdef size_t limit, got = 0
     cdef bint tokenizer = False, readme = False
     cdef unsigned char* buf
@@ -696,7 +780,7 @@ cdef void sc_read_small(ScCtx* c, int dfd, const char* name, size_t n, const str
         limit = <size_t>f.size
     else:
         return
-    fd = sc_open_at(dfd, name)
+    fd = sc_open_at(dfd, where)
     if fd < 0:
         f.check = SC_IO_ERROR
         f.detail = <uint64_t>sc_err(errno)
@@ -741,13 +825,16 @@ cdef void sc_read_small(ScCtx* c, int dfd, const char* name, size_t n, const str
         sc_release(&c.scratch, m)
 
 
-cdef ScFile* sc_file(ScCtx* c, int dfd, const ScName* nm, const char* rel, size_t rel_len, bint top,
+cdef ScFile* sc_file(ScCtx* c, int dfd, const ScName* nm, const char* rel, size_t rel_len, int depth,
                      const struct_stat* lst) noexcept nogil:
-    # the twin's _file_entry for one non-directory entry
+    # the twin's _file_entry for one non-directory entry (c.path: its full path)
     cdef ScFile* f = <ScFile*>sc_alloc(&c.out, sizeof(ScFile), False)
     cdef struct_stat st
     cdef const struct_stat* sp = lst
     cdef ssize_t n
+    cdef int rfd = dfd          # where the bytes are read: the entry, or the blob it names
+    cdef const char* rname = nm.s
+    cdef const char* blob
     if f == NULL:
         c.oom = 1
         return NULL
@@ -770,8 +857,20 @@ cdef ScFile* sc_file(ScCtx* c, int dfd, const ScName* nm, const char* rel, size_
         if f.target == NULL:
             return NULL
         f.target_len = n
-        if fstatat(dfd, nm.s, &st, 0) != 0:
-            f.size = -1  # missing target: exists False, mtime/dev/ino 0, check -1
+        f.size = -1  # until followed: exists False, mtime/dev/ino 0, check -1 or why not followed
+        blob = sc_blob_name(f.target, <size_t>n, depth) if c.direct_blobs else NULL
+        if blob != NULL:
+            if c.blobs_fd < 0 or fstatat(c.blobs_fd, blob, &st, AT_SYMLINK_NOFOLLOW) != 0:
+                return f
+            if S_ISLNK(st.st_mode):
+                f.check = SC_BLOB_IS_LINK
+                return f
+            rfd = c.blobs_fd
+            rname = blob
+        elif sc_leads_outside(c, c.path):
+            f.check = SC_LINK_OUTSIDE
+            return f
+        elif fstatat(dfd, nm.s, &st, 0) != 0:
             return f
         sp = &st
     f.exists = 1
@@ -783,11 +882,11 @@ cdef ScFile* sc_file(ScCtx* c, int dfd, const ScName* nm, const char* rel, size_
     f.kind = sc_weight_kind(nm.s, nm.len)
     if f.kind:
         if not sc_memo_find(&c.sh.memo, f, f.kind):
-            sc_check_weights(c, dfd, nm.s, sp, f)
+            sc_check_weights(c, rfd, rname, sp, f)
             f.fresh = 1
-    elif top or sc_ends_with(nm.s, nm.len, ".index.json", 11):
+    elif depth == 0 or sc_ends_with(nm.s, nm.len, ".index.json", 11):
         # top-level small files, and shard indexes at any depth (diffusers-style subfolders)
-        sc_read_small(c, dfd, nm.s, nm.len, sp, f)
+        sc_read_small(c, nm.s, nm.len, rfd, rname, sp, f)
     return f
 
 
@@ -827,7 +926,7 @@ cdef int sc_scan_dir(ScCtx* c, int at_fd, const char* path, size_t dir_len, size
             if depth < SC_MAX_DEPTH:
                 nm.what = SC_DIR
             continue
-        nm.item = sc_file(c, lst.fd, nm, c.path + rel_start, full - rel_start, depth == 0, &st)
+        nm.item = sc_file(c, lst.fd, nm, c.path + rel_start, full - rel_start, depth, &st)
         if nm.item != NULL:
             nm.what = SC_LEAF
     sc_close(&lst)
@@ -847,15 +946,20 @@ cdef int sc_scan_dir(ScCtx* c, int at_fd, const char* path, size_t dir_len, size
     return e
 
 
-cdef void sc_snapshots(ScCtx* c, int repo_fd, size_t dir_len, ScRepo* out) noexcept nogil:
-    # snapshots/ (c.path[:dir_len]): its folders, each scanned while this one stays open
+cdef void sc_snapshots(ScCtx* c, int fd, size_t dir_len, ScRepo* out) noexcept nogil:
+    # snapshots/ (c.path[:dir_len], open as fd, closed here): its folders, each scanned while
+    # this one stays open
     cdef ScMark m = sc_mark(&c.scratch)
     cdef ScListing lst
     cdef ScName* nm
     cdef ScSnap* snap
     cdef struct_stat st
     cdef size_t i, full
-    if sc_list(c, repo_fd, "snapshots", SC_LIST_ALL, &lst):
+    if fd < 0:
+        return
+    lst.fd = fd
+    if sc_list_fd(c, fd, SC_LIST_ALL, &lst):
+        sc_close(&lst)
         sc_release(&c.scratch, m)
         return
     for i in range(lst.n):
@@ -892,26 +996,16 @@ cdef void sc_snapshots(ScCtx* c, int repo_fd, size_t dir_len, ScRepo* out) noexc
 
 cdef ScRef* sc_read_ref(ScCtx* c, int dfd, const char* name, const char* rel, size_t rel_len,
                         const struct_stat* lst) noexcept nogil:
-    # open(path, "rb").read(256).strip(); None when it cannot be read
-    cdef struct_stat st
+    # open(path, "rb").read(256).strip(); None when it cannot be read or is a link
     cdef size_t got = 0, a, b
-    cdef int fd = sc_open_at(dfd, name)
+    cdef int fd = -1 if S_ISLNK(lst.st_mode) else sc_open_at(dfd, name)
     cdef int e
     cdef bint regular = S_ISREG(lst.st_mode)
     cdef ScRef* ref
     cdef unsigned char ch
     if fd < 0:
         return NULL
-    e = 0
-    if S_ISLNK(lst.st_mode):  # open() refuses a folder (after its fstat)
-        if fstat(fd, &st) != 0:
-            e = sc_err(errno)
-        elif S_ISDIR(st.st_mode):
-            e = EISDIR
-        else:
-            regular = S_ISREG(st.st_mode)
-    if e == 0:
-        e = mlxk_read_full(fd, c.head, SC_REF_HEAD, -1, regular, &got)
+    e = mlxk_read_full(fd, c.head, SC_REF_HEAD, -1, regular, &got)
     close(fd)
     if e:
         return NULL
@@ -945,16 +1039,21 @@ cdef enum:
     SC_WALK_LOCKS = 1
 
 
-cdef void sc_walk(ScCtx* c, int at_fd, const char* path, size_t dir_len, size_t rel_start, int depth,
+cdef void sc_walk(ScCtx* c, int fd, size_t dir_len, size_t rel_start, int depth,
                   int what, ScList* out) noexcept nogil:
-    # the twin's _walk_files (plus, for refs, _read_refs' reads): nothing when unreadable
+    # the twin's _walk_files (plus, for refs, _read_refs' reads) of the folder c.path[:dir_len],
+    # open as fd (closed here; < 0: not there): nothing when unreadable
     cdef ScMark m = sc_mark(&c.scratch)
     cdef ScListing lst
     cdef ScName* nm
     cdef ScStr* s
     cdef struct_stat st
     cdef size_t i, full
-    if sc_list(c, at_fd, path, SC_LIST_ALL, &lst):
+    if fd < 0:
+        return
+    lst.fd = fd
+    if sc_list_fd(c, fd, SC_LIST_ALL, &lst):
+        sc_close(&lst)
         sc_release(&c.scratch, m)
         return
     for i in range(lst.n):
@@ -987,20 +1086,23 @@ cdef void sc_walk(ScCtx* c, int at_fd, const char* path, size_t dir_len, size_t 
             sc_append(out, <ScNode*>nm.item)
         elif nm.what == SC_DIR:
             full = sc_join(c, dir_len, nm.s, nm.len)
-            sc_walk(c, AT_FDCWD, c.path, full, rel_start, depth + 1, what, out)
+            sc_walk(c, sc_open_dir(AT_FDCWD, c.path), full, rel_start, depth + 1, what, out)
             c.path[dir_len] = 0
     sc_release(&c.scratch, m)
 
 
-cdef void sc_incomplete(ScCtx* c, int repo_fd, size_t dir_len, ScRepo* out) noexcept nogil:
-    # blobs/ (c.path[:dir_len]): *.incomplete with their lstat sizes
+cdef void sc_incomplete(ScCtx* c, int fd, size_t dir_len, ScRepo* out) noexcept nogil:
+    # blobs/ (c.path[:dir_len], open as fd, which stays open): *.incomplete with their lstat sizes
     cdef ScMark m = sc_mark(&c.scratch)
     cdef ScListing lst
     cdef ScName* nm
     cdef ScIncomplete* inc
     cdef struct_stat st
     cdef size_t i, full
-    if sc_list(c, repo_fd, "blobs", SC_LIST_INCOMPLETE, &lst):
+    if fd < 0:
+        return
+    lst.fd = fd
+    if sc_list_fd(c, fd, SC_LIST_INCOMPLETE, &lst):
         sc_release(&c.scratch, m)
         return
     for i in range(lst.n):
@@ -1017,9 +1119,20 @@ cdef void sc_incomplete(ScCtx* c, int repo_fd, size_t dir_len, ScRepo* out) noex
         inc.size = <int64_t>st.st_size
         if inc.name != NULL:
             sc_append(&out.incomplete, <ScNode*>inc)
-    sc_close(&lst)
     c.path[dir_len] = 0
     sc_release(&c.scratch, m)
+
+
+cdef int sc_open_sub(ScCtx* c, int repo_fd, size_t repo_len, const char* name, size_t name_len,
+                     bint* linked) noexcept nogil:
+    # one of the repo's folders, as sc_open_inside opens it (-ENAMETOOLONG for a path too long)
+    cdef size_t n = sc_join(c, repo_len, name, name_len)
+    cdef int fd = -ENAMETOOLONG
+    linked[0] = False
+    if n:
+        fd = sc_open_inside(c, repo_fd, name, c.path, linked)
+    c.path[repo_len] = 0
+    return fd
 
 
 cdef void sc_scan_repo(ScCtx* c, ScJob* job) noexcept nogil:
@@ -1027,11 +1140,15 @@ cdef void sc_scan_repo(ScCtx* c, ScJob* job) noexcept nogil:
     cdef struct_stat st
     cdef ScListing lst
     cdef size_t n
-    cdef int e, repo_fd
+    cdef int e, repo_fd, refs_fd, snaps_fd, blobs_fd, locks_fd
+    cdef bint linked, snaps_linked
     # os.stat + os.listdir: a folder that opens needs no stat; otherwise stat decides the errno
-    repo_fd = sc_open_dir(AT_FDCWD, job.path)
+    repo_fd = sc_open_inside(c, AT_FDCWD, job.path, job.path, &linked)
+    if repo_fd == -EXDEV:
+        out.err = EXDEV
+        return
     if repo_fd < 0:
-        e = sc_err(errno)
+        e = -repo_fd
         if stat(job.path, &st) != 0:
             out.err = sc_err(errno)
         elif not S_ISDIR(st.st_mode):
@@ -1047,22 +1164,38 @@ cdef void sc_scan_repo(ScCtx* c, ScJob* job) noexcept nogil:
         out.err = e
         return
     memcpy(c.path, job.path, job.path_len + 1)
+    # the repo's folders first: one of them leading outside the hub root makes the repo unreadable
+    refs_fd = sc_open_sub(c, repo_fd, job.path_len, "refs", 4, &linked)
+    snaps_fd = sc_open_sub(c, repo_fd, job.path_len, "snapshots", 9, &snaps_linked)
+    blobs_fd = sc_open_sub(c, repo_fd, job.path_len, "blobs", 5, &linked)
+    if refs_fd == -EXDEV or snaps_fd == -EXDEV or blobs_fd == -EXDEV:
+        if refs_fd >= 0:
+            close(refs_fd)
+        if snaps_fd >= 0:
+            close(snaps_fd)
+        if blobs_fd >= 0:
+            close(blobs_fd)
+        close(repo_fd)
+        out.err = EXDEV
+        return
     n = sc_join(c, job.path_len, "refs", 4)
-    if n:
-        sc_walk(c, repo_fd, "refs", n, sc_rel_start(c, n), 0, SC_WALK_REFS, &out.refs)
+    sc_walk(c, refs_fd, n, sc_rel_start(c, n), 0, SC_WALK_REFS, &out.refs)
     c.path[job.path_len] = 0
+    c.blobs_fd = blobs_fd
+    c.direct_blobs = not snaps_linked
     n = sc_join(c, job.path_len, "snapshots", 9)
-    if n:
-        sc_snapshots(c, repo_fd, n, out)
+    sc_snapshots(c, snaps_fd, n, out)
     c.path[job.path_len] = 0
+    c.blobs_fd = -1
     n = sc_join(c, job.path_len, "blobs", 5)
-    if n:
-        sc_incomplete(c, repo_fd, n, out)
+    sc_incomplete(c, blobs_fd, n, out)
+    if blobs_fd >= 0:
+        close(blobs_fd)
     close(repo_fd)
     if job.lock_len < <size_t>PATH_MAX and job.lock_len + 1 <= c.path_cap:
         memcpy(c.path, job.lock_path, job.lock_len + 1)
-        sc_walk(c, AT_FDCWD, c.path, job.lock_len, sc_rel_start(c, job.lock_len), 0, SC_WALK_LOCKS,
-                &out.locks)
+        locks_fd = sc_open_inside(c, AT_FDCWD, c.path, c.path, &linked)
+        sc_walk(c, locks_fd, job.lock_len, sc_rel_start(c, job.lock_len), 0, SC_WALK_LOCKS, &out.locks)
 
 
 cdef void* sc_worker(void* arg) noexcept nogil:
@@ -1162,7 +1295,7 @@ cdef object _sc_files(ScSnap* snap, list fresh):
             _sc_put(t, 6, _sc_ns(f.lmt_sec, f.lmt_nsec))
             _sc_put(t, 7, 0)
             _sc_put(t, 8, 0)
-            _sc_put(t, 9, -1)
+            _sc_put(t, 9, f.check)
             _sc_put(t, 10, 0)
             _sc_put(t, 11, None)
             _sc_put(t, 12, 0)
@@ -1266,6 +1399,7 @@ cdef int _sc_thread_count(object threads, Py_ssize_t njobs) except -1:
 
 
 cdef object _sc_scan(str root, list names, const unsigned char* memo, size_t memo_len, object threads):
+    cdef bytes root_real = _sc_encode(_sc_os.path.realpath(root))
     cdef Py_ssize_t njobs = len(names), i
     cdef int nthreads = _sc_thread_count(threads, njobs), k
     cdef ScShared sh
@@ -1321,6 +1455,8 @@ cdef object _sc_scan(str root, list names, const unsigned char* memo, size_t mem
                 break
         sh.jobs = jobs
         sh.njobs = <size_t>njobs
+        sh.root_real = PyBytes_AS_STRING(root_real)
+        sh.root_real_len = <size_t>PyBytes_GET_SIZE(root_real)
         for k in range(nthreads):
             ctxs[k].sh = &sh
             ctxs[k].path_cap = <size_t>PATH_MAX + 8192
@@ -1330,7 +1466,10 @@ cdef object _sc_scan(str root, list names, const unsigned char* memo, size_t mem
             ctxs[k].head = <unsigned char*>malloc(ctxs[k].head_cap)
             ctxs[k].dirbuf_cap = SC_DIRBUF
             ctxs[k].dirbuf = <char*>malloc(ctxs[k].dirbuf_cap)
-            if ctxs[k].path == NULL or ctxs[k].link == NULL or ctxs[k].head == NULL or ctxs[k].dirbuf == NULL:
+            ctxs[k].real = <char*>malloc(<size_t>PATH_MAX + 1)
+            ctxs[k].blobs_fd = -1
+            if ctxs[k].path == NULL or ctxs[k].link == NULL or ctxs[k].head == NULL or ctxs[k].dirbuf == NULL \
+                    or ctxs[k].real == NULL:
                 raise MemoryError()
         if njobs:
             with nogil:
@@ -1359,6 +1498,7 @@ cdef object _sc_scan(str root, list names, const unsigned char* memo, size_t mem
                 free(ctxs[k].link)
                 free(ctxs[k].head)
                 free(ctxs[k].dirbuf)
+                free(ctxs[k].real)
             free(ctxs)
         free(jobs)
         free(order)

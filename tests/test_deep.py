@@ -217,3 +217,46 @@ def test_show_fingerprint_depends_on_content_only(
     copies = tmp_path / "copies"
     gen.add_model(copies, NAME, gen.mlx_chat_model_files(tensors=12), links=False)
     assert fingerprint(copies) is None  # no checksums known for copies without a tree listing
+
+
+@pytest.mark.parametrize("target", ["modified copy", "unrelated file", "/dev/zero"])
+@pytest.mark.parametrize("file", ["model.safetensors", "README.md"])
+def test_a_blob_that_is_a_symlink_is_unhealthy_not_trusted(
+    cli: Any, hub: Path, tmp_path: Path, target: str, file: str
+) -> None:
+    """The blob's name is its checksum; a link there vouches for bytes elsewhere, never hashed."""
+    repo = model(hub)
+    blob = repo.blob_of(file)
+    if target == "modified copy":
+        copy = blob.parent / "copy"
+        copy.write_bytes(blob.read_bytes() + b"!")
+        where = str(copy)
+    elif target == "unrelated file":
+        where = str(tmp_path / "unrelated")
+        Path(where).write_bytes(b"unrelated")
+    else:
+        where = target
+    blob.unlink()
+    os.symlink(where, blob)
+    result = cli("health", "--deep", "--strict", "--json")
+    assert result.exit_code == 1
+    reason = reasons(result.json()["data"])[NAME]
+    assert reason == f"{file}: its blob {blob.name} is a symlink, not a file; not followed"
+    assert cli("health", "--strict").exit_code == 1  # the scan alone sees it too
+
+
+def test_a_loose_blob_that_is_a_symlink_is_found_by_deep(cli: Any, hub: Path, tmp_path: Path) -> None:
+    model(hub)
+    loose = repo_blobs(hub) / ("c" * 64)
+    os.symlink(tmp_path, loose)  # not used by any snapshot: only --deep looks at every blob
+    assert cli("health", "--strict").exit_code == 0
+    result = cli("health", "--deep", "--strict", "--json")
+    assert result.exit_code == 1
+    assert (
+        reasons(result.json()["data"])[NAME]
+        == f"blobs/{loose.name}: its blob {loose.name} is a symlink, not a file; not followed"
+    )
+
+
+def repo_blobs(hub: Path, name: str = NAME) -> Path:
+    return hub / ("models--" + name.replace("/", "--")) / "blobs"

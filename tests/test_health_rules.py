@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 from pathlib import Path
 
@@ -152,6 +153,73 @@ def test_refs_main_points_to_missing_snapshot(hub: Path) -> None:
 def test_repo_without_snapshots(hub: Path) -> None:
     (hub / "models--org--empty" / "blobs").mkdir(parents=True)
     assert only_reason(hub) == "no snapshots (the download never completed)"
+
+
+def test_tokenizer_config_without_a_tokenizer(hub: Path) -> None:
+    repo = healthy_model(hub)
+    (repo.snapshot / "tokenizer.json").unlink()  # what a pull that failed on tokenizer.json leaves
+    assert only_reason(hub) == (
+        "no tokenizer file beside tokenizer_config.json (tokenizer.json, tokenizer.model, vocab.*, *.tiktoken)"
+    )
+
+
+@pytest.mark.parametrize(
+    "vocabulary", ["tokenizer.model", "vocab.txt", "vocab.json", "qwen.tiktoken", "tekken.json"]
+)
+def test_any_tokenizer_vocabulary_will_do(hub: Path, vocabulary: str) -> None:
+    repo = healthy_model(hub)
+    os.rename(repo.snapshot / "tokenizer.json", repo.snapshot / vocabulary)
+    assert only_reason(hub) is None
+
+
+def test_no_tokenizer_config_needs_no_tokenizer(hub: Path) -> None:
+    repo = healthy_model(hub)
+    (repo.snapshot / "tokenizer.json").unlink()
+    (repo.snapshot / "tokenizer_config.json").unlink()
+    assert only_reason(hub) is None
+
+
+INCOMPLETE = "; resume it with `mlxk pull mlx-community/Tiny-Chat-4bit`"
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        ("model.safetensors", "no weight files"),
+        ("config.json", "config.json is missing"),
+        (
+            "tokenizer.json",
+            "no tokenizer file beside tokenizer_config.json (tokenizer.json, tokenizer.model, vocab.*, *.tiktoken)",
+        ),
+        ("blob of README.md", "README.md is a broken link (its blob is missing)"),
+        ("snapshot", "no snapshots (the download never completed)"),
+    ],
+)
+def test_absent_files_beside_partial_downloads_are_an_incomplete_download(
+    hub: Path, damage: str, problem: str
+) -> None:
+    repo = healthy_model(hub)
+    if damage == "snapshot":
+        shutil.rmtree(repo.repo_dir / "snapshots")
+        (repo.repo_dir / "refs" / "main").unlink()
+    elif damage.startswith("blob of "):
+        repo.blob_of(damage.removeprefix("blob of ")).unlink()
+    else:
+        (repo.snapshot / damage).unlink()
+    for n in range(2):
+        (repo.repo_dir / "blobs" / f"{'e' * 64}.{n}.incomplete").write_bytes(b"partial")
+    assert (
+        only_reason(hub)
+        == f"incomplete download: {problem}, 2 partial files in blobs/ (*.incomplete){INCOMPLETE}"
+    )
+
+
+def test_damaged_files_beside_partial_downloads_are_not_an_incomplete_download(hub: Path) -> None:
+    repo = healthy_model(hub)
+    truncate_blob(repo, "model.safetensors", -3)
+    (repo.repo_dir / "blobs" / ("e" * 64 + ".incomplete")).write_bytes(b"partial")
+    reason = only_reason(hub)
+    assert reason is not None and reason.startswith("model.safetensors is truncated")
 
 
 def test_incomplete_blobs_and_stale_locks_are_not_unhealthy(hub: Path) -> None:

@@ -186,6 +186,8 @@ def build_cache(hub: Path) -> Path:
     (snaps_file / "refs").write_text("")
     (snaps_file / "blobs").write_text("")
 
+    add_links(hub)
+
     # entries the scan ignores
     (hub / "datasets--x--y" / "snapshots").mkdir(parents=True)
     (hub / "spaces--y--z" / "snapshots").mkdir(parents=True)
@@ -193,6 +195,48 @@ def build_cache(hub: Path) -> Path:
     (hub / "junk").mkdir()
     (hub / ".locks" / "datasets--x--y").mkdir(parents=True)
     return hub
+
+
+SECRET = b"root:x:0:0:root:/root:/bin/bash\n"
+
+
+def add_links(hub: Path) -> None:
+    """Links that lead outside the hub root (never followed) and links that stay inside it."""
+    outside = hub.parent / "outside-the-hub"
+    outside.mkdir(exist_ok=True)
+    (outside / "passwd").write_bytes(SECRET)
+    (outside / "config.json").write_bytes(b'{"model_type": "outside-secret"}')
+    elsewhere, _ = add_repo(outside, "org/elsewhere", model_files())
+
+    # a repo folder, or one of its folders, leading outside
+    os.symlink(elsewhere, hub / "models--org--repo-outside")
+    for folder in ("refs", "snapshots", "blobs"):
+        repo, _ = add_repo(hub, f"org/{folder}-outside", model_files())
+        shutil.rmtree(repo / folder)
+        os.symlink(elsewhere / folder, repo / folder)
+
+    # files leading outside: directly, or through a blob that is a link
+    repo, snap = add_repo(hub, "org/links", model_files())
+    config_blob = Path(os.readlink(snap / "config.json")).name
+    (repo / "blobs" / config_blob).unlink()
+    os.symlink(outside / "config.json", repo / "blobs" / config_blob)  # a blob that is a link
+    os.symlink("../../blobs/" + "b" * 64, snap / "zero.safetensors")
+    os.symlink("/dev/zero", repo / "blobs" / ("b" * 64))
+    os.symlink(outside / "passwd", snap / "secret.txt")  # absolute, outside
+    os.symlink("../../../../outside-the-hub/passwd", snap / "relative-secret.md")
+    tokenizer = (snap / "tokenizer.json").resolve()
+    os.symlink(tokenizer, snap / "absolute-inside.json")  # absolute, inside: followed
+    (repo / "refs" / "main").unlink()
+    os.symlink(outside / "passwd", repo / "refs" / "main")  # a ref that is a link: never read
+    (repo / "refs" / "inside").symlink_to("../snapshots")  # nor this one
+    locks = hub / ".locks"
+    locks.mkdir(exist_ok=True)
+    os.symlink(outside, locks / repo.name)  # its locks: outside, not listed
+
+    # snapshots/ a link inside the hub: ../../blobs/<x> is resolved through it, not by name
+    repo, _ = add_repo(hub, "org/snapshots-inside", {"config.json": b"{}"})
+    shutil.rmtree(repo / "snapshots")
+    os.symlink("../models--mlx-community--Tiny/snapshots", repo / "snapshots")
 
 
 def memo_rows(fresh: Iterable[CheckResult]) -> list[MemoRecord]:
@@ -236,6 +280,33 @@ def test_full_scan(native: Scan, cache: Path) -> None:
     assert by_name["models--self-loop"].errno == errno.ELOOP
     assert by_name["models--linked-repo"].errno == 0
     assert fresh, "weight files are checked when the memo is empty"
+
+
+def test_links_are_followed_only_inside_the_hub(native: Scan, cache: Path) -> None:
+    from mlxk.core import codes
+
+    result = native(str(cache))
+    assert_same(result, twin(str(cache)))
+    by_name = {r.dirname: r for r in result[0]}
+    for folder in ("repo", "refs", "snapshots", "blobs"):
+        assert by_name[f"models--org--{folder}-outside"] == RepoRecord(
+            f"models--org--{folder}-outside", errno.EXDEV, [], [], [], []
+        )
+    links = by_name["models--org--links"]
+    assert links.refs == [] and links.locks == []
+    files = {f.path: f for f in links.snapshots[0].files}
+    not_followed = {p: f.check for p, f in files.items() if not f.exists}
+    assert not_followed == {
+        "config.json": codes.BLOB_IS_LINK,
+        "zero.safetensors": codes.BLOB_IS_LINK,
+        "secret.txt": codes.LINK_OUTSIDE,
+        "relative-secret.md": codes.LINK_OUTSIDE,
+    }
+    assert all(f.content is None and f.size == -1 for p, f in files.items() if p in not_followed)
+    assert files["absolute-inside.json"].exists and files["README.md"].content  # inside: read
+    inside = by_name["models--org--snapshots-inside"].snapshots
+    assert inside == by_name["models--mlx-community--Tiny"].snapshots
+    assert SECRET.decode()[:6] not in repr(result)
 
 
 @pytest.mark.parametrize("threads", [0, 1, 2, 3, 64, -1])

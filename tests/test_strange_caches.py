@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -144,3 +145,63 @@ def test_chat_name_hints_need_a_word_boundary() -> None:
     assert kind("org/gemma-2-2b-it") == "chat"
     assert kind("org/Mistral-7B-Instruct-v0.3") == "chat"
     assert kind("org/bert-base-Italian") == "base"
+
+
+SECRET = "root:x:0:0:root:/root:/bin/bash\n"
+
+
+def every_output(cli: Any) -> str:
+    """What list, health and show print, as text and as JSON, for every model."""
+    outputs = []
+    for args in (["list"], ["health"], ["health", "--deep"]):
+        outputs += [cli(*args).stdout, cli(*args, "--json").stdout]
+    for entry in valid(cli("list", "--json").json())["data"]["models"]:  # type: ignore[index]
+        for flags in ([], ["--files", "--config"]):
+            outputs += [
+                cli("show", entry["name"], *flags).stdout,
+                cli("show", entry["name"], *flags, "--json").stdout,
+            ]
+    return "\n".join(outputs)
+
+
+@pytest.mark.parametrize(
+    "file", ["config.json", "README.md", "tokenizer_config.json", "model.safetensors", "refs/main"]
+)
+def test_nothing_outside_the_cache_is_read(cli: Any, hub: Path, tmp_path: Path, file: str) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target = outside / "secret"
+    if file == "refs/main":
+        target.write_text(SECRET)
+    elif file == "model.safetensors":
+        weights = gen.safetensors_file(gen.tensor_entries(2))
+        assert isinstance(weights, bytes)
+        target.write_bytes(weights)
+    else:  # text that, if read, would show up as metadata or change what the model is said to be
+        target.write_text(
+            '---\nlibrary_name: outside-lib\n---\n{"model_type": "outside-secret", "chat_template": "x"}'
+        )
+    repo = healthy_model(hub, "org/m", chat=False)
+    link = repo.repo_dir / file if file == "refs/main" else repo.snapshot / file
+    link.unlink()
+    os.symlink(target, link)
+    text = every_output(cli)
+    assert "root:x:0" not in text and "outside-secret" not in text and "outside-lib" not in text
+    if file == "refs/main":  # never read: the newest snapshot is described, healthy
+        assert valid(cli("list", "--json").json())["data"]["models"][0]["hash"] == repo.commit  # type: ignore[index]
+    else:
+        reason = cli("health", "--json").json()["data"]["unhealthy"][0]["reason"]
+        assert reason == f"{file} links outside the cache (to {str(target)!r}); not followed"
+        assert "not followed" in cli("show", "org/m").stdout
+
+
+def test_a_repo_folder_leading_outside_is_not_read(cli: Any, hub: Path, tmp_path: Path) -> None:
+    elsewhere = healthy_model(tmp_path / "elsewhere", "org/m")
+    os.symlink(elsewhere.repo_dir, hub / "models--org--m")
+    os.symlink(hub / "models--org--m", hub / "models--org--inside")  # a link that stays inside: followed
+    models = {m["name"]: m for m in valid(cli("list", "--json").json())["data"]["models"]}  # type: ignore[index]
+    assert models["org/m"]["health"] == "unhealthy" and models["org/m"]["hash"] is None
+    assert models["org/m"]["reason"] == (
+        "repo folder models--org--m (or its refs, snapshots or blobs folder) links outside the cache; not followed"
+    )
+    assert models["org/inside"]["reason"] == models["org/m"]["reason"].replace("org--m", "org--inside")

@@ -8,7 +8,7 @@ from typing import Any
 
 from mlxk.cache.detect import detect_kind
 from mlxk.cache.frontmatter import read_front_matter
-from mlxk.cache.integrity import integrity_problem, read_config
+from mlxk.cache.integrity import Problem, integrity_problem, read_config
 from mlxk.cache.model import CachedModel, Leftovers
 from mlxk.cache.names import dirname_to_name, is_commit, name_problem
 from mlxk.cache.runtime import mlx_lm_support
@@ -65,10 +65,23 @@ def _content_size(files: list[FileEntry]) -> int:
 
 
 def _unreadable(rec: RepoRecord, name: str) -> CachedModel:
-    what = (
-        "is not a folder" if rec.errno == errno_codes.ENOTDIR else f"cannot be read: {os.strerror(rec.errno)}"
-    )
+    if rec.errno == errno_codes.ENOTDIR:
+        what = "is not a folder"
+    elif rec.errno == errno_codes.EXDEV:  # the scan's word for a link it did not follow
+        what = "(or its refs, snapshots or blobs folder) links outside the cache; not followed"
+    else:
+        what = f"cannot be read: {os.strerror(rec.errno)}"
     return _broken_model(rec, name, None, f"repo folder {rec.dirname} {what}")
+
+
+def _explained(rec: RepoRecord, name: str, problem: Problem) -> str:
+    """The reason a user reads: files that are absent while partial downloads lie in blobs/ are
+    an interrupted download, which ``mlxk pull`` resumes."""
+    count = len(rec.incomplete)
+    if not problem.missing or not count:
+        return problem.text
+    partial = f"{count} partial file{'s' if count != 1 else ''} in blobs/ (*.incomplete)"
+    return f"incomplete download: {problem.text}, {partial}; resume it with `mlxk pull {name}`"
 
 
 def _broken_model(rec: RepoRecord, name: str, commit: str | None, problem: str) -> CachedModel:
@@ -115,8 +128,10 @@ def build_model(rec: RepoRecord, revision: str | None = None) -> CachedModel:
     if name_problem(name):
         return _broken_model(rec, name, None, f"repo folder {rec.dirname} is not a valid model name")
     snap, commit, problem = choose_snapshot(rec, revision)
-    if snap is None:
-        return _broken_model(rec, name, commit, problem or "no snapshot")
+    if snap is None:  # no snapshot yet, or not the one refs/main names: files are absent
+        return _broken_model(
+            rec, name, commit, _explained(rec, name, Problem(problem or "no snapshot", True))
+        )
     if snap.errno:
         return _broken_model(
             rec, name, commit, f"snapshot {snap.commit[:8]} cannot be read: {os.strerror(snap.errno)}"
@@ -129,7 +144,8 @@ def build_model(rec: RepoRecord, revision: str | None = None) -> CachedModel:
     suffixes = {os.path.splitext(f.path)[1] for f in snap.files if f.path.endswith(WEIGHT_SUFFIXES)}
     chat_flag = any(f.flags & FLAG_CHAT_TEMPLATE for f in snap.files)
     kind = detect_kind(name, config, front, by_path.keys(), suffixes, chat_flag)
-    health = integrity_problem(snap.files, config_problem, config_required=kind.framework != "GGUF")
+    found = integrity_problem(snap.files, config_problem, side_files_required=kind.framework != "GGUF")
+    health = _explained(rec, name, found) if found else None
     runtime = None if health else _runtime_problem(kind.framework, config, kind.model_type)
     last_modified = max([snap.mtime_ns, *(f.lmtime_ns for f in snap.files)])
     return CachedModel(

@@ -4,6 +4,9 @@ In the hub cache a blob's name is its checksum: 64 hex digits are the sha256 of 
 files), 40 are git's blob sha1 (``sha1(b"blob <size>\\0" + content)``). Snapshot files stored as
 copies (no symlinks, e.g. on Windows) carry no checksum in their name; huggingface_hub 2.x keeps
 the Hub's listing in ``trees/<commit>.json``, which has it. A file with neither is unverifiable.
+
+A blob that is itself a symlink is not a blob: its name vouches for bytes that live elsewhere (or
+nowhere), so it is reported as such and never followed.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 import os
 from dataclasses import dataclass
 
+from mlxk.cache.nofollow import read_without_links
 from mlxk.core.codes import ALGO_GIT_SHA1, ALGO_SHA256
 from mlxk.core.records import FileEntry, RepoRecord
 
@@ -32,6 +36,7 @@ class ContentItem:
 class RepoContent:
     items: tuple[ContentItem, ...]
     unverifiable: tuple[str, ...]  # labels of files with no checksum to compare with
+    linked_blobs: tuple[tuple[str, str], ...] = ()  # (label, blob name) of blobs that are symlinks
 
 
 def checksum_algo(name: str) -> int | None:
@@ -44,10 +49,12 @@ def checksum_algo(name: str) -> int | None:
 
 
 def tree_listing(repo_path: str, commit: str) -> dict[str, str]:
-    """path -> checksum from huggingface_hub's ``trees/<commit>.json`` (empty when absent or odd)."""
+    """path -> checksum from huggingface_hub's ``trees/<commit>.json`` (empty when absent, odd,
+    or reached through a link)."""
     try:
-        with open(os.path.join(repo_path, "trees", f"{commit}.json"), "rb") as fh:
-            files = json.loads(fh.read(64 << 20)).get("files", {})
+        files = json.loads(read_without_links(repo_path, ["trees", f"{commit}.json"], 64 << 20)).get(
+            "files", {}
+        )
     except (OSError, ValueError, AttributeError):
         return {}
     listing: dict[str, str] = {}
@@ -80,18 +87,21 @@ def repo_content(hub_root: str, rec: RepoRecord, described: str | None) -> RepoC
     labels: dict[str, str] = {}
     items: list[ContentItem] = []
     unverifiable: list[str] = []
+    linked: list[tuple[str, str]] = []
+    if rec.errno:  # not read (a link leading outside the cache, not a folder, ...): nothing to hash
+        return RepoContent((), ())
     snapshots = sorted(rec.snapshots, key=lambda s: s.commit != described)
     for snap in snapshots:
         prefix = "" if snap.commit == described else f"snapshot {snap.commit[:8]}/"
         listing: dict[str, str] | None = None
         for f in snap.files:
-            if not f.exists:
-                continue
             label = prefix + f.path
             if f.is_link:
                 blob = _blob_of(f.target, f.path.count("/"))
                 if blob is not None:
                     labels.setdefault(blob, label)
+                continue
+            if not f.exists:
                 continue
             if listing is None:
                 listing = tree_listing(repo, snap.commit)
@@ -113,12 +123,15 @@ def repo_content(hub_root: str, rec: RepoRecord, described: str | None) -> RepoC
         if name.endswith(".incomplete"):
             continue
         label = labels.get(name, f"blobs/{name}")
+        if is_link:  # its name vouches for bytes elsewhere: not followed, not a blob
+            linked.append((label, name))
+            continue
         algo = checksum_algo(name)
-        if algo is None or is_link:  # a link in blobs/ may lead anywhere: it is not followed
+        if algo is None:
             unverifiable.append(label)
             continue
         items.append(ContentItem(rec.dirname, os.path.join(blobs_dir, name), algo, name, label))
-    return RepoContent(tuple(items), tuple(unverifiable))
+    return RepoContent(tuple(items), tuple(unverifiable), tuple(linked))
 
 
 def snapshot_fingerprint(files: list[tuple[str, str | None]]) -> str | None:

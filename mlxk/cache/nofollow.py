@@ -1,9 +1,13 @@
-"""Changing the cache without ever following a symlink: folders opened one component at a time.
+"""Reading and changing the cache without ever following a symlink: folders opened one component
+at a time.
 
 Each folder below the hub root is opened with ``O_NOFOLLOW | O_DIRECTORY`` relative to the folder
 before it, and every unlink, rename and rmdir is made relative to such a descriptor. A link met on
 the way is refused (``LinkOnPath``), never followed; a folder swapped for a link after it was
 opened cannot redirect anything, since the descriptor still names the real folder.
+
+huggingface_hub writes refs and tree listings as plain files in plain folders; a link there was
+put by someone else and may lead anywhere (``/etc/passwd``, ``/dev/zero``), so it is not read.
 """
 
 from __future__ import annotations
@@ -173,3 +177,28 @@ def opened(root: str | Folder, *parts: str) -> Iterator[Folder | None]:
     finally:
         if folder is not None:
             folder.close()
+
+
+_FOLDER = _DIR_FLAGS | _NOFOLLOW
+_FILE = os.O_RDONLY | os.O_CLOEXEC | _NOFOLLOW | os.O_NONBLOCK  # a FIFO must not hang us
+
+
+def read_without_links(base: str, parts: Sequence[str], limit: int) -> bytes:
+    """Up to ``limit`` bytes of the regular file ``base/parts[0]/.../parts[-1]``. None of
+    ``parts`` may be a link (OSError otherwise: ELOOP, or ENOTDIR for a folder); ``base`` (a repo
+    folder the scan accepted) is opened as it is."""
+    if not parts or any(part in ("", ".", "..") or "/" in part for part in parts):
+        raise OSError(errno.EINVAL, "not a path inside the repo", "/".join(parts))
+    folder = os.open(base, _DIR_FLAGS)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, _FOLDER, dir_fd=folder)
+            os.close(folder)
+            folder = inner
+        fd = os.open(parts[-1], _FILE, dir_fd=folder)
+    finally:
+        os.close(folder)
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", parts[-1])
+        return fh.read(limit)

@@ -6,14 +6,17 @@ import os
 import uuid
 
 from mlxk.cache.names import validate_revision
+from mlxk.cache.nofollow import read_without_links
 
 
 def read_ref(repo_path: str, revision: str) -> str | None:
+    """The commit ``refs/<revision>`` names; None when it is absent, unreadable or a link (a ref
+    that is a link is never read: it may lead anywhere)."""
     try:
-        with open(os.path.join(repo_path, "refs", *validate_revision(revision).split("/")), "rb") as fh:
-            return fh.read(256).decode("ascii", "replace").strip()
+        data = read_without_links(repo_path, ["refs", *validate_revision(revision).split("/")], 256)
     except OSError:
         return None
+    return data.decode("ascii", "replace").strip()
 
 
 def write_ref(repo_path: str, revision: str, commit: str) -> None:

@@ -8,8 +8,9 @@ from collections.abc import Callable
 from cleo.application import Application
 from cleo.commands.command import Command
 from cleo.commands.completions_command import CompletionsCommand
-from cleo.commands.help_command import HelpCommand
+from cleo.commands.help_command import HelpCommand as CleoHelpCommand
 from cleo.commands.list_command import ListCommand as CleoListCommand
+from cleo.io.inputs.argument import Argument
 from cleo.io.inputs.argv_input import ArgvInput
 from cleo.io.inputs.definition import Definition
 from cleo.io.inputs.option import Option
@@ -78,7 +79,7 @@ COMMANDS: dict[str, Callable[[], Command]] = {
     "run": _run,
     "embed": _embed,
     "serve": _serve,
-    "server": _serve,  # the name MLX-Knife users type
+    "server": _serve,  # ServeCommand's alias, the name MLX-Knife users type
 }
 # The JSON envelope's "command" for each command name a user can type.
 JSON_COMMAND_NAMES = {name: "server" if name == "serve" else name for name in COMMANDS}
@@ -91,9 +92,30 @@ class CommandsCommand(CleoListCommand):
     description = "List mlxk's commands."
 
 
+class HelpCommand(CleoHelpCommand):
+    """``mlxk help`` and ``mlxk --help`` without a command name print the command list, as ``mlxk``
+    alone does: whichever way a newcomer asks, the answer is what there is to run."""
+
+    arguments = [Argument("command_name", required=False, description="The command name", default="commands")]
+
+    def handle(self) -> int:
+        from cleo.descriptors.text_descriptor import TextDescriptor
+
+        target = self._command
+        if target is None:
+            assert self._application is not None
+            target = self._application.find(self.argument("command_name"))
+        if isinstance(target, CommandsCommand):
+            self._command = None
+            TextDescriptor().describe(self._io, self._application)
+            return 0
+        return super().handle()
+
+
 class MlxkApplication(Application):
     def __init__(self) -> None:
         super().__init__("mlxk", __version__)
+        self.set_display_name("mlxk")
         self._default_command = "commands"
         self.set_command_loader(FactoryCommandLoader(COMMANDS))
 
@@ -104,6 +126,16 @@ class MlxkApplication(Application):
     @property
     def _default_definition(self) -> Definition:
         definition = super()._default_definition
+        definition.set_options(
+            [
+                Option(
+                    "--help", "-h", flag=True, description="Display help for a command, or the command list."
+                )
+                if option.name == "help"
+                else option
+                for option in definition.options
+            ]
+        )
         definition.add_option(Option("--json", flag=True, description="Print one JSON envelope on stdout."))
         return definition
 

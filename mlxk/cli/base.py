@@ -15,6 +15,7 @@ from mlxk.cache.root import hub_cache_root, mlxk_cache_dir
 from mlxk.cache.scan import CacheLocation
 from mlxk.errors import InternalError, MlxkError
 from mlxk.output.emit import color_enabled, write_error, write_json, write_text
+from mlxk.output.escape import escape_controls
 from mlxk.output.human import Style
 
 NO_MEMO = option("no-memo", None, "Ignore and do not update the verification memo.", flag=True)
@@ -52,7 +53,10 @@ class MlxkCommand(Command):
             write_json(self.json_command, error.data, error)
         else:
             extra = error.extra.get("matches") or error.extra.get("available_hashes")
-            write_error(error.message + (f"\n  candidates: {', '.join(extra)}" if extra else ""))
+            message = escape_controls(error.message)  # names inside may hold line feeds: one line
+            if extra:
+                message += f"\n  candidates: {', '.join(escape_controls(name) for name in extra)}"
+            write_error(message)
 
     def emit(self, json_mode: bool, data: Any, text: str) -> None:
         if json_mode:

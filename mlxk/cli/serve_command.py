@@ -13,6 +13,7 @@ from mlxk.server.app import LOOPBACK, ServerSettings
 class ServeCommand(MlxkCommand):
     name = "serve"
     description = "Serve cached models over an OpenAI-compatible HTTP API (Granian)."
+    aliases = ["server"]  # the name MLX-Knife users type
     json_command = "server"
     options = [
         option("model", "m", "Load this model at start and use it when a request names none.", flag=False),

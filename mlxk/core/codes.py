@@ -34,6 +34,8 @@ TRAILING_BYTES = (
 )
 BAD_METADATA = 18  # __metadata__ is not an object of string values; detail: offset
 CONTENT_MISMATCH = 19  # the content's checksum differs from the blob's name (health --deep)
+LINK_OUTSIDE = 20  # a snapshot link that resolves outside the hub root: not followed, nothing read
+BLOB_IS_LINK = 21  # the blob a snapshot link names is itself a symlink: not followed, nothing read
 
 MAX_HEADER_LENGTH = 100_000_000
 HEADER_FIRST_READ = 65536  # check_safetensors_file reads this much first, a longer header after
@@ -64,6 +66,8 @@ _MESSAGES: dict[int, str] = {
     TRAILING_BYTES: "has trailing bytes: its header needs {detail} bytes, the file has {size}",
     BAD_METADATA: "has __metadata__ that is not an object of strings (byte {detail})",
     CONTENT_MISMATCH: "does not match its checksum (the bytes changed since download)",
+    LINK_OUTSIDE: "links outside the cache (not followed)",
+    BLOB_IS_LINK: "is stored in a blob that is itself a symlink (not followed)",
 }
 
 

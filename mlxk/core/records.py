@@ -34,13 +34,15 @@ class FileEntry(NamedTuple):
     path: str  # relative to the snapshot folder, "/"-separated
     is_link: bool
     target: str | None  # readlink() text of a symlink
-    exists: bool  # the entry (or what its link points to) is there
+    exists: bool  # the entry (or what its link points to) is there and was looked at
     size: int  # bytes of the content; -1 when missing
     mtime_ns: int  # of the content (link followed)
     lmtime_ns: int  # of the entry itself (the link, not followed)
     dev: int
     ino: int
-    check: int  # result code (mlxk.core.codes) for read/checked files, -1 for files only stat'ed
+    # result code (mlxk.core.codes) for read/checked files, -1 for files only stat'ed; for a link
+    # not followed (exists False): LINK_OUTSIDE or BLOB_IS_LINK
+    check: int
     detail: int
     content: bytes | None  # config.json, *.index.json (whole) and README.md (head)
     flags: int
@@ -55,7 +57,9 @@ class SnapshotRecord(NamedTuple):
 
 class RepoRecord(NamedTuple):
     dirname: str  # models--org--name
-    errno: int  # 0, or why the repo folder could not be read (ENOTDIR for a plain file)
+    # 0, or why the repo folder could not be read: ENOTDIR for a plain file, EXDEV when it (or its
+    # refs/, snapshots/ or blobs/ folder) is a link leading outside the hub root, not followed
+    errno: int
     refs: list[tuple[str, str]]  # (ref name, commit text stripped) for refs/** files
     snapshots: list[SnapshotRecord]
     incomplete: list[tuple[str, int]]  # blobs/*.incomplete: (name, size)

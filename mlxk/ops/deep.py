@@ -97,16 +97,19 @@ def verify_content(
 ) -> DeepFindings:
     findings = DeepFindings()
     items: list[ContentItem] = []
+    bad: dict[str, list[tuple[str, str]]] = {}  # dirname -> [(label, problem)]
     for rec in records:
         content = repo_content(location.hub_root, rec, described.get(rec.dirname))
         items.extend(content.items)
         if content.unverifiable:
             findings.unverifiable[rec.dirname] = len(content.unverifiable)
+        for label, blob in content.linked_blobs:
+            problem = f"{label}: its blob {blob} is a symlink, not a file; not followed"
+            bad.setdefault(rec.dirname, []).append((label, problem))
     path = None
     if location.memo_dir is not None and memo_allowed(location.memo_dir, location.hub_root):
         path = memo_path(location.memo_dir, location.hub_root)
     answers = _memo_answers(load_memo(path)) if path else {}
-    bad: dict[str, list[tuple[str, str]]] = {}  # dirname -> [(label, problem)]
     to_hash: list[ContentItem] = []
     to_hash_bytes = 0
     memo_hits = 0

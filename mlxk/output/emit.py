@@ -10,6 +10,7 @@ import orjson
 
 from mlxk.cache.names import display_text
 from mlxk.errors import MlxkError
+from mlxk.output.escape import escape_controls
 
 
 def envelope(command: str, data: Any, error: MlxkError | None = None) -> bytes:
@@ -49,7 +50,9 @@ def write_text(text: str) -> None:
 
 
 def write_error(message: str) -> None:
-    sys.stderr.write(f"Error: {display_text(message)}\n")
+    """``message`` on stderr; control characters that names brought into it are escaped (line
+    feeds stay: some messages have several lines)."""
+    sys.stderr.write(f"Error: {escape_controls(display_text(message), keep_newlines=True)}\n")
     sys.stderr.flush()
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from mlxk.output.contract import file_type, health_reason, model_metadata
+from mlxk.output.escape import escape_controls as esc
 from mlxk.output.units import human_age, human_size
 
 if TYPE_CHECKING:
@@ -57,18 +58,32 @@ def _table(
 
 
 def _short_hash(model: CachedModel) -> str:
-    return model.hash[:8] if model.hash else "-"
+    return esc(model.hash[:8]) if model.hash else "-"
+
+
+EXAMPLE_MODEL = "mlx-community/Qwen2.5-0.5B-Instruct-4bit"
+
+
+def _nothing_listed(result: ListResult) -> str:
+    where = esc(result.hub_root)
+    if result.repos_in_cache:
+        return f"No model in {where} matches {esc(repr(result.pattern))} (`mlxk list` shows them all).\n"
+    return (
+        f"No models in the cache folder {where}\n"
+        "(set HF_HUB_CACHE or HF_HOME to read another folder).\n"
+        f"Get a model with `mlxk pull <org/name>`, for example: mlxk pull {EXAMPLE_MODEL}\n"
+    )
 
 
 def render_list(result: ListResult, style: Style, now: float | None = None) -> str:
     if not result.models:
-        return "No models in the cache.\n"
+        return _nothing_listed(result)
     now = time.time() if now is None else now
     plain, shown = [], []
     for m in result.models:
         health = "healthy" if m.healthy else "unhealthy"
         row = [
-            m.name,
+            esc(m.name),
             _short_hash(m),
             human_size(m.size_bytes),
             human_age(now - m.last_modified_ns / 1e9) if m.last_modified_ns else "-",
@@ -90,8 +105,8 @@ def _quantization_text(quant: object) -> str | None:
     if not isinstance(quant, dict):
         return None
     bits, group = quant.get("bits"), quant.get("group_size")
-    text = f"{bits}-bit" if bits is not None else "quantized"
-    return f"{text}, group size {group}" if group is not None else text
+    text = f"{esc(str(bits))}-bit" if bits is not None else "quantized"
+    return f"{text}, group size {esc(str(group))}" if group is not None else text
 
 
 def render_show(result: ShowResult, style: Style, now: float | None = None) -> str:
@@ -99,10 +114,10 @@ def render_show(result: ShowResult, style: Style, now: float | None = None) -> s
     now = time.time() if now is None else now
     meta = model_metadata(m.config) or {}
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(m.last_modified_ns / 1e9))
-    others = [s[:8] for s in m.snapshots if s != m.hash]
+    others = [esc(s[:8]) for s in m.snapshots if s != m.hash]
     fields: list[tuple[str, str | None]] = [
-        ("Model", style.bold(m.name)),
-        ("Snapshot", (m.hash or "-") + (f"  (also: {', '.join(others)})" if others else "")),
+        ("Model", style.bold(esc(m.name))),
+        ("Snapshot", esc(m.hash or "-") + (f"  (also: {', '.join(others)})" if others else "")),
         ("Size", human_size(m.size_bytes)),
         (
             "Modified",
@@ -110,11 +125,14 @@ def render_show(result: ShowResult, style: Style, now: float | None = None) -> s
         ),
         ("Framework", m.framework),
         ("Type", f"{m.model_type} ({', '.join(m.capabilities)})" if m.capabilities else m.model_type),
-        ("Architecture", str(meta["architecture"]) if "architecture" in meta else None),
+        ("Architecture", esc(str(meta["architecture"])) if "architecture" in meta else None),
         ("Quantization", _quantization_text(meta.get("quantization"))),
-        ("Context", str(meta["context_length"]) if "context_length" in meta else None),
-        ("Health", style.ok("healthy") if m.healthy else style.bad(f"unhealthy: {m.health_reason}")),
-        ("Runnable", "yes (mlx-lm)" if m.runtime_compatible else f"no: {m.reason}"),
+        ("Context", esc(str(meta["context_length"])) if "context_length" in meta else None),
+        (
+            "Health",
+            style.ok("healthy") if m.healthy else style.bad(f"unhealthy: {esc(m.health_reason or '')}"),
+        ),
+        ("Runnable", "yes (mlx-lm)" if m.runtime_compatible else f"no: {esc(m.reason or '')}"),
         ("Fingerprint", result.fingerprint),
     ]
     width = max(len(label) for label, _ in fields) + 1
@@ -122,7 +140,8 @@ def render_show(result: ShowResult, style: Style, now: float | None = None) -> s
     if result.with_files:
         lines += ["", style.bold("Files:")]
         rows = [
-            [f.path, human_size(f.size) if f.size >= 0 else "missing", file_type(f.path)] for f in m.files
+            [esc(f.path), human_size(f.size) if f.size >= 0 else "missing", file_type(f.path)]
+            for f in m.files
         ]
         lines += ["  " + line for line in _table(["NAME", "SIZE", "TYPE"], rows, rows)]
     if result.with_config:
@@ -138,10 +157,11 @@ def render_health(result: HealthResult, style: Style) -> str:
     if not result.entries:
         return "No models in the cache.\n"
     lines = []
-    width = max(len(e.model.name) for e in result.entries)
-    for entry in result.entries:
+    names = [esc(e.model.name) for e in result.entries]
+    width = max(len(name) for name in names)
+    for entry, name in zip(result.entries, names, strict=True):
         mark = style.ok("ok ") if entry.model.healthy else style.bad("BAD")
-        lines.append(f"{mark}  {entry.model.name.ljust(width)}  {health_reason(entry)}")
+        lines.append(f"{mark}  {name.ljust(width)}  {esc(health_reason(entry))}")
     total, bad = len(result.entries), result.unhealthy_count
     lines.append(style.dim(f"{total} checked: {total - bad} healthy, {bad} unhealthy"))
     if result.deep is not None:

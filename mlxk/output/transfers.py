@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from mlxk.output.escape import escape_controls
 from mlxk.output.units import human_size
 
 if TYPE_CHECKING:
@@ -126,11 +127,14 @@ def describe_plan(plan: DeletePlan) -> str:
 
 
 def render_plan(plan: DeletePlan, heading: str) -> str:
-    lines = [f"{heading} {describe_plan(plan)}"]
+    # names come from the cache's folders: escaped for the terminal (the JSON message stays exact)
+    lines = [f"{heading} {escape_controls(describe_plan(plan))}"]
     if plan.kept_commits:
         lines.append(f"  kept: {len(plan.kept_commits)} other snapshot(s) and the blobs they use")
     for link in plan.outside_links:
-        lines.append(f"  note: link {link} points outside the cache; the link goes, its target stays")
+        lines.append(
+            f"  note: link {escape_controls(link)} points outside the cache; the link goes, its target stays"
+        )
     for lock in plan.held_locks:
-        lines.append(f"  held lock: {lock} (a download in progress?)")
+        lines.append(f"  held lock: {escape_controls(lock)} (a download in progress?)")
     return "\n".join(lines) + "\n"

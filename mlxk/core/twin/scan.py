@@ -5,6 +5,12 @@ One pass over the hub folder: for each ``models--*`` repo, its refs, every snaps
 files' checks (answered from the memo when the file is unchanged), leftover ``*.incomplete``
 blobs and lock files. Raw facts only; ``mlxk.cache`` gives them meaning. The native core
 returns exactly the same records, in the same order.
+
+Nothing outside the hub root is read: a link is followed only when it resolves inside the root
+(a repo folder, its refs/, snapshots/ and blobs/ folders, a lock folder, a snapshot file). A
+snapshot link of the form huggingface_hub writes (``../../blobs/<name>``) is resolved by its
+name and the blob is looked at without following it, so a blob that is itself a link is seen as
+one. Refs that are links are not read at all (huggingface_hub writes refs as files).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import errno as errno_codes
 import os
 import stat
 from collections.abc import Iterable
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from mlxk.core import codes
 from mlxk.core.memo_format import KIND_SAFETENSORS, KIND_WEIGHT_HEAD, unpack_records
@@ -34,6 +40,12 @@ from mlxk.core.twin.safetensors import check_safetensors_file
 _MemoKey = tuple[int, int, int, int, int]  # dev, ino, size, mtime_ns, kind
 
 
+class _Repo(NamedTuple):
+    path: str  # os.path.join(root, dirname)
+    root_real: str  # the hub root with every link resolved
+    direct_blobs: bool  # snapshots/ is a real folder: ../../blobs/<name> is <path>/blobs/<name>
+
+
 def scan_cache(
     root: str, repos: Iterable[str] | None = None, memo: bytes = b"", threads: int = 0
 ) -> tuple[list[RepoRecord], list[CheckResult]]:
@@ -47,14 +59,39 @@ def scan_cache(
     names = sorted(repos) if repos is not None else _model_dirs(root)
     known = {(r[0], r[1], r[2], r[3], r[4]): (r[5], r[6]) for r in unpack_records(memo)}
     fresh: list[CheckResult] = []
-    records = [_scan_repo(root, name, known, fresh) for name in names]
+    root_real = os.path.realpath(root)
+    records = [_scan_repo(root, root_real, name, known, fresh) for name in names]
     return records, fresh
 
 
-def _open_file(path: str) -> BinaryIO:
+def _leads_outside(root_real: str, path: str) -> bool:
+    """``path`` is a link that resolves to a place outside the hub root (one that does not
+    resolve at all is not: following it fails like any missing file)."""
+    if not os.path.islink(path):
+        return False
+    try:
+        real = os.path.realpath(path, strict=True)
+    except OSError:
+        return False
+    return not (root_real == "/" or real == root_real or real.startswith(root_real + "/"))
+
+
+def _blob_name(target: str, depth: int) -> str | None:
+    """The blob a snapshot link at ``depth`` names the way huggingface_hub writes it
+    (``../../blobs/<name>``, one more ``../`` per nested folder), else None."""
+    prefix = "../" * (depth + 2) + "blobs/"
+    if target.startswith(prefix):
+        name = target[len(prefix) :]
+        if name and "/" not in name and name not in (".", ".."):
+            return name
+    return None
+
+
+def _open_file(path: str, follow: bool = True) -> BinaryIO:
     """Open for reading without blocking: a FIFO planted where a file belongs must not hang
     the scan (O_NONBLOCK changes nothing for regular files)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, flags if follow else flags | os.O_NOFOLLOW)
     return os.fdopen(fd, "rb")
 
 
@@ -68,9 +105,11 @@ def _sorted_names(path: str) -> list[str]:
 
 
 def _scan_repo(
-    root: str, name: str, memo: dict[_MemoKey, tuple[int, int]], fresh: list[CheckResult]
+    root: str, root_real: str, name: str, memo: dict[_MemoKey, tuple[int, int]], fresh: list[CheckResult]
 ) -> RepoRecord:
     path = os.path.join(root, name)
+    if _leads_outside(root_real, path):
+        return RepoRecord(name, errno_codes.EXDEV, [], [], [], [])
     try:
         st = os.stat(path)
         if not stat.S_ISDIR(st.st_mode):
@@ -78,10 +117,15 @@ def _scan_repo(
         os.listdir(path)  # an unreadable repo folder is the repo's error, not its snapshots'
     except OSError as exc:
         return RepoRecord(name, exc.errno or errno_codes.EIO, [], [], [], [])
-    refs = _read_refs(os.path.join(path, "refs"))
-    snapshots = _scan_snapshots(os.path.join(path, "snapshots"), memo, fresh)
-    incomplete = _incomplete_blobs(os.path.join(path, "blobs"))
-    locks = _walk_files(os.path.join(root, ".locks", name))
+    folders = [os.path.join(path, sub) for sub in ("refs", "snapshots", "blobs")]
+    if any(_leads_outside(root_real, folder) for folder in folders):
+        return RepoRecord(name, errno_codes.EXDEV, [], [], [], [])
+    repo = _Repo(path, root_real, not os.path.islink(folders[1]))
+    refs = _read_refs(folders[0])
+    snapshots = _scan_snapshots(repo, folders[1], memo, fresh)
+    incomplete = _incomplete_blobs(folders[2])
+    lock_folder = os.path.join(root, ".locks", name)
+    locks = [] if _leads_outside(root_real, lock_folder) else _walk_files(lock_folder)
     return RepoRecord(name, 0, refs, snapshots, incomplete, locks)
 
 
@@ -110,7 +154,7 @@ def _read_refs(refs_dir: str) -> list[tuple[str, str]]:
     refs: list[tuple[str, str]] = []
     for rel in _walk_files(refs_dir):
         try:
-            with _open_file(os.path.join(refs_dir, rel)) as fh:
+            with _open_file(os.path.join(refs_dir, rel), follow=False) as fh:
                 text = fh.read(256)
         except OSError:
             continue
@@ -135,7 +179,7 @@ def _incomplete_blobs(blobs_dir: str) -> list[tuple[str, int]]:
 
 
 def _scan_snapshots(
-    snap_root: str, memo: dict[_MemoKey, tuple[int, int]], fresh: list[CheckResult]
+    repo: _Repo, snap_root: str, memo: dict[_MemoKey, tuple[int, int]], fresh: list[CheckResult]
 ) -> list[SnapshotRecord]:
     try:
         names = _sorted_names(snap_root)
@@ -152,7 +196,7 @@ def _scan_snapshots(
             continue
         files: list[FileEntry] = []
         try:
-            _scan_dir(path, "", 0, memo, fresh, files)
+            _scan_dir(repo, path, "", 0, memo, fresh, files)
             err = 0
         except OSError as exc:
             err = exc.errno or errno_codes.EIO
@@ -161,6 +205,7 @@ def _scan_snapshots(
 
 
 def _scan_dir(
+    repo: _Repo,
     path: str,
     prefix: str,
     depth: int,
@@ -180,15 +225,16 @@ def _scan_dir(
             raise  # listable but not searchable (EACCES): the snapshot cannot be read
         if stat.S_ISDIR(lst.st_mode):
             if depth < MAX_DEPTH:
-                _scan_dir(full, prefix + entry + "/", depth + 1, memo, fresh, out)
+                _scan_dir(repo, full, prefix + entry + "/", depth + 1, memo, fresh, out)
             continue
-        out.append(_file_entry(full, prefix + entry, depth == 0, lst, memo, fresh))
+        out.append(_file_entry(repo, full, prefix + entry, depth, lst, memo, fresh))
 
 
 def _file_entry(
+    repo: _Repo,
     full: str,
     rel: str,
-    top_level: bool,
+    depth: int,
     lst: os.stat_result,
     memo: dict[_MemoKey, tuple[int, int]],
     fresh: list[CheckResult],
@@ -196,20 +242,31 @@ def _file_entry(
     is_link = stat.S_ISLNK(lst.st_mode)
     target: str | None = None
     st: os.stat_result | None = lst
+    content = full  # where the bytes are read
+    unfollowed = -1  # the check code of a link that is not followed
     if is_link:
         try:
             target = os.readlink(full)
         except OSError:
             target = ""
+        blob = _blob_name(target, depth) if repo.direct_blobs else None
         try:
-            st = os.stat(full)
+            if blob is not None:
+                content = os.path.join(repo.path, "blobs", blob)
+                st = os.lstat(content)
+                if stat.S_ISLNK(st.st_mode):
+                    st, unfollowed = None, codes.BLOB_IS_LINK
+            elif _leads_outside(repo.root_real, full):
+                st, unfollowed = None, codes.LINK_OUTSIDE
+            else:
+                st = os.stat(full)
         except OSError:
             st = None
     if st is None:
-        return FileEntry(rel, is_link, target, False, -1, 0, lst.st_mtime_ns, 0, 0, -1, 0, None, 0)
+        return FileEntry(rel, is_link, target, False, -1, 0, lst.st_mtime_ns, 0, 0, unfollowed, 0, None, 0)
 
     size = st.st_size
-    check, detail, content, flags = -1, 0, None, 0
+    check, detail, data, flags = -1, 0, None, 0
     name = rel.rsplit("/", 1)[-1]
     if name.endswith(WEIGHT_SUFFIXES):
         kind = KIND_SAFETENSORS if name.endswith(".safetensors") else KIND_WEIGHT_HEAD
@@ -218,11 +275,11 @@ def _file_entry(
         if known is not None:
             check, detail = known
         else:
-            check, detail = _check_weights(full, size, kind)
+            check, detail = _check_weights(content, size, kind)
             fresh.append(CheckResult(st.st_dev, st.st_ino, size, st.st_mtime_ns, kind, check, detail))
-    elif top_level or name.endswith(".index.json"):
+    elif depth == 0 or name.endswith(".index.json"):
         # top-level small files, and shard indexes at any depth (diffusers-style subfolders)
-        check, detail, content, flags = _read_small_file(full, name, size)
+        check, detail, data, flags = _read_small_file(content, name, size)
     return FileEntry(
         rel,
         is_link,
@@ -235,7 +292,7 @@ def _file_entry(
         st.st_ino,
         check,
         detail,
-        content,
+        data,
         flags,
     )
 
