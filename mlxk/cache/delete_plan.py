@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from mlxk.cache.locks import lock_dir, lock_is_held
 from mlxk.cache.names import dirname_to_name
+from mlxk.cache.nofollow import read_without_links
 from mlxk.cache.trash import Journal, is_blob_name, pending_journals
 from mlxk.errors import DeletionFailed, HashNotFound
 
@@ -108,14 +109,12 @@ def _read_refs(repo: str) -> dict[str, str]:
     base = os.path.join(repo, "refs")
     for folder, _dirs, files in os.walk(base, followlinks=False):
         for file in files:
-            path = os.path.join(folder, file)
-            if not os.path.isfile(path) or os.path.islink(path):
-                continue
-            try:
-                with open(path, "rb") as fh:
-                    refs[os.path.relpath(path, base)] = fh.read(256).decode("ascii", "replace").strip()
+            name = os.path.relpath(os.path.join(folder, file), base)
+            try:  # a ref that is a link (or sits below one) may lead anywhere: it is not read
+                text = read_without_links(repo, ["refs", *name.split(os.sep)], 256)
             except OSError:
                 continue
+            refs[name] = text.decode("ascii", "replace").strip()
     return refs
 
 
