@@ -327,10 +327,12 @@ class JsonObjectCall:
 class CollectedCall:
     """A call read whole up to a closing marker, then parsed: for formats whose arguments are not JSON
     and are converted at the end of the call. A closing marker counts only where the text before it
-    parses as a complete call, so one inside an argument value is just text. `check` may reject the
-    call early from its first characters (True: fine, False: not a call, None: cannot tell yet)."""
+    parses as a complete call (so one inside an argument value is just text) and, given `follows`,
+    where what comes after it (past whitespace) is one of those markers or the end of the output.
+    `check` may reject the call early from its first characters (True: fine, False: not a call, None:
+    cannot tell yet)."""
 
-    __slots__ = ("check", "ends", "fallback", "parse", "parts", "pending", "then")
+    __slots__ = ("check", "ends", "fallback", "follows", "parse", "parts", "pending", "then")
 
     def __init__(
         self,
@@ -338,13 +340,16 @@ class CollectedCall:
         ends: tuple[str, ...],
         parse: Callable[[str], list[ParsedCall] | None],
         then: Mode,
+        *,
         check: Callable[[str], bool | None] | None = None,
+        follows: tuple[str, ...] | None = None,
     ) -> None:
         self.fallback = fallback
         self.ends = MarkerSet(ends)
         self.parse = parse
         self.then = then
         self.check = check
+        self.follows = follows
         self.parts: list[str] = []  # text searched already
         self.pending = ""  # text not yet searched, or held back as the start of a closing marker
 
@@ -364,7 +369,12 @@ class CollectedCall:
                 self.pending = self.pending[i:]
                 break
             stop = i + len(end)
-            calls = self.parse("".join(self.parts) + self.pending[:i])
+            after = self._after(self.pending[stop:], final)
+            if after is None:
+                self.parts.append(self.pending[:i])  # this marker is decided with more text
+                self.pending = self.pending[i:]
+                return False
+            calls = self.parse("".join(self.parts) + self.pending[:i]) if after else None
             if calls is not None:
                 seg.buf = self.pending[stop:]
                 for name, arguments, call_id in calls:
@@ -375,6 +385,19 @@ class CollectedCall:
             self.parts.append(self.pending[:stop])
             self.pending = self.pending[stop:]
         return self._revert(seg) if final else False
+
+    def _after(self, rest: str, final: bool) -> bool | None:
+        """Whether the text after a closing marker lets it close the call; None: cannot tell yet."""
+        if self.follows is None:
+            return True
+        rest = rest.lstrip()
+        if not rest:
+            return True if final else None
+        if rest.startswith(self.follows):
+            return True
+        if any(marker.startswith(rest) for marker in self.follows):
+            return True if final else None
+        return False
 
     def _revert(self, seg: Segmenter) -> bool:
         return self.fallback.revert(seg, "".join(self.parts) + self.pending)

@@ -91,8 +91,8 @@ class Segmenter:
         while self.mode.step(self, False):
             pass
         self._out.clear()
-        if isinstance(self.mode, TextMode):
-            self.buf = ""  # prompt text is not output; a marker's whitespace is dropped as usual
+        if isinstance(self.mode, TextMode) or self.buf.isspace():
+            self.buf = ""  # prompt text is not output (a header being read stays: the output ends it)
 
     # -- what modes emit ------------------------------------------------------------------------
     def text(self, channel: Channel, text: str) -> None:

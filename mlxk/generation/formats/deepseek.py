@@ -152,4 +152,5 @@ class DeepSeekDsml(Segmenter):
             (f"</{_DSML}invoke>",),
             lambda body: parse_invoke(body, self.tools),
             section,
+            follows=(f"<{_DSML}invoke", *_DSML_SECTION_ENDS),
         )

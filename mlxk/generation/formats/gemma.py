@@ -18,7 +18,8 @@ from mlxk.generation.schema import Tools, dump_arguments, jsonable, type_value
 _QUOTE = '<|"|>'
 _CALL = re.compile(r"\s*call:([\w.\-]+)\s*(?=\{)")
 _BARE = re.compile(r"[^,:{}\[\]]*")
-_LITERALS: dict[str, Any] = {"true": True, "false": False, "null": None}
+# the template writes Python's None for null
+_LITERALS: dict[str, Any] = {"true": True, "false": False, "null": None, "None": None}
 
 
 class _Syntax(Exception):

@@ -162,4 +162,5 @@ class KimiK3(Segmenter):
             (_close("call"),),
             lambda body: parse_call(body, self.tools),
             section,
+            follows=("<|open|>call", _close("tools")),
         )

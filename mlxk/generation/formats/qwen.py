@@ -92,6 +92,7 @@ class ToolCallTags(Segmenter):
             lambda body: parse_function(body, self.tools, bare=False),
             section,
             check=name_check,
+            follows=("</tool_call>", "<function="),
         )
 
     def _json_call(self, seg: Segmenter, section: Section, opener: str) -> Mode:
