@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import random
 import secrets
-import string
-
-_ALPHANUMERIC = string.ascii_letters + string.digits
 
 
 class CallIds:
-    """`call_` + 24 random letters and digits, or 9 of them (the style Mistral templates require of the
-    ids they get back with tool results). Seeded, the sequence is repeatable: the same output parsed
-    twice gets the same ids."""
+    """`call_` + 24 hex digits, or 9 hex digits (the shape Mistral's templates require of the ids they
+    get back with tool results: 9 letters and digits). Seeded, the sequence is repeatable: the same
+    output parsed twice gets the same ids."""
 
     def __init__(self, seed: int | None = None, *, short: bool = False) -> None:
         self._random = random.Random(seed) if seed is not None else None
         self._short = short
 
     def next(self) -> str:
-        size = 9 if self._short else 24
-        if self._random is not None:
-            token = "".join(self._random.choice(_ALPHANUMERIC) for _ in range(size))
-        else:
-            token = "".join(secrets.choice(_ALPHANUMERIC) for _ in range(size))
+        digits = 9 if self._short else 24
+        bits = (
+            self._random.getrandbits(4 * digits) if self._random is not None else secrets.randbits(4 * digits)
+        )
+        token = f"{bits:0{digits}x}"
         return token if self._short else f"call_{token}"

@@ -18,9 +18,9 @@ class Channel(str, Enum):
     FAILED_CALL = "failed_call"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delta:
-    """One event of a segmenter.
+    """One event of a segmenter (not frozen: one is made per token, and a frozen one costs more).
 
     CONTENT / REASONING: `text` is the next piece of that channel.
     TOOL_CALL: a call's first delta carries `index`, `id` and `name` (and empty `text`); the next ones

@@ -20,27 +20,35 @@ class MarkerSet:
     def __init__(self, markers: Iterable[str]) -> None:
         unique = sorted(set(markers), key=len, reverse=True)  # the longest wins at a given position
         self.markers: tuple[str, ...] = tuple(unique)
-        self._pattern = re.compile("|".join(re.escape(m) for m in unique)) if unique else None
+        never = re.compile(r"(?!)")
+        self._pattern = re.compile("|".join(re.escape(m) for m in unique)) if unique else never
         self._prefixes = frozenset(m[:k] for m in unique for k in range(1, len(m)))
-        self._firsts = frozenset(m[0] for m in unique)
+        # the characters markers start with: text without any of them needs no closer look
+        firsts = sorted({m[0] for m in unique})
+        self._firsts = re.compile("[" + "".join(re.escape(c) for c in firsts) + "]") if firsts else never
         self._window = max((len(m) for m in unique), default=1) - 1
 
     def search(self, text: str, start: int = 0) -> tuple[int, str | None]:
         """(i, marker) for the first whole marker at or after `start`; else (i, None), where text[i:] may
         still become a marker (i == len(text) when nothing needs holding back)."""
-        if self._pattern is not None:
-            found = self._pattern.search(text, start)
-            if found is not None:
-                i = found.start()
-                if text[i:] in self._prefixes:  # also the start of a longer marker: wait
-                    return i, None
-                return i, found.group()
-        return self.tail(text, start), None
+        first = self._firsts.search(text, start)
+        if first is None:
+            return len(text), None
+        found = self._pattern.search(text, first.start())
+        if found is not None:
+            i = found.start()
+            if text[i:] in self._prefixes:  # also the start of a longer marker: wait
+                return i, None
+            return i, found.group()
+        return self.tail(text, first.start()), None
 
     def tail(self, text: str, start: int = 0) -> int:
         """Where a possible partial marker starts at the end of `text` (len(text) if none)."""
         n = len(text)
-        for i in range(max(start, n - self._window), n):
-            if text[i] in self._firsts and text[i:] in self._prefixes:
+        at = self._firsts.search(text, max(start, n - self._window))
+        while at is not None:
+            i = at.start()
+            if text[i:] in self._prefixes:
                 return i
+            at = self._firsts.search(text, i + 1)
         return n

@@ -78,13 +78,16 @@ def _json_type(value: Any) -> str:
     return "object" if isinstance(value, dict) else "array"
 
 
-def _loads(text: str) -> Any:
-    """json.loads without NaN and Infinity, which are not JSON and would not survive the round trip."""
-    return json.loads(text, parse_constant=_reject_constant)
-
-
 def _reject_constant(name: str) -> Any:
     raise ValueError(name)
+
+
+# NaN and Infinity are not JSON, and would not survive the trip to a client
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _loads(text: str) -> Any:
+    return _DECODER.decode(text)
 
 
 def _read_as(text: str, kind: str) -> tuple[bool, Any]:
