@@ -23,7 +23,8 @@ class JsonScanner:
 
     `scan(text, start)` is given the whole text seen so far and the index where new text begins; it
     returns the index just past the end of the value, MORE or INVALID. `marks` collects the positions
-    of ':' and ',' at nesting depth 1 (the members of a top-level object), for callers that need them.
+    of ':' and ',' at nesting depth 1 (the members of a top-level object), for callers that need them:
+    each an index into the text of the scan() call that met it.
     """
 
     __slots__ = ("depth", "escaped", "in_string", "marks", "started")

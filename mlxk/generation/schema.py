@@ -103,8 +103,8 @@ def _read_as(text: str, kind: str) -> tuple[bool, Any]:
             value = _loads(stripped)
         except ValueError:
             return False, None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return False, None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not jsonable(value):
+            return False, None  # 1e999 reads as infinity, which JSON cannot carry back
         if kind == "integer" and isinstance(value, float):
             return (True, int(value)) if value.is_integer() else (False, None)
         return True, value
@@ -144,7 +144,7 @@ def type_text(text: str, schema: Schema | None) -> Any:
             value = _loads(text)
         except ValueError:
             return text
-        return text if isinstance(value, str) else value
+        return text if isinstance(value, str) or not jsonable(value) else value
     for kind in _ORDER:
         if kind in kinds:
             ok, value = _read_as(text, kind)
