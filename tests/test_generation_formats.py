@@ -383,3 +383,21 @@ def test_seeded_segmenters_give_repeatable_ids() -> None:
     ids = [make_segmenter("hermes", seed=3).feed(output)[0].id for _ in range(2)]
     assert ids[0] == ids[1] and ids[0] is not None and ids[0].startswith("call_")
     assert make_segmenter("hermes", seed=4).feed(output)[0].id != ids[0]
+
+
+def test_calls_outside_their_section_are_read_and_stray_markers_dropped() -> None:
+    # DeepSeek R1's own template writes a second call after the section's end
+    output = (
+        '<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n{"city": "A"}\n```'
+        "<｜tool▁call▁end｜><｜tool▁calls▁end｜>\n<｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n"
+        '{"city": "B"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>'
+    )
+    assert calls(parse("deepseek_v3", output)) == [
+        ("get_weather", {"city": "A"}),
+        ("get_weather", {"city": "B"}),
+    ]
+    kimi = (
+        '<|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>{"city": "C"}<|tool_call_end|>'
+    )
+    assert calls(parse("kimi_k2", kimi)) == [("get_weather", {"city": "C"})]
+    assert parse("kimi_k2", "a <|tool_call_end|> b").content == "ab"  # with the marker's whitespace

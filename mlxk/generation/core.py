@@ -291,6 +291,17 @@ class Section:
         return True
 
 
+def unwrapped(open_section: Action) -> Action:
+    """The action for a call marker met outside its section (some models leave the section's opening
+    out): the section opens there, with the marker read again as its first call."""
+
+    def action(seg: Segmenter, marker: str) -> None:
+        open_section(seg, "")
+        seg.buf = marker + seg.buf
+
+    return action
+
+
 def think_modes(
     opens: tuple[str, ...] = ("<think>",), closes: tuple[str, ...] = ("</think>",)
 ) -> tuple[TextMode, TextMode]:

@@ -31,6 +31,7 @@ from mlxk.generation.core import (
     TextMode,
     drop,
     think_modes,
+    unwrapped,
 )
 from mlxk.generation.schema import Tools, dump_arguments, type_text
 
@@ -52,7 +53,14 @@ class DeepSeekV3(Segmenter):
 
     def initial_mode(self) -> Mode:
         content, reasoning = think_modes()
-        content.on({**dict.fromkeys(_SECTION, self._section(content)), **drop(*_SECTION_END, *_END_OF_TURN)})
+        section = self._section(content)
+        content.on(
+            {
+                **dict.fromkeys(_SECTION, section),
+                **dict.fromkeys(_CALL, unwrapped(section)),
+                **drop(*_SECTION_END, *_CALL_END, *_SEP, *_END_OF_TURN),
+            }
+        )
         reasoning.on(drop(*_END_OF_TURN))
         return content
 

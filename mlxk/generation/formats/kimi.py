@@ -29,6 +29,7 @@ from mlxk.generation.core import (
     drop,
     go,
     think_modes,
+    unwrapped,
 )
 from mlxk.generation.events import Channel
 from mlxk.generation.schema import Tools, dump_arguments, type_text
@@ -44,7 +45,14 @@ class KimiK2(Segmenter):
     def initial_mode(self) -> Mode:
         content, reasoning = think_modes()
         for mode in (content, reasoning):
-            mode.on({**dict.fromkeys(_SECTION, self._section(mode)), **drop(*_SECTION_END, "<|im_end|>")})
+            section = self._section(mode)
+            mode.on(
+                {
+                    **dict.fromkeys(_SECTION, section),
+                    "<|tool_call_begin|>": unwrapped(section),
+                    **drop(*_SECTION_END, "<|tool_call_end|>", "<|tool_call_argument_begin|>", "<|im_end|>"),
+                }
+            )
         return content
 
     def _section(self, home: TextMode) -> Action:
