@@ -401,3 +401,23 @@ def test_calls_outside_their_section_are_read_and_stray_markers_dropped() -> Non
     )
     assert calls(parse("kimi_k2", kimi)) == [("get_weather", {"city": "C"})]
     assert parse("kimi_k2", "a <|tool_call_end|> b").content == "ab"  # with the marker's whitespace
+
+
+def test_the_example_in_the_docs_gives_what_they_say() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[1] / "docs" / "tools.md").read_text()
+    code = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "docs/tools.md", "exec"), namespace)
+    checked = 0
+    for line in code.splitlines():
+        if "   # " in line and not line.startswith("#"):
+            expression, said = line.split("   # ", 1)
+            value = eval(expression.strip(), namespace)
+            if said.endswith("…'"):
+                assert value.startswith(said[1:-2])
+            else:
+                assert repr(value) == said.strip()
+            checked += 1
+    assert checked == 5
