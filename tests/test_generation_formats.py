@@ -412,8 +412,8 @@ def test_the_example_in_the_docs_gives_what_they_say() -> None:
     exec(compile(code, "docs/tools.md", "exec"), namespace)
     checked = 0
     for line in code.splitlines():
-        if "   # " in line and not line.startswith("#"):
-            expression, said = line.split("   # ", 1)
+        if "  # " in line and not line.startswith("#"):
+            expression, said = line.split("  # ", 1)
             value = eval(expression.strip(), namespace)
             if said.endswith("…'"):
                 assert value.startswith(said[1:-2])

@@ -90,7 +90,6 @@ class Family:
     # the end of the turn: a stop token in real generation, so never in the text a server parses
     stops: tuple[str, ...] = ()
     marker_text: str = ""  # a string argument holding this format's own markers
-    ascii_only: bool = False  # the template cannot render some characters in string arguments
 
 
 IM_END = ("<|im_end|>",)
@@ -384,19 +383,19 @@ def assistant_message(family: Family, message: Message) -> dict[str, Any]:
     return out
 
 
-_RENDERED: dict[tuple[str, str, str], tuple[str, str]] = {}
+_RENDERED: dict[tuple[str, str], tuple[str, str]] = {}
 
 
-def rendered(family: Family, case: str) -> tuple[str, str]:
-    """(the model's output, the prompt before it) for one case."""
-    key = (family.template, case, repr(CASES[case]))
+def rendered(family: Family, case: str | Message) -> tuple[str, str]:
+    """(the model's output, the prompt before it) for one case (by name, or a message)."""
+    message = CASES[case] if isinstance(case, str) else case
+    key = (family.template, repr(message))
     if key not in _RENDERED:
-        _RENDERED[key] = _render_case(family, case)
+        _RENDERED[key] = _render_case(family, message)
     return _RENDERED[key]
 
 
-def _render_case(family: Family, case: str) -> tuple[str, str]:
-    message = CASES[case]
+def _render_case(family: Family, message: Message) -> tuple[str, str]:
     kwargs = family.plain_kwargs if not message.reasoning else {}
     user = {"role": "user", "content": "What is the weather in Paris?"}
     prompt = render(family, [user], True, **kwargs)
@@ -531,7 +530,7 @@ def check_case(family: Family, case: str) -> None:
     output, prompt = rendered(family, case)
     message = CASES[case]
     whole, events = segment(family.format, [output], prompt)
-    assert (whole.content or None) == message.content, output
+    assert whole.content == message.content, output
     assert whole.reasoning == message.reasoning, output
     assert calls_of(whole) == expected_calls(message), output
     check_stream(events, whole)
@@ -590,16 +589,12 @@ def test_hypothesis_splits(data: st.DataObject) -> None:
 @pytest.mark.parametrize("family", FAMILIES, ids=FAMILY_IDS)
 def test_markers_inside_a_string_argument_are_text(family: Family) -> None:
     message = Message(calls=(("search", {"note": family.marker_text, "exact": False}),))
-    CASES["marker_in_string"] = message
-    try:
-        output, prompt = rendered(family, "marker_in_string")
-        for deltas in ([output], list(output), splits(output, range(3, len(output), 7))):
-            result, events = segment(family.format, deltas, prompt)
-            assert calls_of(result) == expected_calls(message), output
-            assert result.content is None and result.reasoning is None
-            check_stream(events, result)
-    finally:
-        del CASES["marker_in_string"]
+    output, prompt = rendered(family, message)
+    for deltas in ([output], list(output), splits(output, range(3, len(output), 7))):
+        result, events = segment(family.format, deltas, prompt)
+        assert calls_of(result) == expected_calls(message), output
+        assert result.content is None and result.reasoning is None
+        check_stream(events, result)
 
 
 # -- truncated and malformed output ------------------------------------------------------------------

@@ -91,6 +91,7 @@ class Segmenter:
         while self.mode.step(self, False):
             pass
         self._out.clear()
+        self.calls = 0
         if isinstance(self.mode, TextMode) or self.buf.isspace():
             self.buf = ""  # prompt text is not output (a header being read stays: the output ends it)
 
