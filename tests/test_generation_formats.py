@@ -421,3 +421,16 @@ def test_the_example_in_the_docs_gives_what_they_say() -> None:
                 assert repr(value) == said.strip()
             checked += 1
     assert checked == 5
+
+
+def test_a_json_answer_streams_as_content_once_it_cannot_be_a_call() -> None:
+    """Llama's calls are bare JSON, so a JSON answer waits only until a key no call has shows."""
+    segmenter = make_segmenter("llama3_json", tools=TOOLS)
+    assert segmenter.feed('{"answer"') == []  # the key is known at its colon
+    streamed = segmenter.feed(": 42, ")
+    assert [(d.channel, d.text) for d in streamed] == [(Channel.CONTENT, '{"answer": 42,')]
+    segmenter = make_segmenter("llama3_json", tools=TOOLS)
+    assert segmenter.feed('{"name": "get_weather", "parameters": {"ci') != []  # an offered tool: a call
+    segmenter = make_segmenter("llama3_json", tools=TOOLS)
+    streamed = segmenter.feed('{"name": "Ada", "parameters": {"age": 3')
+    assert streamed and all(d.channel is Channel.CONTENT for d in streamed)

@@ -190,6 +190,8 @@ class JsonObjectCall:
         self.parts.append(chunk)
         self.size += len(chunk)
         self._read_members(closed=end >= 0)
+        if self.speculative and self.name is not None and not seg.tools.offers(self.name):
+            self.bad = True  # not a call of an offered tool: an answer that happens to be JSON
         if self.bad:
             return self._fail(seg)
         self._open(seg, closed=end >= 0)
@@ -217,6 +219,9 @@ class JsonObjectCall:
                 key = None
             if self.key is not _NO_KEY or not isinstance(key, str):
                 self.bad = True
+                return
+            if self.speculative and key not in self.arg_keys and key not in ("name", "id", "type"):
+                self.bad = True  # a key no call has: a JSON answer, to stream as content now
                 return
             self.key = key
             self.value_start = at + 1
