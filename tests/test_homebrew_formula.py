@@ -152,3 +152,25 @@ def test_the_formula_test_fails_on_the_pure_python_core() -> None:
     done = run_formula_test(dict(os.environ, MLXK_NO_EXTENSIONS="1"))
     assert done.returncode != 0
     assert "pure-Python core" in done.stderr
+
+
+def test_resources_are_sdists_else_pure_python_wheels_never_platform_wheels() -> None:
+    """Homebrew builds Python resources from source, and can stage a py3-none-any wheel as a file."""
+
+    def file(name: str) -> dict[str, object]:
+        return {
+            "filename": name,
+            "url": f"https://files.example/{name}",
+            "hashes": {"sha256": "0" * 64},
+        }
+
+    pin = script.Pin("typing-extensions", "4.16.0", direct=False)
+    files = [file("typing_extensions-4.16.0-py3-none-any.whl"), file("typing_extensions-4.16.0.tar.gz")]
+    assert script.pick_source(pin, files).url.endswith("/typing_extensions-4.16.0.tar.gz")
+    assert script.pick_source(pin, files[:1]).url.endswith("-py3-none-any.whl")
+    platform_only = [file("typing_extensions-4.16.0-cp314-cp314-macosx_14_0_arm64.whl")]
+    with pytest.raises(SystemExit, match="neither an sdist nor a pure-Python wheel"):
+        script.pick_source(pin, platform_only)
+    other_version = [file("typing_extensions-4.15.0.tar.gz")]
+    with pytest.raises(SystemExit):
+        script.pick_source(pin, other_version)
