@@ -1,7 +1,9 @@
 """Builds the optional Cython core (``mlxk.core._native``); all other metadata lives in pyproject.toml.
 
 Where there is no compiler, no Cython, or ``MLXK_NO_EXTENSIONS=1`` is set at build time, the
-package installs without the extension and runs on its pure-Python twins.
+package installs without the extension and runs on its pure-Python twins, and the build says so on
+stderr (``pip install -v`` shows it; ``mlxk --version`` says which core is in use afterwards).
+``MLXK_REQUIRE_NATIVE=1`` turns that fallback into a failed build: release wheels must carry the core.
 """
 
 from __future__ import annotations
@@ -15,24 +17,42 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 
+def native_required() -> bool:
+    return os.environ.get("MLXK_REQUIRE_NATIVE") == "1"
+
+
+def fall_back_to_python(reason: str) -> None:
+    """Say loudly that the install goes on without the compiled core, or stop when it is required."""
+    if native_required():
+        raise SystemExit(f"error: mlxk's native core could not be built ({reason}) and MLXK_REQUIRE_NATIVE=1")
+    notice = (
+        "",
+        "=" * 78,
+        "NOTICE: mlxk's native core (mlxk.core._native) was NOT built:",
+        f"  {reason}",
+        "mlxk installs with its pure-Python core instead: the same results, slower on large caches.",
+        "To get the native core, install a C compiler and the Python headers, then reinstall;",
+        "`mlxk --version` says which core is in use.",
+        "=" * 78,
+        "",
+    )
+    print("\n".join(notice), file=sys.stderr)
+
+
 class OptionalBuildExt(build_ext):
-    """A failed extension build is a warning, not a failed install."""
+    """A failed extension build is a notice, not a failed install (unless the core is required)."""
 
     def run(self) -> None:
         try:
             super().run()
         except Exception as exc:
-            self._warn(exc)
+            fall_back_to_python(str(exc))
 
     def build_extension(self, ext) -> None:  # type: ignore[no-untyped-def]
         try:
             super().build_extension(ext)
         except Exception as exc:
-            self._warn(exc)
-
-    @staticmethod
-    def _warn(exc: Exception) -> None:
-        print(f"WARNING: mlxk's native core was not built ({exc}); using pure Python.", file=sys.stderr)
+            fall_back_to_python(str(exc))
 
 
 def write_native_codes() -> None:
@@ -53,12 +73,12 @@ def native_extensions() -> list:
         from Cython.Build import cythonize
         from setuptools import Extension
     except ImportError:
-        print("WARNING: Cython is not available; mlxk installs without its native core.", file=sys.stderr)
+        fall_back_to_python("Cython is not available")
         return []
     try:
         write_native_codes()
     except Exception as exc:
-        print(f"WARNING: mlxk's native codes could not be generated ({exc}).", file=sys.stderr)
+        fall_back_to_python(f"its numbers could not be generated from mlxk/core/codes.py: {exc}")
         return []
     compile_args = ["-O3"] if sys.platform != "win32" else []
     extension = Extension(
@@ -82,7 +102,7 @@ def native_extensions() -> list:
             },
         )
     except Exception as exc:
-        print(f"WARNING: Cython could not translate mlxk's native core ({exc}).", file=sys.stderr)
+        fall_back_to_python(f"Cython could not translate _native/_native.pyx: {exc}")
         return []
 
 

@@ -4,5 +4,5 @@ The build reads ``__version__`` from this file (pyproject.toml: ``dynamic = ["ve
 package metadata and ``mlxk --version`` cannot disagree.
 """
 
-__version__ = "2.0.0.dev1"
+__version__ = "2.0.0b1"
 JSON_API_SPEC_VERSION = "0.2.3"
