@@ -63,8 +63,8 @@ class Chunk:
 def merge(chunks: Sequence[Chunk]) -> Chunk:
     """Consecutive chunks of one stream as one: channels joined, tool-call pieces of the same call
     run together, the finish and usage of the last."""
-    if len(chunks) == 1:
-        return chunks[0]
+    if len(chunks) == 1 and len(chunks[0].tool_calls) <= 1:
+        return chunks[0]  # the common case: nothing to join
     calls: list[ToolCallDelta] = []
     for chunk in chunks:
         for delta in chunk.tool_calls:
