@@ -111,6 +111,7 @@ def test_merge_joins_channels_and_the_pieces_of_each_call() -> None:
             Chunk(reasoning="Let me "),
             Chunk("", "think", (ToolCallDelta(0, "call_a", "get_weather", '{"ci'),)),
             Chunk("ok", "", (ToolCallDelta(0, arguments='ty": 1}'), ToolCallDelta(1, "call_b", "get_time"))),
+            Chunk(tool_calls=(ToolCallDelta(2, "call_c", "f", "{"), ToolCallDelta(2, failed=True))),
             Chunk(finish_reason="tool_calls"),
         ]
     )
@@ -118,6 +119,7 @@ def test_merge_joins_channels_and_the_pieces_of_each_call() -> None:
     assert merged.tool_calls == (
         ToolCallDelta(0, "call_a", "get_weather", '{"city": 1}'),
         ToolCallDelta(1, "call_b", "get_time", ""),
+        ToolCallDelta(2, failed=True),  # what came of call 2 is void
     )
 
 
@@ -222,7 +224,19 @@ class ThinkFirst:
         return [Segment(channel, part) for channel, part in (("reasoning", head), ("content", tail)) if part]
 
     def finish(self) -> Iterable[SegmentEvent]:
-        return [ToolCallDelta(0, "call_1", "get_time"), ToolCallDelta(0, arguments="{}")] if self.call else []
+        if not self.call:
+            return []
+        return [Segment("tool_call", "", 0, "call_1", "get_time"), Segment("tool_call", "{}", 0)]
+
+
+class BrokenCall:
+    """A segmenter for the tests: a call starts, then turns out malformed (its text is content)."""
+
+    def feed(self, text: str) -> Iterable[SegmentEvent]:
+        return []
+
+    def finish(self) -> Iterable[SegmentEvent]:
+        return [Segment("tool_call", "", 0, "call_1", "f"), Segment("failed_call", "<call>f{", 0)]
 
 
 def single_loop(engine: Any, request: GenerationRequest) -> list[Chunk]:
@@ -307,6 +321,14 @@ def test_a_turn_that_ends_with_tool_calls_finishes_with_tool_calls(
     answer = merge(drive(engine, GenerationRequest(messages=HELLO, max_tokens=10, sampling=GREEDY)))
     assert answer.finish_reason == "tool_calls"
     assert answer.tool_calls == (ToolCallDelta(0, "call_1", "get_time", "{}"),)
+
+
+def test_a_failed_call_is_content_and_no_tool_calls_finish(segmented: dict[str, Any], drive: Any) -> None:
+    engine = segmented["stop"]
+    engine.segmenter_for = lambda request, prompt: BrokenCall()
+    answer = merge(drive(engine, GenerationRequest(messages=HELLO, max_tokens=10, sampling=GREEDY)))
+    assert (answer.content, answer.finish_reason) == ("<call>f{", "stop")
+    assert answer.tool_calls == (ToolCallDelta(0, failed=True),)
 
 
 def test_the_plain_text_segmenter_equals_no_segmenter(segmented: dict[str, Any], drive: Any) -> None:

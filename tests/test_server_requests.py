@@ -196,6 +196,8 @@ def test_a_whole_answer_with_tool_calls_in_openai_shape() -> None:
             ToolCallDelta(0, "call_1", "get_time", '{"tz": '),
             ToolCallDelta(1, "call_2", "get_weather", '{"city": "Paris"}'),
             ToolCallDelta(0, arguments='"UTC"}'),
+            ToolCallDelta(2, "call_3", "f", "{"),
+            ToolCallDelta(2, failed=True),  # malformed: its text is content, the call is gone
         ),
     )
     choice = Reply("m", chat=True).complete(answer, "tool_calls", USAGE)["choices"][0]

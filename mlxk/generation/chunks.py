@@ -38,12 +38,14 @@ class Usage:
 @dataclass(frozen=True, slots=True)
 class ToolCallDelta:
     """A piece of the ``index``-th tool call of the answer: its first piece names it (``id``,
-    ``name``), the following ones carry more of its ``arguments`` (JSON text)."""
+    ``name``), the following ones carry more of its ``arguments`` (JSON text). A piece with
+    ``failed`` voids the call: it turned out malformed or truncated, and its text came as content."""
 
     index: int
     id: str | None = None
     name: str | None = None
     arguments: str = ""
+    failed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +70,10 @@ def merge(chunks: Sequence[Chunk]) -> Chunk:
     calls: list[ToolCallDelta] = []
     for chunk in chunks:
         for delta in chunk.tool_calls:
-            if calls and calls[-1].index == delta.index and delta.id is None and delta.name is None:
+            if delta.failed:  # what came of that call is void
+                calls = [call for call in calls if call.index != delta.index]
+                calls.append(delta)
+            elif calls and calls[-1].index == delta.index and delta.id is None and delta.name is None:
                 last = calls[-1]
                 calls[-1] = ToolCallDelta(last.index, last.id, last.name, last.arguments + delta.arguments)
             else:

@@ -5,10 +5,12 @@ tool call), stop strings on the content, the token budget. At the end: what was 
 finish reason and usage. The single-sequence loop (``engine``) and the batch loop (``batch``) only
 feed tokens and read what comes back, so a feature that touches tokens or text lives here, once.
 
-The segmenter slot: an object with ``feed(text) -> events`` and ``finish() -> events``, where an
-event is a ``Segment`` (text on the ``content`` or ``reasoning`` channel) or a ``ToolCallDelta``.
-``None`` means the whole answer is content; that case takes a path with no per-token work beyond
-the detokenizer and the stop matcher.
+The segmenter slot: an object with ``feed(text) -> events`` and ``finish() -> events``; an event
+has a ``channel`` and ``text``: the next piece of ``content`` or ``reasoning``; on ``tool_call``,
+the first event of call ``index`` names it (``id``, ``name``) and the next ones carry pieces of
+its arguments; ``failed_call`` voids call ``index`` (malformed or truncated) and its ``text`` is
+content. ``None`` means the whole answer is content; that case takes a path with no per-token
+work beyond the detokenizer and the stop matcher.
 """
 
 from __future__ import annotations
@@ -25,17 +27,34 @@ from mlxk.generation.stops import StopMatcher
 
 CONTENT = "content"
 REASONING = "reasoning"
+TOOL_CALL = "tool_call"
+FAILED_CALL = "failed_call"
+
+
+class SegmentEvent(Protocol):
+    """What a segmenter emits (read-only fields; any frozen dataclass of this shape will do)."""
+
+    @property
+    def channel(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def index(self) -> int | None: ...
+    @property
+    def id(self) -> str | None: ...
+    @property
+    def name(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """Text of the answer on one channel: ``content`` or ``reasoning``."""
+    """A segmenter event of our own making (see ``SegmentEvent``)."""
 
     channel: str
-    text: str
-
-
-SegmentEvent = Segment | ToolCallDelta
+    text: str = ""
+    index: int | None = None
+    id: str | None = None
+    name: str | None = None
 
 
 class Segmenter(Protocol):
@@ -91,7 +110,7 @@ class Sequence:
         self.generated: list[int] = []
         self.reason: str | None = None  # set when the sequence must end
         self.cached_tokens = 0  # prompt tokens whose KV came from a prefix cache
-        self.tool_calls = 0  # how many tool calls the answer has started
+        self.calls: set[int] = set()  # the tool calls of the answer (by index), but for failed ones
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
 
@@ -144,7 +163,7 @@ class Sequence:
                 tail = Chunk(text + ("" if self.stops.stopped else self.stops.flush()))
             if self.stops.stopped:
                 reason = "stop"
-        if reason == "stop" and self.tool_calls:
+        if reason == "stop" and self.calls:
             reason = "tool_calls"
         first = self.first_token_at or now
         usage = Usage(
@@ -165,15 +184,19 @@ class Sequence:
         reasoning: list[str] = []
         calls: list[ToolCallDelta] = []
         for event in events:
-            if isinstance(event, ToolCallDelta):
-                calls.append(event)
-                self.tool_calls = max(self.tool_calls, event.index + 1)
-            elif event.channel == CONTENT:
+            channel = event.channel
+            if channel in (CONTENT, FAILED_CALL):
+                if channel == FAILED_CALL and event.index is not None:
+                    self.calls.discard(event.index)
+                    calls.append(ToolCallDelta(event.index, failed=True))
                 content.append(stops.feed(event.text))
                 if stops.stopped:
                     break
-            else:
+            elif channel == REASONING:
                 reasoning.append(event.text)
+            elif channel == TOOL_CALL and event.index is not None:
+                self.calls.add(event.index)
+                calls.append(ToolCallDelta(event.index, event.id, event.name, event.text))
         if stops.stopped:
             self.reason = "stop"
         elif last:

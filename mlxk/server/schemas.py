@@ -354,8 +354,10 @@ class Reply:
                     delta["reasoning_content"] = delta["reasoning"] = chunk.reasoning
                 if chunk.content:
                     delta["content"] = chunk.content
-                if chunk.tool_calls:
-                    delta["tool_calls"] = [_call_delta(d) for d in chunk.tool_calls]
+                # a stream cannot take back the start of a call that failed: its text follows as content
+                calls = [_call_delta(d) for d in chunk.tool_calls if not d.failed]
+                if calls:
+                    delta["tool_calls"] = calls
             choice: dict[str, Any] = {"index": 0, "delta": delta}
         else:
             choice = {"index": 0, "text": chunk.content if chunk is not None else ""}
@@ -387,6 +389,9 @@ def _whole_calls(deltas: tuple[ToolCallDelta, ...]) -> list[dict[str, Any]]:
     """The pieces of each call put together, in the order of their indices."""
     calls: dict[int, dict[str, Any]] = {}
     for delta in deltas:
+        if delta.failed:  # a call that turned out malformed: its text is in the content
+            calls.pop(delta.index, None)
+            continue
         call = calls.setdefault(
             delta.index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
         )
