@@ -85,6 +85,25 @@ class Sequence:
     """The state of one generation. ``add`` each sampled token; when ``reason`` is set, stop
     feeding and call ``finish`` for the last chunk."""
 
+    __slots__ = (
+        "cached_tokens",
+        "calls",
+        "cancel",
+        "detokenizer",
+        "end_ids",
+        "first_token_at",
+        "generated",
+        "max_tokens",
+        "processors",
+        "prompt",
+        "prompt_tail",
+        "reason",
+        "sampler",
+        "segmenter",
+        "started",
+        "stops",
+    )  # fmt: skip
+
     def __init__(
         self,
         prompt: Prompt,
