@@ -102,7 +102,7 @@ class Sequence:
         "segmenter",
         "started",
         "stops",
-    )  # fmt: skip
+    )
 
     def __init__(
         self,
