@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from benchmarks.conftest import QUICK
-from mlxk.runner.request import GenerationRequest, Message, Sampling
+from mlxk.generation.request import GenerationRequest, Message, Sampling
 from tests.modelfix import build_tiny_chat_model, install
 
 TOKENS = 256 if QUICK else 1024
@@ -27,7 +27,7 @@ MAX_TTFT_OVERHEAD_S = 0.020
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from mlxk.runner.engine import load_engine
+    from mlxk.generation.engine import load_engine
 
     hub = tmp_path_factory.mktemp("run-bench")
     repo = install(hub, "bench/Tiny", build_tiny_chat_model(max_position_embeddings=4 * TOKENS))
@@ -69,7 +69,7 @@ def _mlxk(engine: Any) -> tuple[float, float, int]:
 
 
 def test_engine_keeps_mlx_lm_speed(engine: Any) -> None:
-    prompt = engine.encode(_request())
+    prompt = engine.prompt(_request()).tokens
     _mlx_lm(engine, prompt), _mlxk(engine)  # warm both paths (compiled kernels, caches)
     speed, ttft, rows = [], [], []
     for _ in range(PAIRS):
@@ -95,5 +95,5 @@ def test_engine_generation(benchmark: Any, engine: Any) -> None:
 
 
 def test_mlx_lm_generation(benchmark: Any, engine: Any) -> None:
-    prompt = engine.encode(_request())
+    prompt = engine.prompt(_request()).tokens
     benchmark.pedantic(lambda: _mlx_lm(engine, prompt), rounds=3 if QUICK else 7, iterations=1)

@@ -14,7 +14,7 @@ import pytest
 
 from benchmarks.conftest import QUICK, ROUNDS, Medians
 from mlxk.generation import make_segmenter
-from mlxk.runner.stops import StopMatcher
+from mlxk.generation.stops import StopMatcher
 
 PLAIN_VS_STOPS = 10.0
 CALLS_VS_STOPS = 25.0

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from benchmarks.conftest import QUICK
-from mlxk.runner.request import GenerationRequest, Message, Sampling
+from mlxk.generation.request import GenerationRequest, Message, Sampling
 from tests.modelfix import build_tiny_chat_model, install
 from tests.servefix import wait_until_up
 
@@ -217,13 +217,13 @@ def test_one_stream_keeps_mlx_lm_speed(server: str, hub: Path) -> None:
     (HTTP, SSE and the client included), first token within 30 ms of it."""
     from mlx_lm.generate import stream_generate
 
-    from mlxk.runner.engine import load_engine
+    from mlxk.generation.engine import load_engine
 
     snapshot = next((hub / "models--bench--Tiny" / "snapshots").iterdir())
     engine = load_engine(str(snapshot))
-    prompt = engine.encode(
+    prompt = engine.prompt(
         GenerationRequest(messages=(Message("user", "Hello"),), max_tokens=LONG, sampling=Sampling())
-    )
+    ).tokens
 
     def theirs() -> tuple[float, float]:
         started = time.perf_counter()

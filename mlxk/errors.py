@@ -39,6 +39,15 @@ class ValidationError(MlxkError):
     http_status = 400
 
 
+class InvalidField(ValidationError):
+    """One field of a request is out of its bounds or not supported; ``param`` names it the way
+    the request value does (``temperature``, ``messages[2].content``), for protocols that report it."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 class ModelNotFound(MlxkError):
     error_type = "model_not_found"
     http_status = 404

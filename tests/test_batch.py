@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
-from mlxk.runner.request import Chunk, GenerationRequest, Message, Sampling
+from mlxk.generation.chunks import Chunk
+from mlxk.generation.request import GenerationRequest, Message, Sampling
 from tests.modelfix import build_tiny_chat_model, install
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from mlxk.runner.engine import load_engine
+    from mlxk.generation.engine import load_engine
 
     hub = tmp_path_factory.mktemp("batch")
     repo = install(hub, "test/batch", build_tiny_chat_model(max_position_embeddings=2048))
@@ -36,7 +37,7 @@ class Collector:
 
     def __call__(self, item: Chunk | BaseException) -> None:
         assert isinstance(item, Chunk), item
-        self.texts.append(item.text)
+        self.texts.append(item.content)
         if item.finish_reason is not None:
             self.last = item
 
@@ -46,7 +47,7 @@ class Collector:
 
 
 def reference(engine: Any, req: GenerationRequest) -> str:
-    return "".join(c.text for c in engine.generate(req))
+    return "".join(c.content for c in engine.generate(req))
 
 
 def drain(runner: Any, *collectors: Collector, add_at: dict[int, Any] | None = None) -> None:
@@ -60,7 +61,7 @@ def drain(runner: Any, *collectors: Collector, add_at: dict[int, Any] | None = N
 
 
 def test_a_lone_request_equals_the_engine(engine: Any) -> None:
-    from mlxk.runner.batch import BatchRunner
+    from mlxk.generation.batch import BatchRunner
 
     runner = BatchRunner(engine)
     alone = Collector()
@@ -72,7 +73,7 @@ def test_a_lone_request_equals_the_engine(engine: Any) -> None:
 
 
 def test_a_request_that_moves_into_the_batch_keeps_its_text(engine: Any) -> None:
-    from mlxk.runner.batch import BatchRunner
+    from mlxk.generation.batch import BatchRunner
 
     runner = BatchRunner(engine)
     first, second, third = Collector(), Collector(), Collector()
@@ -91,7 +92,7 @@ def test_a_request_that_moves_into_the_batch_keeps_its_text(engine: Any) -> None
 
 
 def test_cancel_in_either_path(engine: Any) -> None:
-    from mlxk.runner.batch import BatchRunner
+    from mlxk.generation.batch import BatchRunner
 
     runner = BatchRunner(engine)
     lone, lone_cancel = Collector(), threading.Event()
@@ -112,7 +113,7 @@ def test_cancel_in_either_path(engine: Any) -> None:
 
 
 def test_the_prefix_cache_serves_a_repeated_prompt(engine: Any) -> None:
-    from mlxk.runner.batch import BatchRunner
+    from mlxk.generation.batch import BatchRunner
 
     runner = BatchRunner(engine)
     once, again = Collector(), Collector()
@@ -125,7 +126,7 @@ def test_the_prefix_cache_serves_a_repeated_prompt(engine: Any) -> None:
 
 
 def test_a_seeded_request_repeats_whatever_runs_beside_it(engine: Any) -> None:
-    from mlxk.runner.batch import BatchRunner
+    from mlxk.generation.batch import BatchRunner
 
     seeded = GenerationRequest(
         messages=(Message("user", "Hello"),),

@@ -111,6 +111,7 @@ def test_verbose_reports_speed_on_stderr(cli: Any, models: Path) -> None:
     [
         ("--temperature", "-1"),
         ("--temperature", "nan"),
+        ("--temperature", "2.5"),  # the one table of bounds: as over HTTP
         ("--max-tokens", "0"),
         ("--max-tokens", "ten"),
         ("--top-p", "0"),
@@ -118,6 +119,7 @@ def test_verbose_reports_speed_on_stderr(cli: Any, models: Path) -> None:
         ("--top-k", "-3"),
         ("--min-p", "2"),
         ("--repetition-penalty", "0"),
+        ("--repetition-penalty", "20"),
         ("--seed", "x"),
         ("--stop", ""),
     ],

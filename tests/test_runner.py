@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from mlxk.runner.request import Chunk, GenerationRequest, Message, Sampling
-from mlxk.runner.stops import StopMatcher
+from mlxk.generation.chunks import Chunk
+from mlxk.generation.request import GenerationRequest, Message, Sampling
+from mlxk.generation.stops import StopMatcher
 from tests.modelfix import install
 
 GREEDY = Sampling(temperature=0.0)
@@ -41,7 +42,7 @@ def test_stop_matcher_earliest_stop_wins() -> None:
 def engines(
     tiny_models: dict[str, dict[str, bytes]], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
-    from mlxk.runner.engine import load_engine
+    from mlxk.generation.engine import load_engine
 
     hub = tmp_path_factory.mktemp("engines")
     loaded = {}
@@ -53,7 +54,7 @@ def engines(
 
 def run(engine: Any, request: GenerationRequest, cancel: threading.Event | None = None) -> tuple[str, Chunk]:
     chunks = list(engine.generate(request, cancel))
-    return "".join(c.text for c in chunks), chunks[-1]
+    return "".join(c.content for c in chunks), chunks[-1]
 
 
 @pytest.mark.parametrize("variant", ["chat", "bpe", "q4"])  # char-level and BPE detokenizers, 4-bit weights
@@ -63,7 +64,7 @@ def test_greedy_text_equals_mlx_lm(engines: dict[str, Any], variant: str) -> Non
     engine, _path = engines[variant]
     request = GenerationRequest(messages=(Message("user", "Hello"),), max_tokens=40, sampling=GREEDY)
     ours, last = run(engine, request)
-    prompt = engine.encode(request)
+    prompt = engine.prompt(request).tokens
     theirs = "".join(r.text for r in stream_generate(engine.model, engine.tokenizer, prompt, max_tokens=40))
     assert ours == theirs and len(ours) > 0
     assert last.finish_reason == "length" and last.usage is not None and last.usage.completion_tokens == 40
@@ -132,7 +133,7 @@ def test_no_mlx_import_in_the_light_parts(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    code = "import sys, mlxk.runner.engine, mlxk.runner.stops; print('mlx' in sys.modules)"
+    code = "import sys, mlxk.generation.engine, mlxk.generation.batch; print('mlx' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

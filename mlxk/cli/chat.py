@@ -4,50 +4,38 @@ from __future__ import annotations
 
 import sys
 import threading
+from dataclasses import replace
 from typing import TextIO
 
 from mlxk.errors import MlxkError
-from mlxk.runner.engine import Engine
-from mlxk.runner.request import GenerationRequest, Message, Sampling, Usage
+from mlxk.generation.chunks import Usage
+from mlxk.generation.engine import Engine
+from mlxk.generation.request import GenerationRequest, Message
 
 HELP = "/clear forgets the conversation, /exit (or Ctrl-D) leaves; Ctrl-C stops an answer."
 
 
 class Conversation:
-    def __init__(
-        self,
-        engine: Engine,
-        system: str | None,
-        raw: bool,
-        sampling: Sampling,
-        max_tokens: int,
-        stops: tuple[str, ...],
-    ) -> None:
+    def __init__(self, engine: Engine, system: str | None, raw: bool, settings: GenerationRequest) -> None:
         self.engine = engine
         self.system = system
         self.raw = raw  # no chat template: the text goes to the model as it is
-        self.sampling = sampling
-        self.max_tokens = max_tokens
-        self.stops = stops
+        self.settings = settings  # sampling, budget and stops; each turn brings its own text
         self.history: list[Message] = []
 
     def request_for(self, prompt: str) -> GenerationRequest:
         if self.raw:  # the conversation so far as plain text, turn after turn
             turns = [self.system] if self.system else []
-            text = "\n\n".join([*turns, *(m.content for m in self.history), prompt])
-            return GenerationRequest(
-                prompt=text, max_tokens=self.max_tokens, sampling=self.sampling, stops=self.stops
-            )
+            text = "\n\n".join([*turns, *(m.text for m in self.history), prompt])
+            return replace(self.settings, prompt=text, messages=())
         messages = [Message("system", self.system)] if self.system else []
         messages += [*self.history, Message("user", prompt)]
-        return GenerationRequest(
-            messages=tuple(messages), max_tokens=self.max_tokens, sampling=self.sampling, stops=self.stops
-        )
+        return replace(self.settings, prompt=None, messages=tuple(messages))
 
     def collect(self, request: GenerationRequest) -> tuple[str, str, Usage]:
         parts: list[str] = []
         for chunk in self.engine.generate(request):
-            parts.append(chunk.text)
+            parts.append(chunk.content)
             if chunk.usage is not None:
                 return "".join(parts), chunk.finish_reason or "length", chunk.usage
         raise AssertionError("the engine ended a stream without usage")
@@ -58,10 +46,10 @@ class Conversation:
         """Write the answer as it comes; a final newline if it did not end with one."""
         last = "\n"
         for chunk in self.engine.generate(request, cancel):
-            if chunk.text:
-                out.write(chunk.text)
+            if chunk.content:
+                out.write(chunk.content)
                 out.flush()
-                last = chunk.text[-1]
+                last = chunk.content[-1]
             if chunk.usage is not None:
                 if last != "\n":
                     out.write("\n")

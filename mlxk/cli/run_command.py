@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import sys
 from typing import Any
@@ -10,29 +9,22 @@ from cleo.helpers import argument, option
 
 from mlxk.cli.base import MlxkCommand
 from mlxk.errors import ExecutionError, MlxkError, ValidationError
+from mlxk.generation.request import GenerationRequest, Sampling
 from mlxk.ops.run import runnable_model
 from mlxk.output.emit import write_error
 from mlxk.output.generation import render_stats, run_data
-from mlxk.runner.request import Sampling
 
 EXIT_INTERRUPTED = 130
-MAX_TOKENS_LIMIT = 1_000_000
 
 
-def _number(value: Any, name: str, kind: type, low: float, high: float, *, low_open: bool = False) -> Any:
-    """A validated number option: its type, finite, within [low, high] (or (low, high])."""
+def _number(value: Any, name: str, kind: type) -> Any:
+    """An option's text as a number of ``kind``; its bounds are the request value's to check."""
     try:
-        number = kind(value)
+        return kind(value)
     except (TypeError, ValueError):
         raise ValidationError(
             f"--{name} takes a {'whole ' if kind is int else ''}number, not {value!r}"
         ) from None
-    if isinstance(number, float) and not math.isfinite(number):
-        raise ValidationError(f"--{name} must be a finite number")
-    if number < low or number > high or (low_open and number == low):
-        bound = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
-        raise ValidationError(f"--{name} must be in {bound}, not {value}")
-    return number
 
 
 def _readable(text: str) -> str:
@@ -88,21 +80,25 @@ class RunCommand(MlxkCommand):
         ),
     ]
 
-    def _sampling(self) -> tuple[Sampling, int]:
-        max_tokens = _number(self.option("max-tokens"), "max-tokens", int, 1, MAX_TOKENS_LIMIT)
+    def _settings(self) -> GenerationRequest:
+        """The options as a request value (its checks run now, before any model loads); each
+        turn of the conversation is this with its own prompt or messages."""
         penalty = self.option("repetition-penalty")
         seed = self.option("seed")
         sampling = Sampling(
-            temperature=_number(self.option("temperature"), "temperature", float, 0.0, 100.0),
-            top_p=_number(self.option("top-p"), "top-p", float, 0.0, 1.0, low_open=True),
-            top_k=_number(self.option("top-k"), "top-k", int, 0, 1_000_000),
-            min_p=_number(self.option("min-p"), "min-p", float, 0.0, 1.0),
-            repetition_penalty=None
-            if penalty is None
-            else _number(penalty, "repetition-penalty", float, 0.0, 100.0, low_open=True),
-            seed=None if seed is None else _number(seed, "seed", int, 0, 2**63 - 1),
+            temperature=_number(self.option("temperature"), "temperature", float),
+            top_p=_number(self.option("top-p"), "top-p", float),
+            top_k=_number(self.option("top-k"), "top-k", int),
+            min_p=_number(self.option("min-p"), "min-p", float),
+            repetition_penalty=None if penalty is None else _number(penalty, "repetition-penalty", float),
+            seed=None if seed is None else _number(seed, "seed", int),
         )
-        return sampling, max_tokens
+        return GenerationRequest(
+            prompt="",
+            max_tokens=_number(self.option("max-tokens"), "max-tokens", int),
+            sampling=sampling,
+            stops=tuple(self.option("stop") or ()),
+        )
 
     def _prompt(self) -> str | None:
         """The one-shot prompt, or None for an interactive chat."""
@@ -122,16 +118,13 @@ class RunCommand(MlxkCommand):
         return prompt
 
     def execute_command(self, json_mode: bool) -> int:
-        sampling, max_tokens = self._sampling()
-        stops = tuple(self.option("stop") or ())
-        if any(not s for s in stops):
-            raise ValidationError("--stop takes a non-empty string")
+        settings = self._settings()
         prompt = self._prompt()
         if prompt is None and (json_mode or not sys.stdout.isatty()):
             raise ValidationError("no prompt: give one (or '-' for stdin); a chat needs a terminal")
         runnable = runnable_model(self.location(), self.argument("model"))
         try:
-            from mlxk.runner.engine import load_engine
+            from mlxk.generation.engine import load_engine
 
             engine = load_engine(runnable.path)
         except (KeyboardInterrupt, MlxkError):
@@ -144,7 +137,7 @@ class RunCommand(MlxkCommand):
         raw = bool(self.option("no-chat-template")) or not engine.has_chat_template
         from mlxk.cli.chat import Conversation
 
-        conversation = Conversation(engine, system, raw, sampling, max_tokens, stops)
+        conversation = Conversation(engine, system, raw, settings)
         if prompt is None:
             return conversation.interactive()
         request = conversation.request_for(prompt)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mlxk.runner.request import Usage
+    from mlxk.generation.chunks import Usage
 
 
 def run_data(model: str, prompt: str, response: str, finish_reason: str, usage: Usage) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""One engine that owns a loaded model: prompts, sampling, streaming text, stops, cancellation.
+"""The sentence encoder for embeddings (generation lives in ``mlxk.generation``).
 
-mlx and mlx-lm are imported only here (and only when a model is loaded), never by cache commands.
+mlx is imported only when an encoder is loaded, never by cache commands.
 """

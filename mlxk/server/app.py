@@ -20,8 +20,8 @@ import orjson
 from mlxk.cache.names import dirname_to_name, name_problem
 from mlxk.cache.scan import CacheLocation, repo_dirnames, scan_models
 from mlxk.errors import MlxkError
-from mlxk.runner.engine import Engine, load_engine
-from mlxk.runner.request import Chunk
+from mlxk.generation.chunks import Chunk, merge
+from mlxk.generation.engine import Engine, load_engine
 from mlxk.server.asgi import (
     HTTPError,
     Receive,
@@ -351,15 +351,14 @@ class App:
         reply = Reply(model, chat)
         self.metrics.first_token(first.usage.prompt_seconds if first.usage else None)
         if not parsed.stream:
-            texts = [first.text]
-            last = first
+            received = [first]
             async for chunk in _rest(stream, first):
-                texts.append(chunk.text)
-                last = chunk
-            assert last.usage is not None
-            self.metrics.generated(last.usage)
+                received.append(chunk)
+            answer = merge(received)
+            assert answer.usage is not None
+            self.metrics.generated(answer.usage)
             await send_json(
-                send, 200, reply.complete("".join(texts), last.finish_reason or "length", last.usage), cors
+                send, 200, reply.complete(answer, answer.finish_reason or "length", answer.usage), cors
             )
             return 200
         events = self._events(reply, first, stream, parsed.include_usage)
@@ -383,13 +382,13 @@ class App:
         yield _event(reply.delta(None, role=True))
         last = first
         for chunk in [first]:
-            if chunk.text:
-                yield _event(reply.delta(chunk.text))
+            if not chunk.empty:
+                yield _event(reply.delta(chunk))
         if first.finish_reason is None:
             async for chunk in stream:
                 last = chunk
-                if chunk.text:
-                    yield _event(reply.delta(chunk.text))
+                if not chunk.empty:
+                    yield _event(reply.delta(chunk))
         yield _event(reply.delta(None, last.finish_reason or "length"))
         if last.usage is not None:
             self.metrics.generated(last.usage)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
-from mlxk.runner.request import Usage
+from mlxk.generation.chunks import Usage
 
 
 class Metrics:

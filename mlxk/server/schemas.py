@@ -13,18 +13,33 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from mlxk.runner.request import GenerationRequest, Message, Sampling, Usage
+import orjson
+
+from mlxk.errors import InvalidField
+from mlxk.generation.chunks import Chunk, ToolCallDelta, Usage
+from mlxk.generation.request import (
+    BOUNDS,
+    ContentPart,
+    FunctionTool,
+    GenerationRequest,
+    ImagePart,
+    Message,
+    NamedFunction,
+    ResponseFormat,
+    Sampling,
+    TextPart,
+    ToolCall,
+    ToolChoice,
+)
 from mlxk.server.asgi import HTTPError
 
-MAX_STOPS = 16
-MAX_STOP_LENGTH = 256
-MAX_TOKENS_LIMIT = 1_000_000
-ROLES = ("system", "user", "assistant", "tool", "developer")
 _KNOWN = {
     "model", "messages", "prompt", "stream", "stream_options", "max_tokens", "max_completion_tokens",
     "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty",
     "seed", "stop", "n", "logprobs", "top_logprobs", "response_format", "user", "echo", "suffix",
+    "tools", "tool_choice", "chat_template_kwargs", "enable_thinking",
 }  # fmt: skip
+_CHAT_ONLY = {"tools", "tool_choice", "chat_template_kwargs", "enable_thinking"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,25 +55,28 @@ def _bad(param: str, message: str) -> HTTPError:
     return HTTPError(400, message, param=param, code="invalid_value")
 
 
-def _number(body: dict[str, Any], key: str, low: float, high: float, default: float) -> float:
+def _number(body: dict[str, Any], key: str) -> float | None:
+    """A JSON number (not ``true``, not a string); its range is the request value's to check."""
     value = body.get(key)
     if value is None:
-        return default
+        return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise _bad(key, f"'{key}' must be a number")
-    if not low <= value <= high:
-        raise _bad(key, f"'{key}' must be between {low} and {high}")
     return float(value)
 
 
-def _integer(body: dict[str, Any], key: str, low: int, high: int) -> int | None:
+def _integer(body: dict[str, Any], key: str) -> int | None:
     value = body.get(key)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise _bad(key, f"'{key}' must be an integer")
-    if not low <= value <= high:
-        raise _bad(key, f"'{key}' must be between {low} and {high}")
+    return value
+
+
+def _string(value: Any, param: str) -> str:
+    if not isinstance(value, str):
+        raise _bad(param, f"'{param}' must be a string")
     return value
 
 
@@ -69,28 +87,51 @@ def _stops(body: dict[str, Any]) -> tuple[str, ...]:
     stops = [stop] if isinstance(stop, str) else stop
     if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
         raise _bad("stop", "'stop' must be a string or a list of strings")
-    if len(stops) > MAX_STOPS or any(len(s) > MAX_STOP_LENGTH for s in stops):
-        raise _bad("stop", f"at most {MAX_STOPS} stop strings of at most {MAX_STOP_LENGTH} characters")
     return tuple(s for s in stops if s)
 
 
-def _content(value: Any, index: int) -> str:
+def _content(value: Any, where: str) -> str | tuple[ContentPart, ...]:
     if isinstance(value, str):
         return value
-    if isinstance(value, list):  # content parts: only text is supported
-        texts = []
-        for part in value:
-            if (
-                not isinstance(part, dict)
-                or part.get("type") != "text"
-                or not isinstance(part.get("text"), str)
-            ):
-                raise _bad(f"messages[{index}].content", "only text content parts are supported")
-            texts.append(part["text"])
-        return "".join(texts)
     if value is None:
         return ""
-    raise _bad(f"messages[{index}].content", "message content must be a string or a list of text parts")
+    if not isinstance(value, list):
+        raise _bad(where, "message content must be a string or a list of content parts")
+    parts: list[ContentPart] = []
+    for part in value:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            parts.append(TextPart(part["text"]))
+        elif kind == "image_url" and isinstance(part.get("image_url"), dict | str):
+            image = part["image_url"]
+            url = image.get("url") if isinstance(image, dict) else image
+            parts.append(ImagePart(_string(url, f"{where}.image_url.url")))
+        else:
+            raise _bad(where, "content parts must be text (or image_url) parts")
+    return tuple(parts)
+
+
+def _tool_calls(value: Any, where: str) -> tuple[ToolCall, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise _bad(where, "'tool_calls' must be a list")
+    calls = []
+    for i, call in enumerate(value):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            raise _bad(f"{where}[{i}]", "each tool call needs a function with a name and arguments")
+        arguments = function.get("arguments", "")
+        if isinstance(arguments, dict):  # some clients send the object itself
+            arguments = orjson.dumps(arguments).decode()
+        calls.append(
+            ToolCall(
+                _string(call.get("id", ""), f"{where}[{i}].id"),
+                _string(function.get("name"), f"{where}[{i}].function.name"),
+                _string(arguments, f"{where}[{i}].function.arguments"),
+            )
+        )
+    return tuple(calls)
 
 
 def _messages(body: dict[str, Any]) -> tuple[Message, ...]:
@@ -99,11 +140,94 @@ def _messages(body: dict[str, Any]) -> tuple[Message, ...]:
         raise _bad("messages", "'messages' must be a non-empty list")
     messages = []
     for i, item in enumerate(raw):
-        if not isinstance(item, dict) or item.get("role") not in ROLES:
-            raise _bad(f"messages[{i}].role", f"each message needs a role among {', '.join(ROLES)}")
-        role = "system" if item["role"] == "developer" else item["role"]
-        messages.append(Message(role, _content(item.get("content"), i)))
+        where = f"messages[{i}]"
+        role = item.get("role") if isinstance(item, dict) else None
+        if not isinstance(role, str):
+            raise _bad(f"{where}.role", "each message needs a role")
+        optional = {key: item.get(key) for key in ("tool_call_id", "name")}
+        for key, value in optional.items():
+            if value is not None:
+                _string(value, f"{where}.{key}")
+        messages.append(
+            Message(
+                "system" if role == "developer" else role,
+                _content(item.get("content"), f"{where}.content"),
+                _tool_calls(item.get("tool_calls"), f"{where}.tool_calls"),
+                optional["tool_call_id"],
+                optional["name"],
+            )
+        )
     return tuple(messages)
+
+
+def _tools(body: dict[str, Any]) -> tuple[FunctionTool, ...]:
+    raw = body.get("tools")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise _bad("tools", "'tools' must be a list")
+    tools = []
+    for i, tool in enumerate(raw):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(function, dict):
+            raise _bad(f"tools[{i}]", "each tool must be {'type': 'function', 'function': {...}}")
+        description, parameters = function.get("description"), function.get("parameters")
+        if description is not None:
+            _string(description, f"tools[{i}].function.description")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise _bad(f"tools[{i}].function.parameters", "a function's parameters are a JSON Schema object")
+        tools.append(
+            FunctionTool(_string(function.get("name"), f"tools[{i}].function.name"), description, parameters)
+        )
+    return tuple(tools)
+
+
+def _tool_choice(body: dict[str, Any]) -> ToolChoice:
+    choice = body.get("tool_choice")
+    if choice is None:
+        return "auto"
+    if isinstance(choice, str):
+        return choice  # the request value checks the word
+    function = choice.get("function") if isinstance(choice, dict) else None
+    if not isinstance(function, dict) or choice.get("type") != "function":
+        raise _bad("tool_choice", "'tool_choice' must be auto, none, required or a function")
+    return NamedFunction(_string(function.get("name"), "tool_choice.function.name"))
+
+
+def _response_format(body: dict[str, Any]) -> ResponseFormat:
+    fmt = body.get("response_format")
+    if fmt is None:
+        return ResponseFormat()
+    if not isinstance(fmt, dict) or not isinstance(fmt.get("type"), str):
+        raise _bad("response_format", "'response_format' must be an object with a type")
+    schema = fmt.get("json_schema")
+    if isinstance(schema, dict):
+        inner = schema.get("schema")
+        return ResponseFormat(
+            fmt["type"],
+            inner if isinstance(inner, dict) else None,
+            schema.get("name") if isinstance(schema.get("name"), str) else None,
+            schema.get("strict") is True,
+        )
+    return ResponseFormat(fmt["type"])
+
+
+def _thinking(body: dict[str, Any]) -> tuple[bool | None, dict[str, Any]]:
+    """The thinking switch (``enable_thinking``, at the top or in ``chat_template_kwargs``) and the
+    other chat template variables."""
+    kwargs = body.get("chat_template_kwargs")
+    if kwargs is None:
+        kwargs = {}
+    if not isinstance(kwargs, dict):
+        raise _bad("chat_template_kwargs", "'chat_template_kwargs' must be an object")
+    kwargs = dict(kwargs)
+    inner, outer = kwargs.pop("enable_thinking", None), body.get("enable_thinking")
+    for value, param in ((inner, "chat_template_kwargs.enable_thinking"), (outer, "enable_thinking")):
+        if value is not None and not isinstance(value, bool):
+            raise _bad(param, f"'{param}' must be true or false")
+    if inner is not None and outer is not None and inner != outer:
+        raise _bad("enable_thinking", "enable_thinking is given twice, with different values")
+    return (outer if outer is not None else inner), kwargs
 
 
 def _refuse_unsupported(body: dict[str, Any]) -> None:
@@ -112,11 +236,23 @@ def _refuse_unsupported(body: dict[str, Any]) -> None:
         raise _bad("n", "only n=1 is supported")
     if body.get("logprobs") not in (None, False, 0) or body.get("top_logprobs") not in (None, 0):
         raise _bad("logprobs", "logprobs are not supported by this server")
-    fmt = body.get("response_format")
-    if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):
-        raise _bad("response_format", "only response_format {'type': 'text'} is supported")
     if body.get("echo") not in (None, False) or body.get("suffix") is not None:
         raise _bad("echo" if body.get("echo") else "suffix", "echo and suffix are not supported")
+
+
+def _sampling(body: dict[str, Any]) -> Sampling:
+    top_p = _number(body, "top_p")
+    temperature = _number(body, "temperature")
+    return Sampling(
+        temperature=1.0 if temperature is None else temperature,  # OpenAI's default
+        top_p=1.0 if top_p is None else top_p,
+        top_k=_integer(body, "top_k") or 0,
+        min_p=_number(body, "min_p") or 0.0,
+        repetition_penalty=_number(body, "repetition_penalty"),
+        presence_penalty=_number(body, "presence_penalty") or None,
+        frequency_penalty=_number(body, "frequency_penalty") or None,
+        seed=_integer(body, "seed"),
+    )
 
 
 def parse(body: Any, *, chat: bool, default_max_tokens: int) -> Parsed:
@@ -134,32 +270,40 @@ def parse(body: Any, *, chat: bool, default_max_tokens: int) -> Parsed:
         not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool)
     ):
         raise _bad("stream_options", "'stream_options' must be an object with a boolean include_usage")
-    limit = _integer(body, "max_completion_tokens", 1, MAX_TOKENS_LIMIT) or _integer(
-        body, "max_tokens", 1, MAX_TOKENS_LIMIT
-    )
-    penalty = body.get("repetition_penalty")
-    sampling = Sampling(
-        temperature=_number(body, "temperature", 0.0, 2.0, 1.0),
-        top_p=_number(body, "top_p", 0.0, 1.0, 1.0) or 1.0,
-        top_k=_integer(body, "top_k", 0, 1_000_000) or 0,
-        min_p=_number(body, "min_p", 0.0, 1.0, 0.0),
-        repetition_penalty=None if penalty is None else _number(body, "repetition_penalty", 0.01, 10.0, 1.0),
-        presence_penalty=_number(body, "presence_penalty", -2.0, 2.0, 0.0) or None,
-        frequency_penalty=_number(body, "frequency_penalty", -2.0, 2.0, 0.0) or None,
-        seed=_integer(body, "seed", 0, 2**63 - 1),
-    )
-    common = {"max_tokens": limit or default_max_tokens, "sampling": sampling, "stops": _stops(body)}
-    if chat:
-        request = GenerationRequest(messages=_messages(body), **common)  # type: ignore[arg-type]
-    else:
-        prompt = body.get("prompt")
-        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-            prompt = prompt[0]
-        if not isinstance(prompt, str):
-            raise _bad("prompt", "'prompt' must be a string (one prompt per request)")
-        request = GenerationRequest(prompt=prompt, **common)  # type: ignore[arg-type]
+    limits = {key: _integer(body, key) for key in ("max_completion_tokens", "max_tokens")}
+    limit = next((value for value in limits.values() if value is not None), None)
+    try:
+        for key, value in limits.items():  # both, when both are given (only the first counts)
+            if value is not None:
+                BOUNDS["max_tokens"].check(key, value)
+        common: dict[str, Any] = {
+            "max_tokens": default_max_tokens if limit is None else limit,
+            "sampling": _sampling(body),
+            "stops": _stops(body),
+            "response_format": _response_format(body),
+        }
+        if chat:
+            thinking, template_kwargs = _thinking(body)
+            request = GenerationRequest(
+                messages=_messages(body),
+                tools=_tools(body),
+                tool_choice=_tool_choice(body),
+                thinking=thinking,
+                template_kwargs=template_kwargs,
+                **common,
+            )
+        else:
+            prompt = body.get("prompt")
+            if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+                prompt = prompt[0]
+            if not isinstance(prompt, str):
+                raise _bad("prompt", "'prompt' must be a string (one prompt per request)")
+            request = GenerationRequest(prompt=prompt, **common)
+    except InvalidField as error:  # a value out of bounds, or what the pipeline cannot do yet
+        raise _bad(error.param, error.message) from None
     include_usage = bool(options and options.get("include_usage"))
-    return Parsed(model, request, stream, include_usage, tuple(sorted(set(body) - _KNOWN)))
+    unknown = set(body) - (_KNOWN if chat else _KNOWN - _CHAT_ONLY)
+    return Parsed(model, request, stream, include_usage, tuple(sorted(unknown)))
 
 
 def usage_object(usage: Usage) -> dict[str, Any]:
@@ -183,11 +327,18 @@ class Reply:
     def _base(self, obj: str) -> dict[str, Any]:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
 
-    def complete(self, text: str, finish: str, usage: Usage) -> dict[str, Any]:
+    def complete(self, answer: Chunk, finish: str, usage: Usage) -> dict[str, Any]:
+        """The whole answer (its chunks merged) as one response."""
         if self.chat:
-            choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text}}
+            message: dict[str, Any] = {"role": "assistant", "content": answer.content}
+            if answer.reasoning:
+                message["reasoning_content"] = message["reasoning"] = answer.reasoning
+            if answer.tool_calls:
+                message["tool_calls"] = _whole_calls(answer.tool_calls)
+                message["content"] = answer.content or None
+            choice: dict[str, Any] = {"index": 0, "message": message}
         else:
-            choice = {"index": 0, "text": text}
+            choice = {"index": 0, "text": answer.content}
         choice.update(finish_reason=finish, logprobs=None)
         return {
             **self._base("chat.completion" if self.chat else "text_completion"),
@@ -195,14 +346,21 @@ class Reply:
             "usage": usage_object(usage),
         }
 
-    def delta(self, text: str | None, finish: str | None = None, *, role: bool = False) -> dict[str, Any]:
+    def delta(self, chunk: Chunk | None, finish: str | None = None, *, role: bool = False) -> dict[str, Any]:
         if self.chat:
             delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
-            if text:
-                delta["content"] = text
+            if chunk is not None:
+                if chunk.reasoning:
+                    delta["reasoning_content"] = delta["reasoning"] = chunk.reasoning
+                if chunk.content:
+                    delta["content"] = chunk.content
+                # a stream cannot take back the start of a call that failed: its text follows as content
+                calls = [_call_delta(d) for d in chunk.tool_calls if not d.failed]
+                if calls:
+                    delta["tool_calls"] = calls
             choice: dict[str, Any] = {"index": 0, "delta": delta}
         else:
-            choice = {"index": 0, "text": text or ""}
+            choice = {"index": 0, "text": chunk.content if chunk is not None else ""}
         choice.update(finish_reason=finish, logprobs=None)
         return {
             **self._base("chat.completion.chunk" if self.chat else "text_completion"),
@@ -212,3 +370,34 @@ class Reply:
     def usage_chunk(self, usage: Usage) -> dict[str, Any]:
         obj = "chat.completion.chunk" if self.chat else "text_completion"
         return {**self._base(obj), "choices": [], "usage": usage_object(usage)}
+
+
+def _call_delta(delta: ToolCallDelta) -> dict[str, Any]:
+    """A piece of a tool call as a streamed ``delta.tool_calls`` entry: id, type and name first."""
+    out: dict[str, Any] = {"index": delta.index}
+    function: dict[str, Any] = {}
+    if delta.id is not None:
+        out.update(id=delta.id, type="function")
+    if delta.name is not None:
+        function["name"] = delta.name
+    function["arguments"] = delta.arguments
+    out["function"] = function
+    return out
+
+
+def _whole_calls(deltas: tuple[ToolCallDelta, ...]) -> list[dict[str, Any]]:
+    """The pieces of each call put together, in the order of their indices."""
+    calls: dict[int, dict[str, Any]] = {}
+    for delta in deltas:
+        if delta.failed:  # a call that turned out malformed: its text is in the content
+            calls.pop(delta.index, None)
+            continue
+        call = calls.setdefault(
+            delta.index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
+        )
+        if delta.id is not None:
+            call["id"] = delta.id
+        if delta.name is not None:
+            call["function"]["name"] = delta.name
+        call["function"]["arguments"] += delta.arguments
+    return [calls[index] for index in sorted(calls)]

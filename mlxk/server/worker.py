@@ -1,5 +1,5 @@
 """One thread owns MLX: it loads models and runs every request through continuous batching
-(``mlxk.runner.batch``), handing chunks to the event loop of the request that asked.
+(``mlxk.generation.batch``), handing chunks to the event loop of the request that asked.
 
 New requests join the running batch between decoding steps; a request for another model waits
 until the batch has drained, then the model is switched. A bounded count of requests (waiting or
@@ -16,9 +16,10 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from mlxk.runner.batch import BatchRunner
-from mlxk.runner.engine import Engine
-from mlxk.runner.request import Chunk, GenerationRequest
+from mlxk.generation.batch import BatchRunner
+from mlxk.generation.chunks import Chunk, merge
+from mlxk.generation.engine import Engine
+from mlxk.generation.request import GenerationRequest
 
 Item = Chunk | BaseException
 # Chunks wait at most this long on the engine thread, so the event loop wakes ~200 times a second
@@ -143,7 +144,7 @@ class EngineWorker:
                 block = False
                 if job is None:
                     for pending in waiting:
-                        self._finish(pending, Chunk("", "cancelled"))
+                        self._finish(pending, Chunk(finish_reason="cancelled"))
                     return False
                 waiting.append(job)
         except queue.Empty:
@@ -152,12 +153,12 @@ class EngineWorker:
     def _admit(self, waiting: deque[Job]) -> None:
         for job in [j for j in waiting if j.cancel.is_set()]:  # clients that left while they waited
             waiting.remove(job)
-            self._finish(job, Chunk("", "cancelled"))
+            self._finish(job, Chunk(finish_reason="cancelled"))
         while waiting:
             job = waiting[0]
             if job.cancel.is_set():  # the client left while it waited
                 waiting.popleft()
-                self._finish(job, Chunk("", "cancelled"))
+                self._finish(job, Chunk(finish_reason="cancelled"))
                 continue
             if job.model != self.model or self._runner is None:
                 if self._runner is not None and self._runner.active:
@@ -169,7 +170,7 @@ class EngineWorker:
                 continue
             waiting.popleft()
             if job.request is None:
-                self._finish(job, Chunk("", "stop"))
+                self._finish(job, Chunk(finish_reason="stop"))
                 continue
 
             def sink(item: Item, job: Job = job) -> None:
@@ -218,15 +219,15 @@ async def chunks(job: Job) -> AsyncIterator[Chunk]:
             item = await job.out.get()
             if isinstance(item, BaseException):
                 raise item
-            texts = [item.text]
+            pending = [item]
             while item.finish_reason is None and not job.out.empty():
                 following = job.out.get_nowait()
                 if isinstance(following, BaseException):
                     job.out.put_nowait(following)  # raised on the next turn, after this text
                     break
-                texts.append(following.text)
+                pending.append(following)
                 item = following
-            yield Chunk("".join(texts), item.finish_reason, item.usage) if len(texts) > 1 else item
+            yield merge(pending)
             if item.finish_reason is not None:
                 return
     finally:

@@ -1,32 +1,31 @@
 """Continuous batching: many requests share each forward pass of one model.
 
 mlx-lm's ``BatchGenerator`` does the batched prefill and decoding (each sequence with its own
-sampler, logits processors and token budget, and the model's end tokens as stop sequences); this
-module adds what every request needs on top: its own streaming detokenizer and stop-string
-matcher, cancellation, a prompt-prefix KV cache, and the same ``Chunk`` stream the single-request
-engine gives. New requests join between steps; finished or cancelled ones leave at once.
+sampler, logits processors and token budget, and the model's end tokens as stop sequences); each
+request is a ``Sequence`` (``sequence``), the same object the single-sequence engine drives, which
+turns its tokens into chunks. This module adds cancellation, a prompt-prefix KV cache, and the
+hand-off of chunks to each request's sink. New requests join between steps; finished or cancelled
+ones leave at once.
 
 A request that is alone runs on mlx-lm's single-sequence loop (``generate_step``), which overlaps
 the next step's computation with this one's bookkeeping and so is faster than a batch of one.
 When a second request arrives, the lone one moves into the batch: its tokens so far become the
 prompt of its batch sequence (their KV comes from the prefix cache, so nothing is recomputed), and
-its detokenizer and stop matcher carry on as they were.
+its sequence (detokenizer, segmenter, stop matcher) carries on as it was.
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
 import threading
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from mlxk.errors import ValidationError
-from mlxk.runner.engine import Engine
-from mlxk.runner.request import Chunk, GenerationRequest, Usage
-from mlxk.runner.stops import StopMatcher
+from mlxk.generation.chunks import Chunk
+from mlxk.generation.engine import Engine
+from mlxk.generation.request import GenerationRequest
+from mlxk.generation.sequence import Sequence
 
 PROMPT_CACHE_ENTRIES = 16
 PROMPT_CACHE_BYTES = 2 << 30  # KV kept for reuse: a repeated system prompt is not prefilled again
@@ -34,24 +33,10 @@ PROMPT_CACHE_BYTES = 2 << 30  # KV kept for reuse: a repeated system prompt is n
 Sink = Callable[[Chunk | BaseException], None]  # an exception ends that request's stream
 
 
-@dataclass
-class _Sequence:
+@dataclass(slots=True)
+class _Member:
+    seq: Sequence
     sink: Sink
-    cancel: threading.Event
-    detokenizer: Any
-    stops: StopMatcher
-    prompt: list[int]
-    max_tokens: int
-    sampler: Any
-    processors: Any
-    added_at: float
-    cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
-    first_token_at: float | None = None
-    generated: list[int] = field(default_factory=list)
-
-    @property
-    def produced(self) -> int:
-        return len(self.generated)
 
 
 @dataclass
@@ -73,7 +58,7 @@ class BatchRunner:
             completion_batch_size=max_batch,
             prefill_batch_size=min(8, max_batch),
         )
-        self._active: dict[int, _Sequence] = {}
+        self._active: dict[int, _Member] = {}
         self._solo: _Solo | None = None
         self._solo_keys = itertools.count(-1, -1)  # batch uids count up from 0; solo keys down from -1
         self._prompt_cache = LRUPromptCache(max_size=PROMPT_CACHE_ENTRIES, max_bytes=PROMPT_CACHE_BYTES)
@@ -85,24 +70,13 @@ class BatchRunner:
 
     def add(self, request: GenerationRequest, sink: Sink, cancel: threading.Event) -> None:
         """Join (raises ValidationError, before joining, for a prompt too long for the context)."""
-        prompt = self.engine.encode(request)
-        context = self.engine.context_length
-        if context and len(prompt) >= context:
-            raise ValidationError(f"the prompt is {len(prompt)} tokens; the model's context holds {context}")
-        max_tokens = min(request.max_tokens, context - len(prompt)) if context else request.max_tokens
-        sampler, processors = self.engine.sampling_for(request.sampling)
-        detokenizer = copy.copy(self.engine.tokenizer.detokenizer)  # its own state; the token map is shared
-        detokenizer.reset()
-        seq = _Sequence(
-            sink, cancel, detokenizer, StopMatcher(request.stops), prompt, max_tokens, sampler, processors,
-            time.perf_counter(),
-        )  # fmt: skip
+        member = _Member(self.engine.sequence(request, cancel), sink)
         if not self._active:
-            self._start_solo(seq)
+            self._start_solo(member)
             return
         if self._solo is not None:
             self._move_solo_to_batch()
-        seq.cached_tokens = self._insert(seq, prompt, max_tokens)
+        member.seq.cached_tokens = self._insert(member, member.seq.prompt, member.seq.max_tokens)
 
     # --- joining ------------------------------------------------------------------------------
 
@@ -119,7 +93,7 @@ class BatchRunner:
             rest = tokens[-1:]
         return cache, list(rest)
 
-    def _insert(self, seq: _Sequence, tokens: list[int], max_tokens: int) -> int:
+    def _insert(self, member: _Member, tokens: list[int], max_tokens: int) -> int:
         """Into the batch; returns how many of ``tokens`` came from the prefix cache."""
         cache, rest = self._cached_prefix(tokens)
         cached = len(tokens) - len(rest)
@@ -128,17 +102,18 @@ class BatchRunner:
             max_tokens=[max_tokens],
             caches=[cache],
             all_tokens=[tokens[:cached]],
-            samplers=[seq.sampler],
-            logits_processors=[seq.processors or []],
+            samplers=[member.seq.sampler],
+            logits_processors=[member.seq.processors or []],
         )
-        self._active[uid] = seq
+        self._active[uid] = member
         return cached
 
-    def _start_solo(self, seq: _Sequence) -> None:
+    def _start_solo(self, member: _Member) -> None:
         import mlx.core as mx
         from mlx_lm.generate import generate_step
         from mlx_lm.models.cache import make_prompt_cache
 
+        seq = member.seq
         cache, rest = self._cached_prefix(seq.prompt)
         seq.cached_tokens = len(seq.prompt) - len(rest)
         cache = cache if cache is not None else make_prompt_cache(self.engine.model)
@@ -152,9 +127,9 @@ class BatchRunner:
         )
         key = next(self._solo_keys)
         self._solo = _Solo(key, steps, cache)
-        self._active[key] = seq
+        self._active[key] = member
 
-    def _keep_solo_cache(self, solo: _Solo, seq: _Sequence) -> None:
+    def _keep_solo_cache(self, solo: _Solo, seq: Sequence) -> None:
         """What the lone request computed goes to the prefix cache (keyed by exactly the tokens
         its KV holds: the single-sequence loop may have fed one token more than it yielded)."""
         offset = getattr(solo.cache[0], "offset", None) if solo.cache else None
@@ -165,16 +140,17 @@ class BatchRunner:
     def _move_solo_to_batch(self) -> None:
         solo, self._solo = self._solo, None
         assert solo is not None
-        seq = self._active.pop(solo.key)
+        member = self._active.pop(solo.key)
         close = getattr(solo.steps, "close", None)
         if close is not None:
             close()
+        seq = member.seq
         self._keep_solo_cache(solo, seq)
         left = seq.max_tokens - seq.produced
         if left <= 0:
-            self._finish_sequence(seq, "length", time.perf_counter())
+            member.sink(seq.finish("length"))
             return
-        self._insert(seq, seq.prompt + seq.generated, left)
+        self._insert(member, seq.prompt + seq.generated, left)
 
     # --- stepping -----------------------------------------------------------------------------
 
@@ -187,53 +163,45 @@ class BatchRunner:
             self._solo_step(self._solo)
             return
         for response in self._generator.next_generated():  # type: ignore[no-untyped-call]
-            seq = self._active.get(response.uid)
-            if seq is None:
+            member = self._active.get(response.uid)
+            if member is None:
                 continue
-            if response.finish_reason is not None and response.prompt_cache is not None:
+            ended = response.finish_reason is not None
+            if ended and response.prompt_cache is not None:
                 # what this request computed, for the next one that starts the same way
                 self._prompt_cache.insert_cache(
                     self._cache_key, list(response.all_tokens), response.prompt_cache
                 )
-            reason = self._take_token(seq, int(response.token), response.finish_reason)
-            if reason is not None:
-                if response.finish_reason is None:  # a stop string: still in the batch, take it out
+            seq = member.seq
+            chunk = seq.add(int(response.token))
+            if chunk is not None:
+                member.sink(chunk)
+            if seq.reason is not None or ended:
+                if not ended:  # a stop string or the budget: still in the batch, take it out
                     self._generator.remove([response.uid])  # type: ignore[no-untyped-call]
-                self._finish(response.uid, reason)
+                self._finish(response.uid, "length")
 
     def _solo_step(self, solo: _Solo) -> None:
-        seq = self._active[solo.key]
+        member = self._active[solo.key]
+        seq = member.seq
         try:
             token, _logprobs = next(solo.steps)
         except StopIteration:
-            reason: str | None = "length"
+            ended = True
         else:
-            at_limit = seq.produced + 1 >= seq.max_tokens
-            reason = self._take_token(seq, int(token), "length" if at_limit else None)
-        if reason is not None:
+            chunk = seq.add(int(token))
+            if chunk is not None:
+                member.sink(chunk)
+            ended = seq.reason is not None
+        if ended:
             self._solo = None
             self._keep_solo_cache(solo, seq)
-            self._finish(solo.key, reason)
-
-    def _take_token(self, seq: _Sequence, token: int, ended: str | None) -> str | None:
-        """One new token of ``seq``; the finish reason when the sequence is done."""
-        if seq.first_token_at is None:
-            seq.first_token_at = time.perf_counter()
-        if token in self.engine.end_ids:
-            return "stop"
-        seq.generated.append(token)
-        seq.detokenizer.add_token(token)
-        text = seq.stops.feed(seq.detokenizer.last_segment)
-        if text:
-            seq.sink(Chunk(text))
-        if seq.stops.stopped:
-            return "stop"
-        return "length" if ended is not None else None
+            self._finish(solo.key, "length")
 
     def _drop_cancelled(self) -> None:
-        if self._solo is not None and not self._active[self._solo.key].cancel.is_set():
+        if self._solo is not None and not self._active[self._solo.key].seq.cancel.is_set():
             return  # one sequence: one flag to look at
-        gone = [key for key, seq in self._active.items() if seq.cancel.is_set()]
+        gone = [key for key, member in self._active.items() if member.seq.cancel.is_set()]
         if not gone:
             return
         if self._solo is not None and self._solo.key in gone:
@@ -248,35 +216,20 @@ class BatchRunner:
             self._finish(key, "cancelled")
 
     def _finish(self, key: int, reason: str) -> None:
-        self._finish_sequence(self._active.pop(key), reason, time.perf_counter())
-
-    def _finish_sequence(self, seq: _Sequence, reason: str, now: float) -> None:
-        import mlx.core as mx
-
-        if not seq.stops.stopped:
-            seq.detokenizer.finalize()
-            tail = seq.stops.feed(seq.detokenizer.last_segment)
-            tail += "" if seq.stops.stopped else seq.stops.flush()
-            if tail:
-                seq.sink(Chunk(tail))
-            if seq.stops.stopped:
-                reason = "stop"
-        first = seq.first_token_at or now
-        peak = int(mx.get_peak_memory())
-        usage = Usage(
-            len(seq.prompt), seq.produced, first - seq.added_at, now - first, peak, seq.cached_tokens
-        )
-        seq.sink(Chunk("", reason, usage))
+        """The last chunk of the sequence under ``key``; ``reason`` counts only where the sequence
+        set none itself (a cancel, or the model's loop that ran out)."""
+        member = self._active.pop(key)
+        member.sink(member.seq.finish(reason))
 
     def fail(self, exc: BaseException) -> None:
         """A step failed: every request in the batch ends with the error (the batch is unusable)."""
         active, self._active = self._active, {}
         self._solo = None
-        for seq in active.values():
-            seq.sink(exc)
+        for member in active.values():
+            member.sink(exc)
 
     def close(self) -> None:
-        for seq in self._active.values():
-            seq.cancel.set()
+        for member in self._active.values():
+            member.seq.cancel.set()
         self._drop_cancelled()
         self._generator.close()  # type: ignore[no-untyped-call]

@@ -1,0 +1,161 @@
+"""The engine: one loaded model, requests in, sequences and streams of chunks out.
+
+``sequence`` is where every request starts, for both loops: the prompt (checked against the
+context), the token budget clamped to the context, sampler and processors, a detokenizer, the
+segmenter and the model's end-of-turn tokens. ``generate`` is the single-sequence loop (``mlxk
+run``): tokens from mlx-lm's ``generate_step`` (the loop ``stream_generate`` runs, so the speed is
+mlx-lm's) fed to the sequence. One request runs at a time per engine (a lock); the server's batch
+loop (``batch``) drives the same sequences.
+
+mlx and mlx-lm are imported only when a model is loaded or a sequence runs, never by cache commands.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from mlxk.errors import ValidationError
+from mlxk.generation.chunks import Chunk
+from mlxk.generation.prompt import Prompt, render
+from mlxk.generation.request import GenerationRequest
+from mlxk.generation.sampling import sampler_and_processors
+from mlxk.generation.sequence import Segmenter, Sequence
+
+# Special tokens that end a turn (or start a new one) in the chat formats in use today.
+TURN_MARKERS = (
+    "<|im_end|>",
+    "<|im_start|>",
+    "<|eot_id|>",
+    "<|start_header_id|>",
+    "<|end|>",
+    "<|user|>",
+    "<end_of_turn>",
+    "<start_of_turn>",
+    "<|endoftext|>",
+    "</s>",
+)
+
+# request and rendered prompt -> the segmenter of the model's output format (None: all content)
+SegmenterFactory = Callable[[GenerationRequest, Prompt], "Segmenter | None"]
+
+
+def plain_text(request: GenerationRequest, prompt: Prompt) -> Segmenter | None:
+    return None
+
+
+class Engine:
+    def __init__(self, model: Any, tokenizer: Any, config: dict[str, Any], load_seconds: float = 0.0) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        self.load_seconds = load_seconds
+        self.context_length = _context_length(config)
+        vocab = config.get("vocab_size")
+        self.vocab_size = vocab if isinstance(vocab, int) and not isinstance(vocab, bool) else None
+        self.has_chat_template = bool(getattr(tokenizer, "has_chat_template", False))
+        self.end_ids = frozenset(self._end_ids())
+        self.segmenter_for: SegmenterFactory = plain_text
+        self._lock = threading.Lock()
+
+    def _end_ids(self) -> set[int]:
+        """The model's own end tokens, plus the turn markers its chat template uses (so a chat
+        model stops where its turn ends even when its config names only one end token)."""
+        ids = {int(i) for i in self.tokenizer.eos_token_ids}
+        try:
+            added = self.tokenizer.get_added_vocab()
+        except (AttributeError, TypeError):
+            added = {}
+        template = getattr(self.tokenizer, "chat_template", None)
+        template = template if isinstance(template, str) else ""
+        for marker in TURN_MARKERS:
+            if marker not in added or marker not in template:
+                continue
+            if marker == "<|end|>" and "<|return|>" in added:
+                continue  # harmony (gpt-oss): <|end|> closes a message inside the turn, <|return|> ends it
+            ids.add(int(added[marker]))
+        return ids
+
+    def prompt(self, request: GenerationRequest) -> Prompt:
+        """The prompt's token ids: the chat template for messages, plain text for a prompt."""
+        return render(self.tokenizer, request, chat_template=self.has_chat_template)
+
+    def sequence(self, request: GenerationRequest, cancel: threading.Event | None = None) -> Sequence:
+        """A new sequence for ``request``; raises ValidationError for a prompt the context cannot hold."""
+        prompt = self.prompt(request)
+        size = len(prompt.tokens)
+        max_tokens = request.max_tokens
+        if self.context_length:
+            if size >= self.context_length:
+                raise ValidationError(
+                    f"the prompt is {size} tokens; the model's context holds {self.context_length}"
+                )
+            max_tokens = min(max_tokens, self.context_length - size)
+        sampler, processors = sampler_and_processors(request.sampling, self.vocab_size)
+        detokenizer = copy.copy(self.tokenizer.detokenizer)  # its own state; the token map is shared
+        detokenizer.reset()
+        return Sequence(
+            prompt, max_tokens, sampler, processors, detokenizer, self.end_ids, request.stops,
+            self.segmenter_for(request, prompt), cancel,
+        )  # fmt: skip
+
+    def generate(self, request: GenerationRequest, cancel: threading.Event | None = None) -> Iterator[Chunk]:
+        """Checks the request now (a prompt too long for the context raises here, before any
+        chunk), then returns the stream: run it to the end or close it, which frees the engine."""
+        return self._locked(self.sequence(request, cancel))
+
+    def _locked(self, seq: Sequence) -> Iterator[Chunk]:
+        with self._lock:
+            yield from self._generate(seq)
+
+    def _generate(self, seq: Sequence) -> Iterator[Chunk]:
+        import mlx.core as mx
+        from mlx_lm.generate import generate_step, generation_stream, wired_limit
+
+        mx.reset_peak_memory()
+        seq.started = time.perf_counter()
+        steps = generate_step(
+            mx.array(seq.prompt),
+            self.model,
+            max_tokens=seq.max_tokens,
+            sampler=seq.sampler,
+            logits_processors=seq.processors,
+        )
+        cancel = seq.cancel
+        reason = None
+        # as stream_generate does: on Metal the weights stay wired in memory while it runs
+        with wired_limit(self.model, [generation_stream]):  # type: ignore[list-item]
+            for token, _logprobs in steps:
+                chunk = seq.add(token)  # type: ignore[arg-type]  # an int (.item()), typed as an array
+                if chunk is not None:
+                    yield chunk
+                if seq.reason is not None:
+                    break
+                if cancel.is_set():
+                    reason = "cancelled"
+                    break
+        yield seq.finish(reason)
+
+
+def _context_length(config: dict[str, Any]) -> int | None:
+    text_config = config.get("text_config")
+    sources: list[dict[str, Any]] = [config, text_config if isinstance(text_config, dict) else {}]
+    for source in sources:
+        for key in ("max_position_embeddings", "max_sequence_length", "seq_length", "n_positions", "n_ctx"):
+            value = source.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
+
+
+def load_engine(path: str) -> Engine:
+    """Load the snapshot at ``path`` with mlx-lm (weights evaluated now, not on first use)."""
+    started = time.perf_counter()
+    from mlx_lm.utils import load
+
+    loaded: tuple[Any, ...] = load(path, return_config=True)
+    model, tokenizer, config = loaded
+    return Engine(model, tokenizer, dict(config), time.perf_counter() - started)

@@ -1,0 +1,99 @@
+"""A request -> the prompt's token ids, through the model's own chat template.
+
+Messages go to the template in the shapes Hugging Face chat templates expect: tools as OpenAI
+function entries (``tools=``), an assistant's earlier calls as ``tool_calls`` whose
+``function.arguments`` is a dict (what most templates index or serialize themselves), tool results
+as ``tool`` messages with their ``tool_call_id``, and the thinking switch as ``enable_thinking``
+(mlx-lm's tokenizer renames it for templates that call it otherwise). A model without a template
+(a base model) gets the turns as plain text. The end of the rendered text is kept: an output
+parser needs to know whether the answer starts inside a reasoning block or a channel.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from mlxk.errors import ValidationError
+from mlxk.generation.request import GenerationRequest, Message, NamedFunction
+
+PROMPT_TAIL_CHARS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    tokens: list[int]
+    tail: str  # the last characters of the text the tokens encode
+
+
+def render(tokenizer: Any, request: GenerationRequest, *, chat_template: bool) -> Prompt:
+    """The prompt of ``request`` for a model with ``tokenizer`` (mlx-lm's tokenizer wrapper);
+    ``chat_template``: whether the model has one."""
+    if request.prompt is not None:
+        bos = getattr(tokenizer, "bos_token", None)
+        add_special = bos is None or not request.prompt.startswith(bos)
+        tokens = tokenizer.encode(request.prompt, add_special_tokens=add_special)
+        return Prompt([int(t) for t in tokens], request.prompt[-PROMPT_TAIL_CHARS:])
+    if not chat_template:  # a base model: the turns as plain text
+        if request.tools or request.thinking is not None or request.template_kwargs:
+            raise ValidationError("this model has no chat template: it takes no tools or template options")
+        text = "\n\n".join(m.text for m in request.messages)
+        return Prompt([int(t) for t in tokenizer.encode(text)], text[-PROMPT_TAIL_CHARS:])
+    options: dict[str, Any] = dict(request.template_kwargs)
+    tools = offered_tools(request)
+    if tools:
+        options["tools"] = tools
+    if request.thinking is not None:
+        options["enable_thinking"] = request.thinking
+    messages = [template_message(m) for m in request.messages]
+    try:
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **options)
+    except Exception as exc:
+        from jinja2 import TemplateError
+
+        if isinstance(exc, TemplateError):  # the template's own raise_exception: a message for the caller
+            raise ValidationError(f"the model's chat template refused the conversation: {exc}") from None
+        raise
+    # the template wrote the special tokens itself: encoding adds none (as tokenize=True would)
+    tokens = tokenizer.encode(text, add_special_tokens=False)
+    return Prompt([int(t) for t in tokens], text[-PROMPT_TAIL_CHARS:])
+
+
+def offered_tools(request: GenerationRequest) -> list[dict[str, Any]]:
+    """The tools the template shows the model: none for ``tool_choice: none``, only the named one
+    when ``tool_choice`` names a function, else all."""
+    choice = request.tool_choice
+    if choice == "none":
+        return []
+    if isinstance(choice, NamedFunction):
+        return [t.as_openai() for t in request.tools if t.name == choice.name]
+    return [t.as_openai() for t in request.tools]
+
+
+def template_message(message: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": message.role, "content": message.text}
+    if message.name is not None:
+        out["name"] = message.name
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": _arguments(call.arguments)},
+            }
+            for call in message.tool_calls
+        ]
+    if message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
+    return out
+
+
+def _arguments(text: str) -> Any:
+    """A call's arguments as a dict when they are a JSON object (templates serialize or iterate
+    them), else the text as it came (a template may still print it)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, dict) else text

@@ -1,0 +1,232 @@
+"""The chat request's newer fields over HTTP (tools, tool results, tool_choice, the thinking
+switch, content parts): what reaches the model's template, and the 400s naming the field. Also
+the OpenAI shapes of chunks on the reasoning and tool-call channels."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlxk.generation.chunks import Chunk, ToolCallDelta, Usage
+from mlxk.generation.request import FunctionTool, GenerationRequest, Message, Sampling, ToolCall
+from mlxk.server.app import ServerSettings
+from mlxk.server.schemas import Reply
+from tests.modelfix import install
+from tests.servefix import Client, run_in_process
+from tests.toolfix import TIME, TOOLS_TEMPLATE, WEATHER, with_template
+
+TOOLS_MODEL = "test/Tiny-Tools"
+
+CONVERSATION = [
+    {"role": "developer", "content": "Be brief."},
+    {
+        "role": "user",
+        "content": [{"type": "text", "text": "Weather in "}, {"type": "text", "text": "Paris?"}],
+    },
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+            }
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21 C"},
+]
+SAME_CONVERSATION = (
+    Message("system", "Be brief."),
+    Message("user", "Weather in Paris?"),
+    Message("assistant", "", tool_calls=(ToolCall("call_1", "get_weather", '{"city": "Paris"}'),)),
+    Message("tool", "Sunny, 21 C", tool_call_id="call_1"),
+)
+
+
+@pytest.fixture(scope="module")
+def tools_files(tiny_models: dict[str, dict[str, bytes]]) -> dict[str, bytes]:
+    return with_template(tiny_models["chat"], TOOLS_TEMPLATE)
+
+
+@pytest.fixture
+def server(hub: Path, tools_files: dict[str, bytes]) -> Iterator[Any]:
+    install(hub, TOOLS_MODEL, tools_files)
+    settings = ServerSettings(hub_root=str(hub), model=TOOLS_MODEL)
+    yield lambda scenario: run_in_process(settings, scenario)
+
+
+@pytest.fixture(scope="module")
+def engine(tools_files: dict[str, bytes], tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from mlxk.generation.engine import load_engine
+
+    repo = install(tmp_path_factory.mktemp("tools-engine"), TOOLS_MODEL, tools_files)
+    return load_engine(str(repo.snapshot))
+
+
+def body(**extra: Any) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4, "temperature": 0, **extra}
+
+
+def test_tools_and_tool_results_reach_the_template(server: Any, engine: Any) -> None:
+    """The prompt the server built holds exactly the tokens of the same request rendered by the
+    pipeline (and more than without tools: they were shown to the model)."""
+    tools = (
+        FunctionTool("get_weather", WEATHER["function"]["description"], WEATHER["function"]["parameters"]),
+        FunctionTool("get_time", None, TIME["function"]["parameters"]),
+    )
+    same = GenerationRequest(messages=SAME_CONVERSATION, tools=tools, thinking=False)
+    expected = len(engine.prompt(same).tokens)
+    bare = len(engine.prompt(GenerationRequest(messages=SAME_CONVERSATION, thinking=False)).tokens)
+
+    async def scenario(call: Client) -> None:
+        request = body(
+            messages=CONVERSATION, tools=[WEATHER, TIME], chat_template_kwargs={"enable_thinking": False}
+        )
+        r = await call("POST", "/v1/chat/completions", json=request)
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["prompt_tokens"] == expected > bare
+        r = await call("POST", "/v1/chat/completions", json={**request, "tool_choice": "none"})
+        assert r.json()["usage"]["prompt_tokens"] == bare
+
+    server(scenario)
+
+
+def test_the_thinking_switch_reaches_the_template(server: Any, engine: Any) -> None:
+    on = len(engine.prompt(GenerationRequest(messages=(Message("user", "Hello"),), thinking=True)).tokens)
+    off = len(engine.prompt(GenerationRequest(messages=(Message("user", "Hello"),), thinking=False)).tokens)
+    assert on != off
+
+    async def scenario(call: Client) -> None:
+        for switch, tokens in ((True, on), (False, off)):
+            for extra in ({"enable_thinking": switch}, {"chat_template_kwargs": {"enable_thinking": switch}}):
+                r = await call("POST", "/v1/chat/completions", json=body(**extra))
+                assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] == tokens
+
+    server(scenario)
+
+
+BAD = [
+    (body(top_p=0), "top_p"),
+    (body(repetition_penalty=20), "repetition_penalty"),
+    (body(max_completion_tokens=0), "max_completion_tokens"),
+    (body(max_tokens=5, max_completion_tokens=True), "max_completion_tokens"),
+    (body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,x"}}]}]), "messages[0].content"),
+    (body(messages=[{"role": "user", "content": [{"type": "input_audio"}]}]), "messages[0].content"),
+    (body(messages=[{"role": "user", "content": "x", "tool_call_id": 5}]), "messages[0].tool_call_id"),
+    (body(messages=[{"role": "assistant", "tool_calls": [{"id": "c"}]}]), "messages[0].tool_calls[0]"),
+    (body(messages=[{"role": "user", "content": "x", "tool_calls": []}, {"role": "user", "content": "x", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{}"}}]}]), "messages[1].tool_calls"),
+    (body(tools={"type": "function"}), "tools"),
+    (body(tools=[{"type": "retrieval"}]), "tools[0]"),
+    (body(tools=[{"type": "function", "function": {"name": "a b"}}]), "tools[0].function.name"),
+    (body(tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "nope"}}), "tool_choice"),
+    (body(tool_choice="required"), "tool_choice"),
+    (body(chat_template_kwargs={"tools": []}), "chat_template_kwargs"),
+    (body(chat_template_kwargs=[1]), "chat_template_kwargs"),
+    (body(enable_thinking="no"), "enable_thinking"),
+    (body(enable_thinking=True, chat_template_kwargs={"enable_thinking": False}), "enable_thinking"),
+    (body(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}), "response_format"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("request_body", "param"), BAD)
+def test_bad_fields_are_400s_naming_the_field(server: Any, request_body: dict[str, Any], param: str) -> None:
+    async def scenario(call: Client) -> None:
+        r = await call("POST", "/v1/chat/completions", json=request_body)
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert (error["type"], error["param"]) == ("invalid_request_error", param)
+
+    server(scenario)
+
+
+def test_a_conversation_the_template_refuses_is_a_400(server: Any) -> None:
+    async def scenario(call: Client) -> None:
+        messages = [{"role": "user", "content": "x"}, {"role": "system", "content": "late"}]
+        r = await call("POST", "/v1/chat/completions", json=body(messages=messages))
+        assert r.status_code == 400 and "system message comes first" in r.json()["error"]["message"]
+
+    server(scenario)
+
+
+def test_completions_take_no_chat_fields(server: Any) -> None:
+    """tools on /v1/completions are unknown there, as before: ignored (and logged), not an error."""
+
+    async def scenario(call: Client) -> None:
+        r = await call("POST", "/v1/completions", json={"prompt": "Hi", "max_tokens": 2, "tools": [WEATHER]})
+        assert r.status_code == 200
+
+    server(scenario)
+
+
+USAGE = Usage(3, 2, 0.1, 0.1, 0)
+
+
+def test_streamed_deltas_carry_reasoning_and_tool_calls_in_openai_shapes() -> None:
+    reply = Reply("m", chat=True)
+    delta = reply.delta(Chunk("", "hmm", (ToolCallDelta(0, "call_1", "get_time", '{"tz"'),)))["choices"][0][
+        "delta"
+    ]
+    assert delta == {
+        "reasoning_content": "hmm",
+        "reasoning": "hmm",
+        "tool_calls": [
+            {
+                "index": 0,
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "get_time", "arguments": '{"tz"'},
+            }
+        ],
+    }
+    more = reply.delta(Chunk(tool_calls=(ToolCallDelta(0, arguments=': "UTC"}'),)))["choices"][0]["delta"]
+    assert more == {"tool_calls": [{"index": 0, "function": {"arguments": ': "UTC"}'}}]}
+    assert reply.delta(Chunk("Hi"))["choices"][0]["delta"] == {"content": "Hi"}
+
+
+def test_a_whole_answer_with_tool_calls_in_openai_shape() -> None:
+    answer = Chunk(
+        "",
+        "thinking",
+        (
+            ToolCallDelta(0, "call_1", "get_time", '{"tz": '),
+            ToolCallDelta(1, "call_2", "get_weather", '{"city": "Paris"}'),
+            ToolCallDelta(0, arguments='"UTC"}'),
+            ToolCallDelta(2, "call_3", "f", "{"),
+            ToolCallDelta(2, failed=True),  # malformed: its text is content, the call is gone
+        ),
+    )
+    choice = Reply("m", chat=True).complete(answer, "tool_calls", USAGE)["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    message = choice["message"]
+    assert message["content"] is None and message["reasoning_content"] == "thinking"
+    calls = [
+        (c["id"], c["function"]["name"], json.loads(c["function"]["arguments"]))
+        for c in message["tool_calls"]
+    ]
+    assert calls == [("call_1", "get_time", {"tz": "UTC"}), ("call_2", "get_weather", {"city": "Paris"})]
+    plain = Reply("m", chat=True).complete(Chunk("Hi"), "stop", USAGE)["choices"][0]["message"]
+    assert plain == {"role": "assistant", "content": "Hi"}
+
+
+def test_requests_the_server_builds_are_the_pipeline_values() -> None:
+    from mlxk.server.schemas import parse
+
+    parsed = parse(
+        body(messages=CONVERSATION, tools=[WEATHER], tool_choice="auto", seed=3, stop="END"),
+        chat=True,
+        default_max_tokens=100,
+    )
+    request = parsed.request
+    assert request.messages[0].role == "system" and request.messages[1].text == "Weather in Paris?"
+    assert request.messages[2].tool_calls == (ToolCall("call_1", "get_weather", '{"city": "Paris"}'),)
+    assert request.tools[0].as_openai() == WEATHER
+    assert (request.sampling, request.stops, request.max_tokens) == (
+        Sampling(temperature=0.0, seed=3),
+        ("END",),
+        4,
+    )
