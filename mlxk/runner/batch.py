@@ -23,8 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlxk.errors import ValidationError
-from mlxk.runner.engine import Engine
+from mlxk.runner.engine import Engine, PromptTooLong
 from mlxk.runner.request import Chunk, GenerationRequest, Usage
 from mlxk.runner.stops import StopMatcher
 
@@ -84,11 +83,11 @@ class BatchRunner:
         return len(self._active)
 
     def add(self, request: GenerationRequest, sink: Sink, cancel: threading.Event) -> None:
-        """Join (raises ValidationError, before joining, for a prompt too long for the context)."""
+        """Join (raises PromptTooLong, before joining, for a prompt too long for the context)."""
         prompt = self.engine.encode(request)
         context = self.engine.context_length
         if context and len(prompt) >= context:
-            raise ValidationError(f"the prompt is {len(prompt)} tokens; the model's context holds {context}")
+            raise PromptTooLong(len(prompt), context)
         max_tokens = min(request.max_tokens, context - len(prompt)) if context else request.max_tokens
         sampler, processors = self.engine.sampling_for(request.sampling)
         detokenizer = copy.copy(self.engine.tokenizer.detokenizer)  # its own state; the token map is shared

@@ -34,6 +34,18 @@ TURN_MARKERS = (
 )
 
 
+class PromptTooLong(ValidationError):
+    """A prompt that leaves no room in the model's context for a single token (the server answers
+    it with OpenAI's ``context_length_exceeded``)."""
+
+    def __init__(self, prompt_tokens: int, context_length: int) -> None:
+        super().__init__(
+            f"the prompt is {prompt_tokens} tokens; the model's maximum context length is {context_length} tokens"
+        )
+        self.prompt_tokens = prompt_tokens
+        self.context_length = context_length
+
+
 class Engine:
     def __init__(self, model: Any, tokenizer: Any, config: dict[str, Any], load_seconds: float = 0.0) -> None:
         self.model = model
@@ -85,9 +97,7 @@ class Engine:
         chunk), then returns the stream: run it to the end or close it, which frees the engine."""
         prompt = self.encode(request)
         if self.context_length and len(prompt) >= self.context_length:
-            raise ValidationError(
-                f"the prompt is {len(prompt)} tokens; the model's context holds {self.context_length}"
-            )
+            raise PromptTooLong(len(prompt), self.context_length)
         return self._locked(prompt, request, cancel)
 
     def _locked(
@@ -159,11 +169,13 @@ class Engine:
 
         vocab = self.config.get("vocab_size")
         top_k = 0 if isinstance(vocab, int) and s.top_k >= vocab else s.top_k  # the whole vocabulary: no cut
-        top_p = s.top_p if s.top_p < 1.0 else 0.0
-        if s.seed is not None and s.temperature > 0:
-            sampler = seeded_sampler(s.seed, s.temperature, top_p, s.min_p, top_k)
+        top_p = s.top_p if s.top_p < 1.0 else 0.0  # mlx-lm: 0 means no cut
+        # top_p 0 keeps only the most likely token (OpenAI's meaning): greedy decoding
+        temperature = s.temperature if s.top_p > 0 else 0.0
+        if s.seed is not None and temperature > 0:
+            sampler = seeded_sampler(s.seed, temperature, top_p, s.min_p, top_k)
         else:
-            sampler = make_sampler(s.temperature, top_p=top_p, min_p=s.min_p, top_k=top_k)
+            sampler = make_sampler(temperature, top_p=top_p, min_p=s.min_p, top_k=top_k)
         if not (s.repetition_penalty or s.presence_penalty or s.frequency_penalty):
             return sampler, None
         processors = make_logits_processors(
@@ -188,7 +200,7 @@ def seeded_sampler(seed: int, temperature: float, top_p: float, min_p: float, to
         filters.append(lambda x: apply_min_p(x, min_p, 1))
     if top_k > 0:
         filters.append(lambda x: apply_top_k(x, top_k))
-    key = [mx.random.key(seed)]
+    key = [mx.random.key(seed % 2**64)]  # any 64-bit seed, negative ones too
 
     def sample(logprobs: Any) -> Any:
         for step in filters:

@@ -85,8 +85,7 @@ class EmbeddingWorker:
 
     def _embed(self, jobs: list[EmbedJob], model: str) -> None:
         try:
-            if self._model != model:
-                self._encoder = None
+            if self._model != model:  # the encoder in use stays until its successor has loaded
                 self._encoder = self._load(model)
                 self._model = model
             texts = [t for j in jobs for t in j.texts]

@@ -19,6 +19,7 @@ from mlxk.server.asgi import HTTPError
 MAX_STOPS = 16
 MAX_STOP_LENGTH = 256
 MAX_TOKENS_LIMIT = 1_000_000
+MAX_PROMPTS = 64  # prompts of one /v1/completions request, each its own choice
 ROLES = ("system", "user", "assistant", "tool", "developer")
 _KNOWN = {
     "model", "messages", "prompt", "stream", "stream_options", "max_tokens", "max_completion_tokens",
@@ -30,7 +31,7 @@ _KNOWN = {
 @dataclass(frozen=True, slots=True)
 class Parsed:
     model: str | None
-    request: GenerationRequest
+    requests: tuple[GenerationRequest, ...]  # one per choice: several for a list of prompts
     stream: bool
     include_usage: bool
     unknown: tuple[str, ...]
@@ -106,6 +107,17 @@ def _messages(body: dict[str, Any]) -> tuple[Message, ...]:
     return tuple(messages)
 
 
+def _prompts(body: dict[str, Any]) -> list[str]:
+    """The prompts of a completions request: one string, or a list of them (each its own choice)."""
+    prompt = body.get("prompt")
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise _bad("prompt", "'prompt' must be a string or a non-empty list of strings (not token ids)")
+    if len(prompts) > MAX_PROMPTS:
+        raise _bad("prompt", f"at most {MAX_PROMPTS} prompts per request")
+    return prompts
+
+
 def _refuse_unsupported(body: dict[str, Any]) -> None:
     n = body.get("n")
     if n is not None and (isinstance(n, bool) or n != 1):
@@ -140,26 +152,36 @@ def parse(body: Any, *, chat: bool, default_max_tokens: int) -> Parsed:
     penalty = body.get("repetition_penalty")
     sampling = Sampling(
         temperature=_number(body, "temperature", 0.0, 2.0, 1.0),
-        top_p=_number(body, "top_p", 0.0, 1.0, 1.0) or 1.0,
+        top_p=_number(body, "top_p", 0.0, 1.0, 1.0),  # 0: only the most likely token
         top_k=_integer(body, "top_k", 0, 1_000_000) or 0,
         min_p=_number(body, "min_p", 0.0, 1.0, 0.0),
         repetition_penalty=None if penalty is None else _number(body, "repetition_penalty", 0.01, 10.0, 1.0),
         presence_penalty=_number(body, "presence_penalty", -2.0, 2.0, 0.0) or None,
         frequency_penalty=_number(body, "frequency_penalty", -2.0, 2.0, 0.0) or None,
-        seed=_integer(body, "seed", 0, 2**63 - 1),
+        seed=_integer(body, "seed", -(2**63), 2**63 - 1),  # OpenAI takes any 64-bit integer
     )
     common = {"max_tokens": limit or default_max_tokens, "sampling": sampling, "stops": _stops(body)}
+    requests: tuple[GenerationRequest, ...]
     if chat:
-        request = GenerationRequest(messages=_messages(body), **common)  # type: ignore[arg-type]
+        requests = (GenerationRequest(messages=_messages(body), **common),)  # type: ignore[arg-type]
     else:
-        prompt = body.get("prompt")
-        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-            prompt = prompt[0]
-        if not isinstance(prompt, str):
-            raise _bad("prompt", "'prompt' must be a string (one prompt per request)")
-        request = GenerationRequest(prompt=prompt, **common)  # type: ignore[arg-type]
+        requests = tuple(GenerationRequest(prompt=p, **common) for p in _prompts(body))  # type: ignore[arg-type]
     include_usage = bool(options and options.get("include_usage"))
-    return Parsed(model, request, stream, include_usage, tuple(sorted(set(body) - _KNOWN)))
+    return Parsed(model, requests, stream, include_usage, tuple(sorted(set(body) - _KNOWN)))
+
+
+def total_usage(usages: list[Usage]) -> Usage:
+    """The usage of a request whose prompts were generated separately."""
+    if len(usages) == 1:
+        return usages[0]
+    return Usage(
+        prompt_tokens=sum(u.prompt_tokens for u in usages),
+        completion_tokens=sum(u.completion_tokens for u in usages),
+        prompt_seconds=max(u.prompt_seconds for u in usages),
+        generation_seconds=max(u.generation_seconds for u in usages),
+        peak_memory_bytes=max(u.peak_memory_bytes for u in usages),
+        cached_tokens=sum(u.cached_tokens for u in usages),
+    )
 
 
 def usage_object(usage: Usage) -> dict[str, Any]:
@@ -183,26 +205,32 @@ class Reply:
     def _base(self, obj: str) -> dict[str, Any]:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
 
-    def complete(self, text: str, finish: str, usage: Usage) -> dict[str, Any]:
-        if self.chat:
-            choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text}}
-        else:
-            choice = {"index": 0, "text": text}
-        choice.update(finish_reason=finish, logprobs=None)
+    def complete(self, choices: list[tuple[str, str]], usage: Usage) -> dict[str, Any]:
+        """The whole answer: (text, finish_reason) for each choice, in order."""
+        objects = []
+        for index, (text, finish) in enumerate(choices):
+            if self.chat:
+                choice: dict[str, Any] = {"index": index, "message": {"role": "assistant", "content": text}}
+            else:
+                choice = {"index": index, "text": text}
+            choice.update(finish_reason=finish, logprobs=None)
+            objects.append(choice)
         return {
             **self._base("chat.completion" if self.chat else "text_completion"),
-            "choices": [choice],
+            "choices": objects,
             "usage": usage_object(usage),
         }
 
-    def delta(self, text: str | None, finish: str | None = None, *, role: bool = False) -> dict[str, Any]:
+    def delta(
+        self, text: str | None, finish: str | None = None, *, role: bool = False, index: int = 0
+    ) -> dict[str, Any]:
         if self.chat:
             delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
             if text:
                 delta["content"] = text
-            choice: dict[str, Any] = {"index": 0, "delta": delta}
+            choice: dict[str, Any] = {"index": index, "delta": delta}
         else:
-            choice = {"index": 0, "text": text or ""}
+            choice = {"index": index, "text": text or ""}
         choice.update(finish_reason=finish, logprobs=None)
         return {
             **self._base("chat.completion.chunk" if self.chat else "text_completion"),

@@ -31,7 +31,7 @@ class Busy(Exception):
     """Too many requests are waiting or running."""
 
 
-@dataclass
+@dataclass(eq=False)  # a job is itself: hashed and compared by identity
 class Job:
     model: str
     request: GenerationRequest | None  # None: only make sure the model is loaded
@@ -76,11 +76,16 @@ class EngineWorker:
         self._thread.join(timeout=10)
 
     def submit(self, job: Job) -> None:
+        self.submit_all([job])
+
+    def submit_all(self, jobs: list[Job]) -> None:
+        """Queue every job of a request, or none of them (Busy) when they do not all fit."""
         with self._lock:
-            if self._pending >= self._max_queue:
+            if self._pending + len(jobs) > self._max_queue:
                 raise Busy
-            self._pending += 1
-        self._jobs.put(job)
+            self._pending += len(jobs)
+        for job in jobs:
+            self._jobs.put(job)
 
     def _done(self) -> None:
         with self._lock:
