@@ -86,6 +86,15 @@ def _check_runnable(hub_root: str, name: str) -> None:
     runnable_model(CacheLocation(hub_root, None), name)
 
 
+def _shutting_down() -> HTTPError:
+    return HTTPError(
+        503,
+        "the server is shutting down",
+        code="shutting_down",
+        headers=[("retry-after", "1"), ("connection", "close")],
+    )
+
+
 def _http_error(error: MlxkError, param: str | None = None) -> HTTPError:
     """A library error as the answer to a request (a 5xx only for what the client cannot fix)."""
     if isinstance(error, PromptTooLong):  # OpenAI's code, which clients act on (a shorter history)
@@ -98,7 +107,9 @@ class App:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.worker = EngineWorker(lambda name: _load(settings.hub_root, name), settings.max_queue)
+        self.worker = EngineWorker(
+            lambda name: _load(settings.hub_root, name), settings.max_queue, finished=self.metrics.generated
+        )
         self.embedder = EmbeddingWorker(lambda name: _load_encoder(settings.hub_root, name))
         self.hosts = HostPolicy(settings.host, settings.extra_hosts)
         self.cors = CorsPolicy(settings.cors_origins)
@@ -106,6 +117,7 @@ class App:
         self.draining = False  # stopping: open generations end now, new ones are refused
         self.in_flight = 0
         self._jobs: set[Job] = set()
+        self._stopping = asyncio.Event()  # for bodies still arriving when the stop comes
 
     # --- ASGI ----------------------------------------------------------------------------------
 
@@ -126,6 +138,7 @@ class App:
         """The server is stopping: every generation in progress ends at its next step (its
         response with a proper last chunk), and new generation requests get 503."""
         self.draining = True
+        self._stopping.set()
         for job in list(self._jobs):
             job.cancel.set()
 
@@ -195,7 +208,7 @@ class App:
             )
 
     async def _send_error(self, response: _Tracked, error: HTTPError, cors: list[tuple[str, str]]) -> int:
-        """Answer with ``error`` (with the CORS headers: a browser shows a page the real error);
+        """Answer with ``error`` (with the CORS headers, so that a browser lets the page see it);
         the client-gone status when the client left or the answer had already begun."""
         if response.started:
             return CLIENT_GONE if error.status == CLIENT_GONE else 500
@@ -243,12 +256,7 @@ class App:
                 headers=[("allow", route.method)],
             )
         if self.draining and route.method == "POST":
-            raise HTTPError(
-                503,
-                "the server is shutting down",
-                code="shutting_down",
-                headers=[("retry-after", "1"), ("connection", "close")],
-            )
+            raise _shutting_down()
         if model_id is not None:
             return await self._model(send, model_id, cors)
         handlers = {
@@ -340,13 +348,22 @@ class App:
 
     async def _json_body(self, scope: Scope, receive: Receive) -> Any:
         settings = self.settings
-        raw = await read_body(
-            receive,
-            scope,
-            settings.max_body_bytes,
-            idle_s=settings.idle_timeout_s,
-            total_s=settings.body_timeout_s,
+        reading = asyncio.ensure_future(
+            read_body(
+                receive,
+                scope,
+                settings.max_body_bytes,
+                idle_s=settings.idle_timeout_s,
+                total_s=settings.body_timeout_s,
+            )
         )
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not reading.done():  # the server stops: a body still on its way is not waited for
+            reading.cancel()
+            raise _shutting_down()
+        raw = reading.result()
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -450,8 +467,6 @@ class App:
             ends = await watch.race(
                 asyncio.gather(*(_collect(f, s) for f, s in zip(firsts, streams, strict=True)))
             )
-            for _, last in ends:
-                self._count(last)
             choices = [(text, _finish_reason(last)) for text, last in ends]
             usage = total_usage([last.usage or _NO_USAGE for _, last in ends])
             await send_json(send, 200, reply.complete(choices, usage), cors)
@@ -468,14 +483,8 @@ class App:
         except StopAsyncIteration:
             raise HTTPError(500, "the generation ended without output") from None
         if first.finish_reason == "cancelled" and first.usage is None:  # never started: the server stops
-            raise HTTPError(
-                503, "the server is shutting down", code="shutting_down", headers=[("retry-after", "1")]
-            )
+            raise _shutting_down()
         return first
-
-    def _count(self, last: Chunk) -> None:
-        if last.usage is not None:
-            self.metrics.generated(last.usage, last.finish_reason or "length")
 
     async def _events(
         self, reply: Reply, firsts: list[Chunk], streams: list[AsyncIterator[Chunk]], include_usage: bool
@@ -490,21 +499,15 @@ class App:
             if first.finish_reason is None:
                 open_streams[index] = streams[index]
             else:
-                yield self._last_event(reply, index, first, usages)
+                yield _last_event(reply, index, first, usages)
         async for index, chunk in _merged(open_streams):
             if chunk.text:
                 yield _event(reply.delta(chunk.text, index=index))
             if chunk.finish_reason is not None:
-                yield self._last_event(reply, index, chunk, usages)
+                yield _last_event(reply, index, chunk, usages)
         if include_usage and usages:
             yield _event(reply.usage_chunk(total_usage(usages)))
         yield b"data: [DONE]\n\n"
-
-    def _last_event(self, reply: Reply, index: int, last: Chunk, usages: list[Usage]) -> bytes:
-        self._count(last)
-        if last.usage is not None:
-            usages.append(last.usage)
-        return _event(reply.delta(None, _finish_reason(last), index=index))
 
 
 class _Tracked:
@@ -521,6 +524,12 @@ class _Tracked:
 
 
 _NO_USAGE = Usage(0, 0, 0.0, 0.0, 0)
+
+
+def _last_event(reply: Reply, index: int, last: Chunk, usages: list[Usage]) -> bytes:
+    if last.usage is not None:
+        usages.append(last.usage)
+    return _event(reply.delta(None, _finish_reason(last), index=index))
 
 
 def _finish_reason(last: Chunk) -> str:

@@ -24,10 +24,10 @@ from typing import Any
 
 from mlxk.server.app import App, ServerSettings
 from mlxk.server.limits import connection_limit, raise_descriptor_limit
+from mlxk.server.listener import BACKLOG
 from mlxk.server.logs import configure
 
 STOP_GRACE_S = 20.0
-BACKLOG = 2048  # connections the kernel queues while all of ours are busy
 EXPERIMENTAL_NOTICE = "Embedded server is experimental"
 
 
@@ -64,9 +64,8 @@ def _server(app: App, listener: socket.socket, settings: ServerSettings, log_lev
             # Granian would bind a socket of its own with SO_REUSEPORT (see listener.py); the
             # holder takes the descriptor over (its listener closes it when the server stops)
             if sys.platform.startswith(("linux", "freebsd")):
-                self._shd = holder(listener.detach(), False, BACKLOG)  # it calls listen() itself
+                self._shd = holder(listener.detach(), False, BACKLOG)
             else:
-                listener.listen(BACKLOG)
                 self._shd = holder(listener.detach(), False)
             self._ssp = None
 

@@ -14,9 +14,12 @@ import socket
 
 from mlxk.errors import ValidationError
 
+BACKLOG = 2048  # connections the kernel queues while all of ours are busy
+
 
 def bind_listener(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
-    """A TCP socket bound to ``host:port`` (not yet listening: the server calls ``listen``)."""
+    """A TCP socket listening on ``host:port``: connections queue from now on, before the server
+    takes them (a client that reads the start-up message may connect at once)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -32,6 +35,7 @@ def bind_listener(host: str, port: int, *, reuse_port: bool = False) -> socket.s
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address)
+        sock.listen(BACKLOG)
     except OSError as exc:
         sock.close()
         raise ValidationError(_why(exc, host, port)) from None

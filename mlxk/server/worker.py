@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from mlxk.runner.batch import BatchRunner
 from mlxk.runner.engine import Engine
-from mlxk.runner.request import Chunk, GenerationRequest
+from mlxk.runner.request import Chunk, GenerationRequest, Usage
 
 Item = Chunk | BaseException
 # Chunks wait at most this long on the engine thread, so the event loop wakes ~200 times a second
@@ -48,8 +48,15 @@ class Job:
 
 
 class EngineWorker:
-    def __init__(self, load: Callable[[str], Engine], max_queue: int, max_batch: int = 16) -> None:
+    def __init__(
+        self,
+        load: Callable[[str], Engine],
+        max_queue: int,
+        max_batch: int = 16,
+        finished: Callable[[Usage, str], None] = lambda usage, reason: None,
+    ) -> None:
         self._load = load
+        self._finished = finished  # told of every generation's end, whether or not a client still reads
         self._max_queue = max_queue
         self._max_batch = max_batch
         self._jobs: queue.Queue[Job | None] = queue.Queue()
@@ -184,6 +191,8 @@ class EngineWorker:
                 if isinstance(item, BaseException) or item.finish_reason is not None:
                     self._urgent = True  # so does a last one
                     self._done()
+                    if isinstance(item, Chunk) and item.usage is not None:
+                        self._finished(item.usage, item.finish_reason or "length")
 
             try:
                 self._runner.add(job.request, sink, job.cancel)
