@@ -42,9 +42,8 @@ def server(cache: Path, tmp_path: Path) -> Iterator[ServerProcess]:
     started.stop()
 
 
-def _connect(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    return sock
+def _connect(port: int, timeout: float = 30) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=timeout)
 
 
 def _head(port: int, method: str, path: str, extra: str = "") -> bytes:
@@ -88,16 +87,17 @@ def test_idle_and_trickling_connections_never_starve_health(server: ServerProces
     held: list[socket.socket] = []
     try:
         for i in range(HOLDERS):
-            sock = _connect(server.port)
+            # a server that serves this many at once answers each in milliseconds; one that does
+            # not keeps the later ones waiting until the first idle ones time out
+            sock = _connect(server.port, timeout=5)
             held.append(sock)
-            if i % 2:  # a body that trickles in
-                sock.sendall(
-                    _head(server.port, "POST", "/v1/chat/completions", "Content-Length: 1000\r\n") + b'{"mo'
-                )
+            if i % 2:  # a body that trickles in (with the key: it gets past the 401 and is read)
+                extra = f"Authorization: Bearer {KEY}\r\nContent-Length: 1000\r\n"
+                sock.sendall(_head(server.port, "POST", "/v1/chat/completions", extra) + b'{"mo')
             else:  # an idle keep-alive connection after one answered request
                 sock.sendall(_head(server.port, "GET", "/health"))
                 assert _response(sock)[0] == 200
-        health = httpx.get(server.url + "/health", timeout=10)
+        health = httpx.get(server.url + "/health", timeout=5)
         assert health.status_code == 200
         chat = httpx.post(
             server.url + "/v1/chat/completions",

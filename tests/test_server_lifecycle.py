@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,20 @@ def test_a_taken_port_is_refused_unless_shared_on_purpose(
     )
 
 
+def _in_thread(work: Callable[[], Any], errors: list[BaseException]) -> threading.Thread:
+    """``work`` on a thread that keeps what it raises in ``errors`` (asserted on by the test)."""
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
 def _stream_lines(url: str, body: dict[str, Any], started: threading.Event, lines: list[str]) -> None:
     with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=120) as response:
         for line in response.iter_lines():
@@ -108,15 +122,14 @@ def test_sigterm_ends_open_streams_with_a_last_chunk_and_exits(
     body = {"model": LONG, "messages": HELLO, "max_tokens": MANY_TOKENS, "temperature": 0}
     started = threading.Event()
     lines: list[str] = []
-    streamed = {**body, "stream": True, "stream_options": {"include_usage": True}}
-    streaming = threading.Thread(target=_stream_lines, args=(server.url, streamed, started, lines))
     whole: list[httpx.Response] = []
-    waiting = threading.Thread(
-        target=lambda: whole.append(httpx.post(server.url + "/v1/chat/completions", json=body, timeout=120))
+    errors: list[BaseException] = []
+    streamed = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    streaming = _in_thread(lambda: _stream_lines(server.url, streamed, started, lines), errors)
+    assert started.wait(60), f"the stream did not start: {errors}"
+    waiting = _in_thread(
+        lambda: whole.append(httpx.post(server.url + "/v1/chat/completions", json=body, timeout=120)), errors
     )
-    streaming.start()
-    assert started.wait(60), "the stream did not start"
-    waiting.start()
     wait_for(lambda: httpx.get(server.url + "/health").json()["queue"] == 2, "the second request to queue")
     seen = len(lines)  # two deliveries later, the engine has stepped with the second request in
     wait_for(lambda: len(lines) >= seen + 2, "the stream to go on")
@@ -124,6 +137,7 @@ def test_sigterm_ends_open_streams_with_a_last_chunk_and_exits(
     assert server.stop(signal.SIGTERM) == 0
     streaming.join(60)
     waiting.join(60)
+    assert errors == []
     events = [line[6:] for line in lines if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
     chunks = [json.loads(event) for event in events[:-1]]
