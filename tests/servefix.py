@@ -97,16 +97,29 @@ def serve_env(hub: Path, **extra: str) -> dict[str, str]:
 
 
 def start_server(
-    hub: Path, *args: str, log: Path, env: dict[str, str] | None = None, ready: bool = True
+    hub: Path,
+    *args: str,
+    log: Path,
+    env: dict[str, str] | None = None,
+    ready: bool = True,
+    descriptors: int | None = None,
 ) -> ServerProcess:
     """``mlxk serve --json --port 0 ARGS`` on ``hub``; waits for its start-up envelope and (with
-    ``ready``) for /health to answer 200. Fails (the process stopped by its id) when it exits first."""
+    ``ready``) for /health to answer 200. Fails (the process stopped by its id) when it exits first.
+    ``descriptors``: the soft limit on open files the process starts with."""
+
+    def limit(soft: int = descriptors or 0) -> None:  # in the child, before it runs Python
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
     with log.open("wb") as stderr:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mlxk", "serve", "--json", "--port", "0", *args],
             stdout=subprocess.PIPE,
             stderr=stderr,
             env=env if env is not None else serve_env(hub),
+            preexec_fn=limit if descriptors is not None else None,
         )
     try:
         envelope = _envelope(proc, log)

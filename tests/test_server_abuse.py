@@ -112,6 +112,21 @@ def test_idle_and_trickling_connections_never_starve_health(server: ServerProces
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+def test_the_descriptor_limit_is_raised_at_start(cache: Path, tmp_path: Path) -> None:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
+    if wanted <= 256:
+        pytest.skip(f"the hard limit ({hard}) leaves nothing to raise")
+    # with a model: mlx-lm, loaded with it, sets limits of its own that must not undo ours
+    server = start_server(cache, "--model", CHAT, log=tmp_path / "serve.log", descriptors=256)
+    try:
+        limits = Path(f"/proc/{server.pid}/limits").read_text()
+        soft = next(line.split()[3] for line in limits.splitlines() if line.startswith("Max open files"))
+        assert int(soft) == wanted
+    finally:
+        server.stop()
+
+
 def test_idle_slow_and_stalled_connections_are_closed(cache: Path, tmp_path: Path) -> None:
     server = start_server(
         cache, "--idle-timeout", "2", "--body-timeout", "3", log=tmp_path / "serve.log", ready=False

@@ -56,7 +56,7 @@ def _server(app: App, listener: socket.socket, settings: ServerSettings, log_lev
     from granian.log import LogLevels
     from granian.server.embed import Server
 
-    limit = connection_limit(raise_descriptor_limit())
+    limit = connection_limit(_settled_descriptor_limit())
     holder: Any = Holder  # its stub declares no arguments; (fd, uds[, backlog]) is what it takes
 
     class OnOurSocket(Server):
@@ -84,6 +84,18 @@ def _server(app: App, listener: socket.socket, settings: ServerSettings, log_lev
     )
     logging.getLogger("_granian").addFilter(_drop_experimental_notice)
     return server
+
+
+def _settled_descriptor_limit() -> int:
+    """The soft limit on open files for the server's life. mlx-lm sets its own limits (2,048 soft,
+    4,096 hard) when its utils are imported, as the first model load would do: importing them now,
+    before raising the limit and deriving the connection limit from it, keeps the two in step."""
+    import resource
+
+    hard_before = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    import mlx_lm.utils  # noqa: F401
+
+    return raise_descriptor_limit(hard_before=hard_before)
 
 
 def _granian_logs_to_stderr() -> dict[str, Any]:

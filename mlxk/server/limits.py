@@ -17,14 +17,19 @@ SPARE_DESCRIPTORS = 256  # kept for the process's own files whatever the clients
 WANTED_DESCRIPTORS = 65536
 
 
-def raise_descriptor_limit(wanted: int = WANTED_DESCRIPTORS) -> int:
+def raise_descriptor_limit(wanted: int = WANTED_DESCRIPTORS, hard_before: int | None = None) -> int:
     """Raise the soft limit on open files toward ``wanted`` (never above the hard limit); returns
-    the soft limit in force. Many systems start processes at 1,024 or 256."""
+    the soft limit in force. Many systems start processes at 1,024 or 256. ``hard_before``: a hard
+    limit that something lowered since (given back where the process may raise it: as root)."""
     try:
         import resource
     except ImportError:  # not a POSIX system
         return wanted
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard_before is not None and hard != hard_before:
+        with contextlib.suppress(ValueError, OSError):  # not allowed: the lower one stays
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard_before))
+            hard = hard_before
     target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     if soft != resource.RLIM_INFINITY and soft < target:
         with contextlib.suppress(ValueError, OSError):  # macOS refuses values above kern.maxfilesperproc
