@@ -160,8 +160,7 @@ class ServeCommand(MlxkCommand):
         )
         from mlxk.server.launch import serve
 
-        serve(settings, listener, log_level=str(self.option("log-level")))
-        return 0
+        serve(settings, listener, log_level=str(self.option("log-level")))  # ends the process when stopped
 
 
 def _int(value: object, name: str, low: int, high: int) -> int:

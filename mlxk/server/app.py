@@ -33,6 +33,7 @@ from mlxk.server.asgi import (
     send_bytes,
     send_events,
     send_json,
+    shutting_down,
 )
 from mlxk.server.cors import CorsPolicy
 from mlxk.server.disconnect import ClientGone, DisconnectWatch
@@ -84,15 +85,6 @@ def _check_runnable(hub_root: str, name: str) -> None:
     from mlxk.ops.run import runnable_model
 
     runnable_model(CacheLocation(hub_root, None), name)
-
-
-def _shutting_down() -> HTTPError:
-    return HTTPError(
-        503,
-        "the server is shutting down",
-        code="shutting_down",
-        headers=[("retry-after", "1"), ("connection", "close")],
-    )
 
 
 def _http_error(error: MlxkError, param: str | None = None) -> HTTPError:
@@ -256,7 +248,7 @@ class App:
                 headers=[("allow", route.method)],
             )
         if self.draining and route.method == "POST":
-            raise _shutting_down()
+            raise shutting_down()
         if model_id is not None:
             return await self._model(send, model_id, cors)
         handlers = {
@@ -348,22 +340,14 @@ class App:
 
     async def _json_body(self, scope: Scope, receive: Receive) -> Any:
         settings = self.settings
-        reading = asyncio.ensure_future(
-            read_body(
-                receive,
-                scope,
-                settings.max_body_bytes,
-                idle_s=settings.idle_timeout_s,
-                total_s=settings.body_timeout_s,
-            )
+        raw = await read_body(
+            receive,
+            scope,
+            settings.max_body_bytes,
+            idle_s=settings.idle_timeout_s,
+            total_s=settings.body_timeout_s,
+            stopping=self._stopping,  # the server stops: a body still on its way is not waited for
         )
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if not reading.done():  # the server stops: a body still on its way is not waited for
-            reading.cancel()
-            raise _shutting_down()
-        raw = reading.result()
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -483,7 +467,7 @@ class App:
         except StopAsyncIteration:
             raise HTTPError(500, "the generation ended without output") from None
         if first.finish_reason == "cancelled" and first.usage is None:  # never started: the server stops
-            raise _shutting_down()
+            raise shutting_down()
         return first
 
     async def _events(

@@ -53,49 +53,82 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def read_body(receive: Receive, scope: Scope, limit: int, *, idle_s: float, total_s: float) -> bytes:
+def shutting_down() -> HTTPError:
+    return HTTPError(
+        503,
+        "the server is shutting down",
+        code="shutting_down",
+        headers=[("retry-after", "1"), ("connection", "close")],
+    )
+
+
+async def read_body(
+    receive: Receive,
+    scope: Scope,
+    limit: int,
+    *,
+    idle_s: float,
+    total_s: float,
+    stopping: asyncio.Event | None = None,
+) -> bytes:
     """The whole request body: at most ``limit`` bytes (413), each part within ``idle_s`` seconds
     of the one before and all of it within ``total_s`` (408: a body that trickles in holds a
-    connection and a task for as long as it lasts)."""
+    connection and a task for as long as it lasts); 503 when ``stopping`` is set meanwhile.
+
+    A wait that ends without a part cancels that ``receive()``: Granian then lets go of the body,
+    and the connection closes after the answer (a read of the body left pending would keep it open
+    for as long as the client cares to). The errors are raised here, in no task, so that no
+    traceback cycle keeps the request (and its connection) alive until the garbage collector runs.
+    """
     declared = header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise HTTPError(413, f"the request body is larger than {limit} bytes", code="request_too_large")
     loop = asyncio.get_running_loop()
     deadline = loop.time() + total_s
+    stop = asyncio.ensure_future(stopping.wait()) if stopping is not None else None
     parts: list[bytes] = []
     size = 0
-    while True:
-        wait = min(idle_s, deadline - loop.time())
-        try:
-            message = await asyncio.wait_for(receive(), timeout=max(wait, 0.0))
-        except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
-            raise HTTPError(
-                408,
-                f"the request body did not arrive in time ({idle_s:g} s between parts, {total_s:g} s in all)",
-                code="request_timeout",
-                headers=[("connection", "close")],
-            ) from None
-        if message["type"] == "http.disconnect":
-            # also what Granian reports for a malformed body (a bad chunk size): the answer
-            # reaches a client that is still there, and harms none that left
-            raise HTTPError(
-                400,
-                "the request body could not be read (malformed chunked encoding, or the connection closed)",
-                code="invalid_body",
-                headers=[("connection", "close")],
-            )
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise HTTPError(
-                413,
-                f"the request body is larger than {limit} bytes",
-                code="request_too_large",
-                headers=[("connection", "close")],
-            )
-        parts.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(parts)
+    try:
+        while True:
+            part = asyncio.ensure_future(receive())
+            waits = {part} if stop is None else {part, stop}
+            timeout = max(min(idle_s, deadline - loop.time()), 0.0)
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if not part.done():
+                part.cancel()
+                if stop is not None and stop.done():  # the server stops: no waiting for the rest
+                    raise shutting_down()
+                raise HTTPError(
+                    408,
+                    f"the request body did not arrive in time ({idle_s:g} s between parts, {total_s:g} s in all)",
+                    code="request_timeout",
+                    headers=[("connection", "close")],
+                )
+            message = part.result()
+            if message["type"] == "http.disconnect":
+                # also what Granian reports for a malformed body (a bad chunk size): the answer
+                # reaches a client that is still there, and harms none that left
+                raise HTTPError(
+                    400,
+                    "the request body could not be read (malformed chunked encoding, or the connection closed)",
+                    code="invalid_body",
+                    headers=[("connection", "close")],
+                )
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise HTTPError(
+                    413,
+                    f"the request body is larger than {limit} bytes",
+                    code="request_too_large",
+                    headers=[("connection", "close")],
+                )
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(parts)
+    finally:
+        if stop is not None:
+            stop.cancel()
 
 
 async def send_json(send: Send, status: int, obj: Any, headers: Iterable[tuple[str, str]] = ()) -> None:

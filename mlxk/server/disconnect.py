@@ -40,7 +40,10 @@ class DisconnectWatch:
         task = asyncio.ensure_future(work)
         await asyncio.wait({task, self._task}, return_when=asyncio.FIRST_COMPLETED)
         if task.done():
-            return task.result()
+            try:
+                return task.result()
+            finally:
+                del task  # it holds the exception, whose traceback holds this frame: no cycle
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task

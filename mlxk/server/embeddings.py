@@ -62,7 +62,7 @@ class EmbeddingWorker:
         self._jobs.put(job)
 
     def stop(self) -> None:
-        if self._started:
+        if self._thread.is_alive():
             self._jobs.put(None)
             self._thread.join(timeout=10)
 

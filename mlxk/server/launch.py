@@ -20,7 +20,7 @@ import signal
 import socket
 import sys
 import threading
-from typing import Any
+from typing import Any, NoReturn
 
 from mlxk.server.app import App, ServerSettings
 from mlxk.server.limits import connection_limit, raise_descriptor_limit
@@ -31,10 +31,23 @@ STOP_GRACE_S = 20.0
 EXPERIMENTAL_NOTICE = "Embedded server is experimental"
 
 
-def serve(settings: ServerSettings, listener: socket.socket, *, log_level: str = "warning") -> None:
-    """Serve on ``listener`` (see ``listener.bind_listener``) until SIGINT or SIGTERM."""
+def serve(settings: ServerSettings, listener: socket.socket, *, log_level: str = "warning") -> NoReturn:
+    """Serve on ``listener`` (see ``listener.bind_listener``) until SIGINT or SIGTERM, then end
+    the process (exit status 0)."""
     configure(settings.log_json)
     asyncio.run(_serve(App(settings), listener, settings, log_level))
+    _leave_without_finalizing()
+
+
+def _leave_without_finalizing() -> NoReturn:
+    """Granian's native threads may still be on their way out of a call into Python when the
+    server has stopped; the interpreter's finalization would end such a thread mid-call, and the
+    process would abort ("panic in a function that cannot unwind"). Everything of ours is closed
+    and flushed by now, so the process leaves without finalizing."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 async def _serve(app: App, listener: socket.socket, settings: ServerSettings, log_level: str) -> None:

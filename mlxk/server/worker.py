@@ -79,8 +79,9 @@ class EngineWorker:
         self._thread.start()
 
     def stop(self) -> None:
-        self._jobs.put(None)
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():  # not started, or stopped already: nothing to wait for
+            self._jobs.put(None)
+            self._thread.join(timeout=10)
 
     def submit(self, job: Job) -> None:
         self.submit_all([job])
