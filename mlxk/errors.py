@@ -48,6 +48,18 @@ class InvalidField(ValidationError):
         self.param = param
 
 
+class PromptTooLong(ValidationError):
+    """A prompt that leaves no room in the model's context for a single token (the server answers
+    it with OpenAI's ``context_length_exceeded``)."""
+
+    def __init__(self, prompt_tokens: int, context_length: int) -> None:
+        super().__init__(
+            f"the prompt is {prompt_tokens} tokens; the model's maximum context length is {context_length} tokens"
+        )
+        self.prompt_tokens = prompt_tokens
+        self.context_length = context_length
+
+
 class ModelNotFound(MlxkError):
     error_type = "model_not_found"
     http_status = 404

@@ -39,14 +39,16 @@ HELLO = (Message("user", "Hello"),)
     [
         ("temperature", 2.0, 2.01),
         ("temperature", 0.0, -0.1),
-        ("top_p", 1.0, 0.0),  # (0, 1]: a top_p of 0 keeps nothing
+        ("top_p", 0.0, -0.1),  # 0: only the most likely token
+        ("top_p", 1.0, 1.1),
         ("top_k", 1_000_000, -1),
         ("min_p", 1.0, 1.5),
         ("repetition_penalty", 0.01, 0.0),
         ("repetition_penalty", 10.0, 10.5),
         ("presence_penalty", -2.0, -2.5),
         ("frequency_penalty", 2.0, 3.0),
-        ("seed", 0, -1),
+        ("seed", -(2**63), -(2**63) - 1),  # any 64-bit integer, as OpenAI takes
+        ("seed", 2**63 - 1, 2**63),
     ],
 )
 def test_sampling_bounds_are_checked_on_the_value(field: str, inside: Any, outside: Any) -> None:

@@ -114,7 +114,7 @@ def test_verbose_reports_speed_on_stderr(cli: Any, models: Path) -> None:
         ("--temperature", "2.5"),  # the one table of bounds: as over HTTP
         ("--max-tokens", "0"),
         ("--max-tokens", "ten"),
-        ("--top-p", "0"),
+        ("--top-p", "-0.1"),
         ("--top-p", "1.5"),
         ("--top-k", "-3"),
         ("--min-p", "2"),

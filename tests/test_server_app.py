@@ -135,7 +135,7 @@ def test_models_health_and_metrics(server: Any) -> None:
         assert health.status_code in (200, 503)
         await call("POST", "/v1/chat/completions", json=chat_body())
         metrics = (await call("GET", "/metrics")).text
-        assert 'mlxk_requests_total{path="/v1/chat/completions",status="200"} 1' in metrics
+        assert 'mlxk_requests_total{route="/v1/chat/completions",status="200"} 1' in metrics
         assert "mlxk_completion_tokens_total 8" in metrics
 
     server(scenario)

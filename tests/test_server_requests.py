@@ -111,7 +111,7 @@ def test_the_thinking_switch_reaches_the_template(server: Any, engine: Any) -> N
 
 
 BAD = [
-    (body(top_p=0), "top_p"),
+    (body(top_p=-0.5), "top_p"),
     (body(repetition_penalty=20), "repetition_penalty"),
     (body(max_completion_tokens=0), "max_completion_tokens"),
     (body(max_tokens=5, max_completion_tokens=True), "max_completion_tokens"),
@@ -200,7 +200,7 @@ def test_a_whole_answer_with_tool_calls_in_openai_shape() -> None:
             ToolCallDelta(2, failed=True),  # malformed: its text is content, the call is gone
         ),
     )
-    choice = Reply("m", chat=True).complete(answer, "tool_calls", USAGE)["choices"][0]
+    choice = Reply("m", chat=True).complete([(answer, "tool_calls")], USAGE)["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
     message = choice["message"]
     assert message["content"] is None and message["reasoning_content"] == "thinking"
@@ -209,7 +209,7 @@ def test_a_whole_answer_with_tool_calls_in_openai_shape() -> None:
         for c in message["tool_calls"]
     ]
     assert calls == [("call_1", "get_time", {"tz": "UTC"}), ("call_2", "get_weather", {"city": "Paris"})]
-    plain = Reply("m", chat=True).complete(Chunk("Hi"), "stop", USAGE)["choices"][0]["message"]
+    plain = Reply("m", chat=True).complete([(Chunk("Hi"), "stop")], USAGE)["choices"][0]["message"]
     assert plain == {"role": "assistant", "content": "Hi"}
 
 
@@ -221,7 +221,7 @@ def test_requests_the_server_builds_are_the_pipeline_values() -> None:
         chat=True,
         default_max_tokens=100,
     )
-    request = parsed.request
+    (request,) = parsed.requests
     assert request.messages[0].role == "system" and request.messages[1].text == "Weather in Paris?"
     assert request.messages[2].tool_calls == (ToolCall("call_1", "get_weather", '{"city": "Paris"}'),)
     assert request.tools[0].as_openai() == WEATHER

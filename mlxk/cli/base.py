@@ -18,6 +18,11 @@ from mlxk.output.emit import color_enabled, write_error, write_json, write_text
 from mlxk.output.escape import escape_controls
 from mlxk.output.human import Style
 
+# Short cache commands allocate many small objects and free none of them early: cyclic garbage
+# collection only costs them time (about 20% of a large list). Long-lived commands (serve, the
+# interactive chat of run, embed over a long input) keep it, or their reference cycles pile up.
+GC_FREE_COMMANDS = frozenset({"list", "show", "health", "rm"})
+
 NO_MEMO = option("no-memo", None, "Ignore and do not update the verification memo.", flag=True)
 
 
@@ -28,9 +33,8 @@ class MlxkCommand(Command):
 
     def handle(self) -> int:
         json_mode = bool(self.option("json"))
-        # A command is a short-lived process that allocates many small objects and frees none
-        # of them early: cyclic garbage collection only costs time here (about 20% of a large list).
-        gc.disable()
+        if self.name in GC_FREE_COMMANDS:
+            gc.disable()
         try:
             return self.execute_command(json_mode)
         except MlxkError as known:

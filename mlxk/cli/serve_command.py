@@ -7,7 +7,9 @@ from cleo.helpers import option
 
 from mlxk.cli.base import MlxkCommand
 from mlxk.errors import ValidationError
-from mlxk.server.app import LOOPBACK, ServerSettings
+from mlxk.server.app import ServerSettings
+from mlxk.server.hosts import LOOPBACK, allow_host_problem
+from mlxk.server.limits import BODY_TIMEOUT_S, IDLE_TIMEOUT_S
 
 
 class ServeCommand(MlxkCommand):
@@ -24,7 +26,13 @@ class ServeCommand(MlxkCommand):
             flag=False,
             default="127.0.0.1",
         ),
-        option("port", "p", "Port to listen on.", flag=False, default="8000"),
+        option(
+            "port",
+            "p",
+            "Port to listen on (0: any free port, named in the start-up message).",
+            flag=False,
+            default="8000",
+        ),
         option("single-model", None, "Refuse requests for any model but --model.", flag=True),
         option(
             "api-key",
@@ -35,9 +43,23 @@ class ServeCommand(MlxkCommand):
         option(
             "cors-origin",
             None,
-            "Allow browser requests from this origin (repeatable).",
+            "Allow browser requests from this origin (repeatable; '*' allows every origin).",
             flag=False,
             multiple=True,
+        ),
+        option(
+            "allow-host",
+            None,
+            "Also answer requests whose Host is this name, e.g. a tunnel or reverse proxy in front of a "
+            "loopback server (repeatable; other names are refused against DNS rebinding).",
+            flag=False,
+            multiple=True,
+        ),
+        option(
+            "reuse-port",
+            None,
+            "Share the port with other servers started with --reuse-port (the kernel splits connections).",
+            flag=True,
         ),
         option(
             "max-queue",
@@ -53,6 +75,20 @@ class ServeCommand(MlxkCommand):
             flag=False,
             default=str(16 * 1024 * 1024),
         ),
+        option(
+            "idle-timeout",
+            None,
+            "Seconds an idle keep-alive connection, or unfinished request headers, may take before it is closed.",
+            flag=False,
+            default=str(IDLE_TIMEOUT_S),
+        ),
+        option(
+            "body-timeout",
+            None,
+            "Seconds a request body may take to arrive (408 after that).",
+            flag=False,
+            default=str(BODY_TIMEOUT_S),
+        ),
         option("log-json", None, "Request logs on stderr as JSON lines.", flag=True),
         option(
             "log-level",
@@ -64,7 +100,7 @@ class ServeCommand(MlxkCommand):
     ]
 
     def execute_command(self, json_mode: bool) -> int:
-        port = _int(self.option("port"), "port", 1, 65535)
+        port = _int(self.option("port"), "port", 0, 65535)
         host = str(self.option("host"))
         model = self.option("model")
         if self.option("single-model") and not model:
@@ -80,6 +116,20 @@ class ServeCommand(MlxkCommand):
             except ModelIncompatible:
                 embedding_model = find_embedding_model(self.location(), model).model.name  # or its error
                 model = None
+        cors_origins = tuple(self.option("cors-origin") or ())
+        allowed_hosts = tuple(self.option("allow-host") or ())
+        for name in allowed_hosts:
+            problem = allow_host_problem(name)
+            if problem is not None:
+                raise ValidationError(f"--allow-host takes {problem}, not {name!r}")
+        idle_timeout = _int(self.option("idle-timeout"), "idle-timeout", 1, 3600)
+        body_timeout = _int(self.option("body-timeout"), "body-timeout", 1, 3600)
+        max_queue = _int(self.option("max-queue"), "max-queue", 1, 100_000)
+        max_body_bytes = _int(self.option("max-body-bytes"), "max-body-bytes", 1024, 2**31)
+        from mlxk.server.listener import bind_listener
+
+        listener = bind_listener(host, port, reuse_port=bool(self.option("reuse-port")))  # or a clear error
+        port = int(listener.getsockname()[1])  # the one the system chose for --port 0
         settings = ServerSettings(
             hub_root=self.location().hub_root,
             host=host,
@@ -87,14 +137,22 @@ class ServeCommand(MlxkCommand):
             model=model,
             single_model=bool(self.option("single-model")),
             api_key=self.option("api-key") or os.environ.get("MLXK_API_KEY") or None,
-            cors_origins=tuple(self.option("cors-origin") or ()),
-            max_queue=_int(self.option("max-queue"), "max-queue", 1, 100_000),
-            max_body_bytes=_int(self.option("max-body-bytes"), "max-body-bytes", 1024, 2**31),
+            cors_origins=cors_origins,
+            max_queue=max_queue,
+            max_body_bytes=max_body_bytes,
+            extra_hosts=allowed_hosts,
             log_json=bool(self.option("log-json")),
             embedding_model=embedding_model,
+            idle_timeout_s=idle_timeout,
+            body_timeout_s=body_timeout,
         )
         if host not in LOOPBACK:
             sys.stderr.write(f"Warning: listening on {host}: the server is reachable from other machines\n")
+        if "*" in cors_origins:
+            sys.stderr.write(
+                "Warning: --cors-origin '*': every web page open in a browser here can use this server"
+                + ("\n" if settings.api_key else " (no --api-key protects it)\n")
+            )
         url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
         self.emit(
             json_mode,
@@ -103,8 +161,7 @@ class ServeCommand(MlxkCommand):
         )
         from mlxk.server.launch import serve
 
-        serve(settings, log_level=str(self.option("log-level")))
-        return 0
+        serve(settings, listener, log_level=str(self.option("log-level")))  # ends the process when stopped
 
 
 def _int(value: object, name: str, low: int, high: int) -> int:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from mlxk.errors import ValidationError
+from mlxk.errors import PromptTooLong
 from mlxk.generation.chunks import Chunk
 from mlxk.generation.prompt import Prompt, render
 from mlxk.generation.request import GenerationRequest
@@ -84,15 +84,13 @@ class Engine:
         return render(self.tokenizer, request, chat_template=self.has_chat_template)
 
     def sequence(self, request: GenerationRequest, cancel: threading.Event | None = None) -> Sequence:
-        """A new sequence for ``request``; raises ValidationError for a prompt the context cannot hold."""
+        """A new sequence for ``request``; raises PromptTooLong for a prompt the context cannot hold."""
         prompt = self.prompt(request)
         size = len(prompt.tokens)
         max_tokens = request.max_tokens
         if self.context_length:
             if size >= self.context_length:
-                raise ValidationError(
-                    f"the prompt is {size} tokens; the model's context holds {self.context_length}"
-                )
+                raise PromptTooLong(size, self.context_length)
             max_tokens = min(max_tokens, self.context_length - size)
         sampler, processors = sampler_and_processors(request.sampling, self.vocab_size)
         detokenizer = copy.copy(self.tokenizer.detokenizer)  # its own state; the token map is shared

@@ -46,13 +46,13 @@ class Bound:
 BOUNDS: Mapping[str, Bound] = {
     "max_tokens": Bound(1, 1_000_000, integer=True),
     "temperature": Bound(0.0, 2.0),
-    "top_p": Bound(0.0, 1.0, low_open=True),
+    "top_p": Bound(0.0, 1.0),  # 0: only the most likely token, as OpenAI means it
     "top_k": Bound(0, 1_000_000, integer=True),  # 0: off
     "min_p": Bound(0.0, 1.0),
     "repetition_penalty": Bound(0.01, 10.0),
     "presence_penalty": Bound(-2.0, 2.0),
     "frequency_penalty": Bound(-2.0, 2.0),
-    "seed": Bound(0, 2**63 - 1, integer=True),
+    "seed": Bound(-(2**63), 2**63 - 1, integer=True),  # OpenAI takes any 64-bit integer
 }
 MAX_STOPS = 16
 MAX_STOP_LENGTH = 256

@@ -15,11 +15,13 @@ def sampler_and_processors(s: Sampling, vocab_size: int | None) -> tuple[Any, li
     from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
     top_k = 0 if vocab_size is not None and s.top_k >= vocab_size else s.top_k  # the whole vocabulary: no cut
-    top_p = s.top_p if s.top_p < 1.0 else 0.0
-    if s.seed is not None and s.temperature > 0:
-        sampler = seeded_sampler(s.seed, s.temperature, top_p, s.min_p, top_k)
+    top_p = s.top_p if s.top_p < 1.0 else 0.0  # mlx-lm: 0 means no cut
+    # top_p 0 keeps only the most likely token (OpenAI's meaning): greedy decoding
+    temperature = s.temperature if s.top_p > 0 else 0.0
+    if s.seed is not None and temperature > 0:
+        sampler = seeded_sampler(s.seed, temperature, top_p, s.min_p, top_k)
     else:
-        sampler = make_sampler(s.temperature, top_p=top_p, min_p=s.min_p, top_k=top_k)
+        sampler = make_sampler(temperature, top_p=top_p, min_p=s.min_p, top_k=top_k)
     if not (s.repetition_penalty or s.presence_penalty or s.frequency_penalty):
         return sampler, None
     processors = make_logits_processors(
@@ -44,7 +46,7 @@ def seeded_sampler(seed: int, temperature: float, top_p: float, min_p: float, to
         filters.append(lambda x: apply_min_p(x, min_p, 1))
     if top_k > 0:
         filters.append(lambda x: apply_top_k(x, top_k))
-    key = [mx.random.key(seed)]
+    key = [mx.random.key(seed % 2**64)]  # any 64-bit seed, negative ones too
 
     def sample(logprobs: Any) -> Any:
         for step in filters:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
+
+if TYPE_CHECKING:
+    from mlxk.server.disconnect import DisconnectWatch
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -19,8 +22,8 @@ class HTTPError(Exception):
     """An OpenAI-shaped error response: ``{"error": {"message", "type", "param", "code"}}``."""
 
     TYPES: ClassVar[dict[int, str]] = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-             404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error",
-             429: "rate_limit_error", 503: "server_error", 500: "server_error"}  # fmt: skip
+             404: "not_found_error", 405: "invalid_request_error", 408: "invalid_request_error",
+             413: "invalid_request_error", 429: "rate_limit_error", 503: "server_error", 500: "server_error"}  # fmt: skip
 
     def __init__(
         self,
@@ -50,23 +53,82 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def read_body(receive: Receive, scope: Scope, limit: int) -> bytes:
+def shutting_down() -> HTTPError:
+    return HTTPError(
+        503,
+        "the server is shutting down",
+        code="shutting_down",
+        headers=[("retry-after", "1"), ("connection", "close")],
+    )
+
+
+async def read_body(
+    receive: Receive,
+    scope: Scope,
+    limit: int,
+    *,
+    idle_s: float,
+    total_s: float,
+    stopping: asyncio.Event | None = None,
+) -> bytes:
+    """The whole request body: at most ``limit`` bytes (413), each part within ``idle_s`` seconds
+    of the one before and all of it within ``total_s`` (408: a body that trickles in holds a
+    connection and a task for as long as it lasts); 503 when ``stopping`` is set meanwhile.
+
+    A wait that ends without a part cancels that ``receive()``: Granian then lets go of the body,
+    and the connection closes after the answer (a read of the body left pending would keep it open
+    for as long as the client cares to). The errors are raised here, in no task, so that no
+    traceback cycle keeps the request (and its connection) alive until the garbage collector runs.
+    """
     declared = header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise HTTPError(413, f"the request body is larger than {limit} bytes", code="request_too_large")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + total_s
+    stop = asyncio.ensure_future(stopping.wait()) if stopping is not None else None
     parts: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ConnectionResetError("the client went away")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise HTTPError(413, f"the request body is larger than {limit} bytes", code="request_too_large")
-        parts.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(parts)
+    try:
+        while True:
+            part = asyncio.ensure_future(receive())
+            waits = {part} if stop is None else {part, stop}
+            timeout = max(min(idle_s, deadline - loop.time()), 0.0)
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if not part.done():
+                part.cancel()
+                if stop is not None and stop.done():  # the server stops: no waiting for the rest
+                    raise shutting_down()
+                raise HTTPError(
+                    408,
+                    f"the request body did not arrive in time ({idle_s:g} s between parts, {total_s:g} s in all)",
+                    code="request_timeout",
+                    headers=[("connection", "close")],
+                )
+            message = part.result()
+            if message["type"] == "http.disconnect":
+                # also what Granian reports for a malformed body (a bad chunk size): the answer
+                # reaches a client that is still there, and harms none that left
+                raise HTTPError(
+                    400,
+                    "the request body could not be read (malformed chunked encoding, or the connection closed)",
+                    code="invalid_body",
+                    headers=[("connection", "close")],
+                )
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise HTTPError(
+                    413,
+                    f"the request body is larger than {limit} bytes",
+                    code="request_too_large",
+                    headers=[("connection", "close")],
+                )
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(parts)
+    finally:
+        if stop is not None:
+            stop.cancel()
 
 
 async def send_json(send: Send, status: int, obj: Any, headers: Iterable[tuple[str, str]] = ()) -> None:
@@ -82,13 +144,15 @@ async def send_bytes(send: Send, status: int, body: bytes, headers: Iterable[tup
 
 
 async def send_events(
-    send: Send, receive: Receive, events: AsyncIterator[bytes], headers: Iterable[tuple[str, str]] = ()
+    send: Send, watch: DisconnectWatch, events: AsyncIterator[bytes], headers: Iterable[tuple[str, str]] = ()
 ) -> bool:
     """Stream server-sent events; returns False when the client disconnected first.
 
-    The events are raced against ``http.disconnect``: when the client goes away the event source
-    is closed at once (which cancels the generation behind it), not at the next write.
+    The events are raced against the client going away: then the event source is closed at once
+    (which cancels the generation behind it), not at the next write.
     """
+    from mlxk.server.disconnect import ClientGone
+
     raw = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
     raw += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
     await send({"type": "http.response.start", "status": 200, "headers": raw})
@@ -98,25 +162,14 @@ async def send_events(
             await send({"type": "http.response.body", "body": event, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def watch() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-
-    pumping = asyncio.ensure_future(pump())
-    watching = asyncio.ensure_future(watch())
     try:
-        done, _ = await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
+        await watch.race(pump())
+    except ClientGone:
+        return False
+    except (OSError, RuntimeError):  # the socket went first (Granian raises RuntimeError for it)
+        return False
     finally:
-        for task in (pumping, watching):
-            if not task.done():
-                task.cancel()
-        await asyncio.gather(pumping, watching, return_exceptions=True)
         closer = getattr(events, "aclose", None)
         if closer is not None:
             await closer()
-    if pumping in done and pumping.exception() is not None:
-        exc = pumping.exception()
-        if isinstance(exc, OSError):
-            return False  # the socket went first
-        raise exc  # type: ignore[misc]
-    return pumping in done
+    return True

@@ -62,7 +62,7 @@ class EmbeddingWorker:
         self._jobs.put(job)
 
     def stop(self) -> None:
-        if self._started:
+        if self._thread.is_alive():
             self._jobs.put(None)
             self._thread.join(timeout=10)
 
@@ -85,8 +85,7 @@ class EmbeddingWorker:
 
     def _embed(self, jobs: list[EmbedJob], model: str) -> None:
         try:
-            if self._model != model:
-                self._encoder = None
+            if self._model != model:  # the encoder in use stays until its successor has loaded
                 self._encoder = self._load(model)
                 self._model = model
             texts = [t for j in jobs for t in j.texts]

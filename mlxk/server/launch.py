@@ -1,45 +1,152 @@
-"""Starting the app under Granian: one worker process (the model lives in one process), settings
-handed over through the environment (the worker imports the app factory afresh)."""
+"""Running the app under Granian, in this process.
+
+Granian's usual server forks a worker process that serves while the parent only watches it: a
+``kill -9`` of ``mlxk serve`` left the worker serving on its own, and the settings (the API key
+among them) had to travel to it through the environment. Granian's embedded server runs the same
+Rust HTTP core inside our own event loop instead, so ``mlxk serve`` is one process: it cannot be
+orphaned, the settings are plain values in memory, and the signals are ours to handle.
+
+On SIGINT or SIGTERM the app ends every open generation with a proper last chunk, the server stops
+accepting and closes idle connections, and the process exits once the responses are out. A second
+signal, or a stop that takes longer than ``STOP_GRACE_S``, ends the process at once.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
+import logging
 import os
-from typing import Any
-
-import orjson
+import signal
+import socket
+import sys
+import threading
+from typing import Any, NoReturn
 
 from mlxk.server.app import App, ServerSettings
+from mlxk.server.limits import connection_limit, raise_descriptor_limit
+from mlxk.server.listener import BACKLOG
 from mlxk.server.logs import configure
 
-SETTINGS_ENV = "MLXK_SERVE_SETTINGS"
+STOP_GRACE_S = 20.0
+EXPERIMENTAL_NOTICE = "Embedded server is experimental"
 
 
-def app_from_env() -> App:
-    """Granian's factory target, called in the worker process."""
-    raw: dict[str, Any] = orjson.loads(os.environ[SETTINGS_ENV])
-    for key in ("cors_origins", "extra_hosts"):
-        raw[key] = tuple(raw.get(key, ()))
-    settings = ServerSettings(**raw)
+def serve(settings: ServerSettings, listener: socket.socket, *, log_level: str = "warning") -> NoReturn:
+    """Serve on ``listener`` (see ``listener.bind_listener``) until SIGINT or SIGTERM, then end
+    the process (exit status 0)."""
     configure(settings.log_json)
-    return App(settings)
+    asyncio.run(_serve(App(settings), listener, settings, log_level))
+    _leave_without_finalizing()
 
 
-def serve(settings: ServerSettings, *, log_level: str = "warning") -> None:
-    """Run until SIGINT/SIGTERM; Granian then lets open responses end and stops the worker."""
-    from granian.constants import Interfaces
+def _leave_without_finalizing() -> NoReturn:
+    """Granian's native threads may still be on their way out of a call into Python when the
+    server has stopped; the interpreter's finalization would end such a thread mid-call, and the
+    process would abort ("panic in a function that cannot unwind"). Everything of ours is closed
+    and flushed by now, so the process leaves without finalizing."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+async def _serve(app: App, listener: socket.socket, settings: ServerSettings, log_level: str) -> None:
+    server = _server(app, listener, settings, log_level)
+    stop = _Stop(app, server)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.request)
+    try:
+        await server.serve()
+    finally:
+        await asyncio.to_thread(app.close)  # the engine threads, if the lifespan did not stop them
+
+
+def _server(app: App, listener: socket.socket, settings: ServerSettings, log_level: str) -> Any:
+    from granian._granian import SocketHolder as Holder
+    from granian.constants import HTTPModes, Interfaces
+    from granian.http import HTTP1Settings
     from granian.log import LogLevels
-    from granian.server import Server
+    from granian.server.embed import Server
 
-    os.environ[SETTINGS_ENV] = orjson.dumps(dataclasses.asdict(settings)).decode()
-    server = Server(
-        "mlxk.server.launch:app_from_env",
+    limit = connection_limit(_settled_descriptor_limit())
+    holder: Any = Holder  # its stub declares no arguments; (fd, uds[, backlog]) is what it takes
+
+    class OnOurSocket(Server):
+        def _init_shared_socket(self) -> None:
+            # Granian would bind a socket of its own with SO_REUSEPORT (see listener.py); the
+            # holder takes the descriptor over (its listener closes it when the server stops)
+            if sys.platform.startswith(("linux", "freebsd")):
+                self._shd = holder(listener.detach(), False, BACKLOG)
+            else:
+                self._shd = holder(listener.detach(), False)
+            self._ssp = None
+
+    server = OnOurSocket(
+        app,
         address=settings.host,
         port=settings.port,
         interface=Interfaces.ASGI,
-        workers=1,
-        factory=True,
+        http=HTTPModes.http1,  # what OpenAI clients speak; no cleartext HTTP/2 to bound as well
+        http1_settings=HTTP1Settings(header_read_timeout=int(settings.idle_timeout_s * 1000)),
+        websockets=False,
+        backlog=BACKLOG,
+        backpressure=limit,  # connections served at once; more wait in the kernel's queue
         log_level=LogLevels(log_level),
-        workers_kill_timeout=10,
+        log_dictconfig=_granian_logs_to_stderr(),
     )
-    server.serve()
+    logging.getLogger("_granian").addFilter(_drop_experimental_notice)
+    return server
+
+
+def _settled_descriptor_limit() -> int:
+    """The soft limit on open files for the server's life. mlx-lm sets its own limits (2,048 soft,
+    4,096 hard) when its utils are imported, as the first model load would do: importing them now,
+    before raising the limit and deriving the connection limit from it, keeps the two in step."""
+    import resource
+
+    hard_before = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    import mlx_lm.utils  # noqa: F401
+
+    return raise_descriptor_limit(hard_before=hard_before)
+
+
+def _granian_logs_to_stderr() -> dict[str, Any]:
+    """Granian logs to stdout by default; stdout is the command's output (the --json envelope)."""
+    stream = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}
+    return {
+        "handlers": {
+            "console": {"formatter": "generic", **stream},
+            "access": {"formatter": "access", **stream},
+        }
+    }
+
+
+def _drop_experimental_notice(record: logging.LogRecord) -> bool:
+    # the embedded server is our deliberate choice (see the module docstring), not news to a user
+    return not str(record.msg).startswith(EXPERIMENTAL_NOTICE)
+
+
+class _Stop:
+    """The first signal ends open generations and stops the server; a second one exits at once."""
+
+    def __init__(self, app: App, server: Any) -> None:
+        self.app = app
+        self.server = server
+        self.requested = False
+
+    def request(self) -> None:
+        if self.requested:
+            _exit_now("a second signal: exiting without waiting for open responses")
+        self.requested = True
+        self.app.drain()
+        self.server.stop()
+        timer = threading.Timer(STOP_GRACE_S, _exit_now, args=(f"not stopped after {STOP_GRACE_S:.0f} s",))
+        timer.daemon = True
+        timer.start()
+
+
+def _exit_now(why: str) -> None:
+    sys.stderr.write(f"mlxk serve: {why}\n")
+    sys.stderr.flush()
+    os._exit(1)

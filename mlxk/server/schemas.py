@@ -33,6 +33,7 @@ from mlxk.generation.request import (
 )
 from mlxk.server.asgi import HTTPError
 
+MAX_PROMPTS = 64  # prompts of one /v1/completions request, each its own choice
 _KNOWN = {
     "model", "messages", "prompt", "stream", "stream_options", "max_tokens", "max_completion_tokens",
     "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty",
@@ -45,7 +46,7 @@ _CHAT_ONLY = {"tools", "tool_choice", "chat_template_kwargs", "enable_thinking"}
 @dataclass(frozen=True, slots=True)
 class Parsed:
     model: str | None
-    request: GenerationRequest
+    requests: tuple[GenerationRequest, ...]  # one per choice: several for a list of prompts
     stream: bool
     include_usage: bool
     unknown: tuple[str, ...]
@@ -230,6 +231,17 @@ def _thinking(body: dict[str, Any]) -> tuple[bool | None, dict[str, Any]]:
     return (outer if outer is not None else inner), kwargs
 
 
+def _prompts(body: dict[str, Any]) -> list[str]:
+    """The prompts of a completions request: one string, or a list of them (each its own choice)."""
+    prompt = body.get("prompt")
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise _bad("prompt", "'prompt' must be a string or a non-empty list of strings (not token ids)")
+    if len(prompts) > MAX_PROMPTS:
+        raise _bad("prompt", f"at most {MAX_PROMPTS} prompts per request")
+    return prompts
+
+
 def _refuse_unsupported(body: dict[str, Any]) -> None:
     n = body.get("n")
     if n is not None and (isinstance(n, bool) or n != 1):
@@ -292,18 +304,28 @@ def parse(body: Any, *, chat: bool, default_max_tokens: int) -> Parsed:
                 template_kwargs=template_kwargs,
                 **common,
             )
+            requests: tuple[GenerationRequest, ...] = (request,)
         else:
-            prompt = body.get("prompt")
-            if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-                prompt = prompt[0]
-            if not isinstance(prompt, str):
-                raise _bad("prompt", "'prompt' must be a string (one prompt per request)")
-            request = GenerationRequest(prompt=prompt, **common)
+            requests = tuple(GenerationRequest(prompt=p, **common) for p in _prompts(body))
     except InvalidField as error:  # a value out of bounds, or what the pipeline cannot do yet
         raise _bad(error.param, error.message) from None
     include_usage = bool(options and options.get("include_usage"))
     unknown = set(body) - (_KNOWN if chat else _KNOWN - _CHAT_ONLY)
-    return Parsed(model, request, stream, include_usage, tuple(sorted(unknown)))
+    return Parsed(model, requests, stream, include_usage, tuple(sorted(unknown)))
+
+
+def total_usage(usages: list[Usage]) -> Usage:
+    """The usage of a request whose prompts were generated separately."""
+    if len(usages) == 1:
+        return usages[0]
+    return Usage(
+        prompt_tokens=sum(u.prompt_tokens for u in usages),
+        completion_tokens=sum(u.completion_tokens for u in usages),
+        prompt_seconds=max(u.prompt_seconds for u in usages),
+        generation_seconds=max(u.generation_seconds for u in usages),
+        peak_memory_bytes=max(u.peak_memory_bytes for u in usages),
+        cached_tokens=sum(u.cached_tokens for u in usages),
+    )
 
 
 def usage_object(usage: Usage) -> dict[str, Any]:
@@ -327,26 +349,31 @@ class Reply:
     def _base(self, obj: str) -> dict[str, Any]:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
 
-    def complete(self, answer: Chunk, finish: str, usage: Usage) -> dict[str, Any]:
-        """The whole answer (its chunks merged) as one response."""
-        if self.chat:
-            message: dict[str, Any] = {"role": "assistant", "content": answer.content}
-            if answer.reasoning:
-                message["reasoning_content"] = message["reasoning"] = answer.reasoning
-            if answer.tool_calls:
-                message["tool_calls"] = _whole_calls(answer.tool_calls)
-                message["content"] = answer.content or None
-            choice: dict[str, Any] = {"index": 0, "message": message}
-        else:
-            choice = {"index": 0, "text": answer.content}
-        choice.update(finish_reason=finish, logprobs=None)
+    def complete(self, choices: list[tuple[Chunk, str]], usage: Usage) -> dict[str, Any]:
+        """The whole answer: each choice's chunks merged into one, with its finish reason, in order."""
+        objects = []
+        for index, (answer, finish) in enumerate(choices):
+            if self.chat:
+                message: dict[str, Any] = {"role": "assistant", "content": answer.content}
+                if answer.reasoning:
+                    message["reasoning_content"] = message["reasoning"] = answer.reasoning
+                if answer.tool_calls:
+                    message["tool_calls"] = _whole_calls(answer.tool_calls)
+                    message["content"] = answer.content or None
+                choice: dict[str, Any] = {"index": index, "message": message}
+            else:
+                choice = {"index": index, "text": answer.content}
+            choice.update(finish_reason=finish, logprobs=None)
+            objects.append(choice)
         return {
             **self._base("chat.completion" if self.chat else "text_completion"),
-            "choices": [choice],
+            "choices": objects,
             "usage": usage_object(usage),
         }
 
-    def delta(self, chunk: Chunk | None, finish: str | None = None, *, role: bool = False) -> dict[str, Any]:
+    def delta(
+        self, chunk: Chunk | None, finish: str | None = None, *, role: bool = False, index: int = 0
+    ) -> dict[str, Any]:
         if self.chat:
             delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
             if chunk is not None:
@@ -358,9 +385,9 @@ class Reply:
                 calls = [_call_delta(d) for d in chunk.tool_calls if not d.failed]
                 if calls:
                     delta["tool_calls"] = calls
-            choice: dict[str, Any] = {"index": 0, "delta": delta}
+            choice: dict[str, Any] = {"index": index, "delta": delta}
         else:
-            choice = {"index": 0, "text": chunk.content if chunk is not None else ""}
+            choice = {"index": index, "text": chunk.content if chunk is not None else ""}
         choice.update(finish_reason=finish, logprobs=None)
         return {
             **self._base("chat.completion.chunk" if self.chat else "text_completion"),

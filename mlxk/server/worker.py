@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from mlxk.generation.batch import BatchRunner
-from mlxk.generation.chunks import Chunk, merge
+from mlxk.generation.chunks import Chunk, Usage, merge
 from mlxk.generation.engine import Engine
 from mlxk.generation.request import GenerationRequest
 
@@ -32,7 +32,7 @@ class Busy(Exception):
     """Too many requests are waiting or running."""
 
 
-@dataclass
+@dataclass(eq=False)  # a job is itself: hashed and compared by identity
 class Job:
     model: str
     request: GenerationRequest | None  # None: only make sure the model is loaded
@@ -49,8 +49,15 @@ class Job:
 
 
 class EngineWorker:
-    def __init__(self, load: Callable[[str], Engine], max_queue: int, max_batch: int = 16) -> None:
+    def __init__(
+        self,
+        load: Callable[[str], Engine],
+        max_queue: int,
+        max_batch: int = 16,
+        finished: Callable[[Usage, str], None] = lambda usage, reason: None,
+    ) -> None:
         self._load = load
+        self._finished = finished  # told of every generation's end, whether or not a client still reads
         self._max_queue = max_queue
         self._max_batch = max_batch
         self._jobs: queue.Queue[Job | None] = queue.Queue()
@@ -73,15 +80,21 @@ class EngineWorker:
         self._thread.start()
 
     def stop(self) -> None:
-        self._jobs.put(None)
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():  # not started, or stopped already: nothing to wait for
+            self._jobs.put(None)
+            self._thread.join(timeout=10)
 
     def submit(self, job: Job) -> None:
+        self.submit_all([job])
+
+    def submit_all(self, jobs: list[Job]) -> None:
+        """Queue every job of a request, or none of them (Busy) when they do not all fit."""
         with self._lock:
-            if self._pending >= self._max_queue:
+            if self._pending + len(jobs) > self._max_queue:
                 raise Busy
-            self._pending += 1
-        self._jobs.put(job)
+            self._pending += len(jobs)
+        for job in jobs:
+            self._jobs.put(job)
 
     def _done(self) -> None:
         with self._lock:
@@ -180,6 +193,8 @@ class EngineWorker:
                 if isinstance(item, BaseException) or item.finish_reason is not None:
                     self._urgent = True  # so does a last one
                     self._done()
+                    if isinstance(item, Chunk) and item.usage is not None:
+                        self._finished(item.usage, item.finish_reason or "length")
 
             try:
                 self._runner.add(job.request, sink, job.cancel)

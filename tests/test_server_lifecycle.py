@@ -1,0 +1,199 @@
+"""``mlxk serve`` as a process that keeps its promises: it dies whole, it never shares a port by
+accident, it ends open streams properly when told to stop, it stops generating for clients that
+left, and it keeps its model when a request names one it cannot run. Real processes on loopback."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.modelfix import build_tiny_chat_model, install
+from tests.servefix import (
+    ServerProcess,
+    alive,
+    descendants,
+    metric,
+    serve_env,
+    start_server,
+    wait_for,
+)
+
+CHAT, LONG = "test/Tiny-Chat", "test/Tiny-Long"
+HELLO = [{"role": "user", "content": "Hello"}]
+MANY_TOKENS = 500_000  # far more than a test ever waits for: the answer ends because it is told to
+
+
+@pytest.fixture
+def cache(hub: Path, tiny_models: dict[str, dict[str, bytes]]) -> Path:
+    install(hub, CHAT, tiny_models["chat"])
+    return hub
+
+
+@pytest.fixture
+def long_cache(cache: Path) -> Path:
+    """Adds a model with a huge context: an answer that goes on until something ends it."""
+    install(cache, LONG, build_tiny_chat_model(max_position_embeddings=10_000_000))
+    return cache
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[list[ServerProcess]]:
+    """The servers a test starts; each is stopped by its id at the end, whatever happened."""
+    started: list[ServerProcess] = []
+    yield started
+    for server in started:
+        server.stop(signal.SIGKILL)
+
+
+def test_kill_9_leaves_no_server_behind(cache: Path, tmp_path: Path, servers: list[ServerProcess]) -> None:
+    server = start_server(cache, "--model", CHAT, log=tmp_path / "serve.log")
+    servers.append(server)
+    below = descendants(server.pid)
+    server.stop(signal.SIGKILL)
+    wait_for(lambda: not any(alive(pid) for pid in below), "the processes below the server to end", 30)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(server.url + "/health", timeout=5)
+    with socket.socket() as sock:  # the port is free again: nothing listens on it
+        sock.bind(("127.0.0.1", server.port))
+
+
+def test_a_taken_port_is_refused_unless_shared_on_purpose(
+    cache: Path, tmp_path: Path, servers: list[ServerProcess]
+) -> None:
+    first = start_server(cache, "--model", CHAT, log=tmp_path / "first.log")
+    servers.append(first)
+    second = subprocess.run(
+        [sys.executable, "-m", "mlxk", "serve", "--json", "--port", str(first.port), "--model", CHAT],
+        capture_output=True,
+        env=serve_env(cache),
+        timeout=120,
+    )
+    envelope = json.loads(second.stdout)
+    assert second.returncode == 1 and envelope["status"] == "error"
+    assert (
+        envelope["error"]["type"] == "validation_error" and "already in use" in envelope["error"]["message"]
+    )
+    assert httpx.get(first.url + "/health", timeout=5).json()["status"] == "ok"  # the first one serves on
+
+    shared = start_server(cache, "--reuse-port", log=tmp_path / "shared.log")
+    servers.append(shared)
+    servers.append(
+        start_server(cache, "--reuse-port", "--port", str(shared.port), log=tmp_path / "shared2.log")
+    )
+
+
+def _in_thread(work: Callable[[], Any], errors: list[BaseException]) -> threading.Thread:
+    """``work`` on a thread that keeps what it raises in ``errors`` (asserted on by the test)."""
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def _stream_lines(url: str, body: dict[str, Any], started: threading.Event, lines: list[str]) -> None:
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=120) as response:
+        for line in response.iter_lines():
+            lines.append(line)
+            if '"content":"' in line and not started.is_set():
+                started.set()
+
+
+def test_sigterm_ends_open_streams_with_a_last_chunk_and_exits(
+    long_cache: Path, tmp_path: Path, servers: list[ServerProcess]
+) -> None:
+    server = start_server(long_cache, "--model", LONG, log=tmp_path / "serve.log")
+    servers.append(server)
+    body = {"model": LONG, "messages": HELLO, "max_tokens": MANY_TOKENS, "temperature": 0}
+    started = threading.Event()
+    lines: list[str] = []
+    whole: list[httpx.Response] = []
+    errors: list[BaseException] = []
+    streamed = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    streaming = _in_thread(lambda: _stream_lines(server.url, streamed, started, lines), errors)
+    assert started.wait(60), f"the stream did not start: {errors}"
+    waiting = _in_thread(
+        lambda: whole.append(httpx.post(server.url + "/v1/chat/completions", json=body, timeout=120)), errors
+    )
+    wait_for(lambda: httpx.get(server.url + "/health").json()["queue"] == 2, "the second request to queue")
+    seen = len(lines)  # two deliveries later, the engine has stepped with the second request in
+    wait_for(lambda: len(lines) >= seen + 2, "the stream to go on")
+
+    assert server.stop(signal.SIGTERM) == 0
+    streaming.join(60)
+    waiting.join(60)
+    assert errors == []
+    events = [line[6:] for line in lines if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(event) for event in events[:-1]]
+    finish = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
+    assert finish[-1] == "length" and finish.count(None) == len(finish) - 1
+    usage = chunks[-1]["usage"]
+    assert 0 < usage["completion_tokens"] < MANY_TOKENS
+    answer = whole[0].json()
+    assert whole[0].status_code == 200 and answer["choices"][0]["finish_reason"] == "length"
+    assert answer["usage"]["completion_tokens"] < MANY_TOKENS
+    assert "Killing" not in server.stderr()
+
+
+def test_a_client_that_leaves_a_whole_request_frees_its_place(
+    long_cache: Path, tmp_path: Path, servers: list[ServerProcess]
+) -> None:
+    server = start_server(long_cache, "--model", LONG, log=tmp_path / "serve.log")
+    servers.append(server)
+    body = json.dumps(
+        {"model": LONG, "messages": HELLO, "max_tokens": MANY_TOKENS, "temperature": 0}
+    ).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    client = socket.create_connection(("127.0.0.1", server.port))
+    client.sendall(head + body)
+
+    def generating() -> bool:
+        text = httpx.get(server.url + "/metrics").text
+        return metric(text, "mlxk_queue_depth") == 1
+
+    wait_for(generating, "the request to run")
+    client.close()
+    cancelled = 'mlxk_generations_total{finish_reason="cancelled"}'
+    wait_for(
+        lambda: metric(httpx.get(server.url + "/metrics").text, cancelled) == 1, "the generation to stop"
+    )
+    text = httpx.get(server.url + "/metrics").text
+    assert metric(text, "mlxk_queue_depth") == 0
+    produced = metric(text, "mlxk_completion_tokens_total")
+    assert produced is not None and produced < MANY_TOKENS
+    assert metric(text, 'mlxk_requests_total{route="/v1/chat/completions",status="499"}') == 1
+
+
+def test_a_model_it_cannot_run_does_not_unload_the_running_one(
+    cache: Path, minilm_files: dict[str, bytes], tmp_path: Path, servers: list[ServerProcess]
+) -> None:
+    encoder = "sentence-transformers/all-MiniLM-L6-v2"
+    install(cache, encoder, minilm_files)
+    server = start_server(cache, "--model", CHAT, log=tmp_path / "serve.log")
+    servers.append(server)
+    refused = httpx.post(
+        server.url + "/v1/chat/completions", json={"model": encoder, "messages": HELLO}, timeout=60
+    )
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "model_incompatible"
+    assert httpx.get(server.url + "/health").json() == {"status": "ok", "model": CHAT, "queue": 0}
+    chat_encoder = httpx.post(server.url + "/v1/embeddings", json={"model": CHAT, "input": "x"}, timeout=60)
+    assert chat_encoder.status_code == 400
