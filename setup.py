@@ -1,7 +1,9 @@
-"""Builds the optional Cython core (``mlxk.core._native``); all other metadata lives in pyproject.toml.
+"""Builds the optional Cython core (``mlxk.core._native``) and, on Linux, the CBLAS forwarder
+(``mlxk.core._cblas_forward``); all other metadata lives in pyproject.toml.
 
 Where there is no compiler, no Cython, or ``MLXK_NO_EXTENSIONS=1`` is set at build time, the
-package installs without the extension and runs on its pure-Python twins.
+package installs without the extensions and runs on its pure-Python twins (and then only a system
+BLAS can serve MLX: see mlxk/core/blas.py).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class OptionalBuildExt(build_ext):
 
     @staticmethod
     def _warn(exc: Exception) -> None:
-        print(f"WARNING: mlxk's native core was not built ({exc}); using pure Python.", file=sys.stderr)
+        print(f"WARNING: an mlxk extension was not built ({exc}); using pure Python.", file=sys.stderr)
 
 
 def write_native_codes() -> None:
@@ -86,4 +88,16 @@ def native_extensions() -> list:
         return []
 
 
-setup(ext_modules=native_extensions(), cmdclass={"build_ext": OptionalBuildExt})
+def blas_forward_extensions() -> list:
+    """The CBLAS forwarder: plain C, no Cython, so it builds wherever a C compiler is. Its
+    ``scipy_cblas_*`` references stay undefined until it is loaded after OpenBLAS (see the source)."""
+    if os.environ.get("MLXK_NO_EXTENSIONS") == "1" or not sys.platform.startswith("linux"):
+        return []
+    from setuptools import Extension
+
+    return [
+        Extension("mlxk.core._cblas_forward", sources=["_native/cblas_forward.c"], extra_compile_args=["-O2"])
+    ]
+
+
+setup(ext_modules=native_extensions() + blas_forward_extensions(), cmdclass={"build_ext": OptionalBuildExt})

@@ -53,7 +53,7 @@ class EmbedCommand(MlxkCommand):
         if not records:
             raise ValidationError("nothing to embed: the input has no texts")
         embeddable = embedding_model(self.location(), self.argument("model"))
-        from mlxk.runner.encoder import load_encoder
+        from mlxk.embedding.bert import load_encoder
 
         encoder = load_encoder(embeddable.path)
         normalize = not self.option("no-normalize")

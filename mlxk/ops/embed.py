@@ -18,7 +18,7 @@ class Embeddable:
 
 
 def embedding_model(location: CacheLocation, spec: str) -> Embeddable:
-    from mlxk.runner.encoder import is_encoder_config
+    from mlxk.embedding.bert import is_encoder_config
 
     model = pick_model(location, spec, healthy=True)
     if model.model_type != "embedding" or not is_encoder_config(model.config or {}):

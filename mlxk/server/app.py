@@ -61,7 +61,7 @@ class ServerSettings:
 
 def _load_encoder(hub_root: str, name: str) -> Any:
     from mlxk.ops.embed import embedding_model
-    from mlxk.runner.encoder import load_encoder
+    from mlxk.embedding.bert import load_encoder
 
     return load_encoder(embedding_model(CacheLocation(hub_root, None), name).path)
 

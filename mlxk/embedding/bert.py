@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+from mlxk.core.blas import ensure_blas
 from mlxk.errors import ModelIncompatible
 
 if TYPE_CHECKING:
@@ -465,6 +466,7 @@ def load_encoder(path: str) -> Encoder:
     runs (family, pooling, weights); OSError when files cannot be read."""
     from tokenizers import Tokenizer
 
+    ensure_blas()  # before the first import of mlx.core: libmlx binds its BLAS when it loads
     config = _read_json(os.path.join(path, "config.json"))
     if not isinstance(config, dict):
         raise ModelIncompatible("the snapshot has no config.json object")
