@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mlxk.errors import ModelIncompatible
 from mlxk.embedding.bert import SUPPORTED_MODEL_TYPES, Encoder, is_encoder_config, load_encoder
+from mlxk.errors import ModelIncompatible
 from tests.minilm import REPO, install_minilm
 
 FOOD = "A man is eating food."

@@ -60,8 +60,8 @@ class ServerSettings:
 
 
 def _load_encoder(hub_root: str, name: str) -> Any:
-    from mlxk.ops.embed import embedding_model
     from mlxk.embedding.bert import load_encoder
+    from mlxk.ops.embed import embedding_model
 
     return load_encoder(embedding_model(CacheLocation(hub_root, None), name).path)
 
