@@ -11,24 +11,20 @@ from typing import Any
 
 import numpy as np
 
+from mlxk.embedding.bert import ERF_CLAMP, ERF_DENOMINATOR, ERF_NUMERATOR
+
 Array = np.ndarray[Any, Any]
 
+
 # the rational erf the encoder uses on the CPU (numpy has no erf of its own)
-_ERF_P = (
-    -2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
-    -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02,
-)  # fmt: skip
-_ERF_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03, -1.42647390514189e-02)
-
-
 def _erf(x: Array) -> Array:
-    x = np.clip(x, -3.832506856900711, 3.832506856900711)
+    x = np.clip(x, -ERF_CLAMP, ERF_CLAMP)
     x2 = x * x
-    p = np.float32(_ERF_P[0])
-    for c in _ERF_P[1:]:
+    p = np.float32(ERF_NUMERATOR[0])
+    for c in ERF_NUMERATOR[1:]:
         p = p * x2 + np.float32(c)
-    q = np.float32(_ERF_Q[0])
-    for c in _ERF_Q[1:]:
+    q = np.float32(ERF_DENOMINATOR[0])
+    for c in ERF_DENOMINATOR[1:]:
         q = q * x2 + np.float32(c)
     return np.asarray(x * p / q)
 

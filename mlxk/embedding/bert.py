@@ -278,12 +278,12 @@ class Encoder(Embedder):
 
 # erf(x) ~ x * P(x^2) / Q(x^2) on [-4, 4] (erf is +-1 in float32 beyond): the rational approximation
 # float32 math libraries use (Eigen's coefficients), within 1e-6 of erf everywhere
-_ERF_CLAMP = 3.832506856900711
-_ERF_P = (
+ERF_CLAMP = 3.832506856900711
+ERF_NUMERATOR = (
     -2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
     -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02,
 )  # fmt: skip
-_ERF_Q = (
+ERF_DENOMINATOR = (
     -1.45660718464996e-05,
     -2.13374055278905e-04,
     -1.68282697438203e-03,
@@ -301,13 +301,13 @@ def erf(x: mx.array) -> mx.array:
 
     if mx.default_device() != mx.cpu:
         return mx.erf(x)
-    x = mx.clip(x, -_ERF_CLAMP, _ERF_CLAMP)
+    x = mx.clip(x, -ERF_CLAMP, ERF_CLAMP)
     x2 = x * x
-    p = mx.array(_ERF_P[0], dtype=x.dtype)
-    for c in _ERF_P[1:]:
+    p = mx.array(ERF_NUMERATOR[0], dtype=x.dtype)
+    for c in ERF_NUMERATOR[1:]:
         p = p * x2 + c
-    q = mx.array(_ERF_Q[0], dtype=x.dtype)
-    for c in _ERF_Q[1:]:
+    q = mx.array(ERF_DENOMINATOR[0], dtype=x.dtype)
+    for c in ERF_DENOMINATOR[1:]:
         q = q * x2 + c
     return x * p / q
 
