@@ -45,7 +45,7 @@ class NumpyBert:
         w = {k.removeprefix("bert."): v.astype(np.float32) for k, v in raw.items()}
         self.heads = int(config["num_attention_heads"])
         self.eps = float(config.get("layer_norm_eps", 1e-12))
-        self.layers = []
+        self.layers: list[dict[str, Any]] = []
         for i in range(int(config["num_hidden_layers"])):
             p = f"encoder.layer.{i}."
             qkv = [w[f"{p}attention.self.{n}.weight"] for n in ("query", "key", "value")]
