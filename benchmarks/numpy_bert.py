@@ -88,10 +88,14 @@ class NumpyBert:
             scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
             scores /= scores.sum(axis=-1, keepdims=True)
             context = (scores @ v).transpose(0, 2, 1, 3).reshape(batch * width, -1)
-            x = _layer_norm(x + context @ layer["out"] + layer["out_b"], *layer["ln1"], self.eps)
+            x = _layer_norm(
+                x + context @ layer["out"] + layer["out_b"], layer["ln1"][0], layer["ln1"][1], self.eps
+            )
             inner = x @ layer["up"] + layer["up_b"]
             inner = np.float32(0.5) * inner * (1 + _erf(inner * np.float32(1 / math.sqrt(2))))
-            x = _layer_norm(x + inner @ layer["down"] + layer["down_b"], *layer["ln2"], self.eps)
+            x = _layer_norm(
+                x + inner @ layer["down"] + layer["down_b"], layer["ln2"][0], layer["ln2"][1], self.eps
+            )
         weights = mask[:, :, None].astype(np.float32)
         pooled = (x.reshape(batch, width, -1) * weights).sum(axis=1) / weights.sum(axis=1)
         return np.asarray(pooled / np.linalg.norm(pooled, axis=1, keepdims=True))
