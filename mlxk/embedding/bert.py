@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlxk.core.blas import ensure_blas
-from mlxk.embedding.common import Embedder, max_length, normalized, pooling_mode, prompts, read_json
+from mlxk.embedding.common import Embedder, max_length, normalized, pool, pooling_mode, prompts, read_json
 from mlxk.errors import ModelIncompatible
 
 if TYPE_CHECKING:
@@ -356,22 +356,6 @@ def forward(arch: Architecture, w: Mapping[str, mx.array], ids: mx.array, mask: 
         inner = _activation(arch.activation, linear(x, f"{i}.ffn_in"))
         x = norm(x + linear(inner, f"{i}.ffn_out"), f"{i}.ffn_norm")
     return x
-
-
-def pool(hidden: mx.array, mask: mx.array, lengths: mx.array, mode: str) -> mx.array:
-    """One vector per sequence from ``hidden`` (batch, length, dim), over its real tokens only."""
-    import mlx.core as mx
-
-    if mode == "cls":
-        return hidden[:, 0]
-    if mode == "lasttoken":
-        return hidden[mx.arange(hidden.shape[0]), lengths - 1]
-    weights = mask[:, :, None].astype(hidden.dtype)
-    if mode == "max":
-        return mx.max(mx.where(weights > 0, hidden, mx.finfo(hidden.dtype).min), axis=1)
-    total = mx.sum(hidden * weights, axis=1)
-    counts = lengths[:, None].astype(hidden.dtype)
-    return total / (mx.sqrt(counts) if mode == "mean_sqrt_len" else counts)
 
 
 def load_encoder(path: str) -> Encoder:

@@ -275,3 +275,19 @@ def normalized(pooled: mx.array) -> mx.array:
 
     norms = mx.sqrt(mx.sum(pooled * pooled, axis=-1, keepdims=True))
     return pooled / mx.maximum(norms, 1e-12)
+
+
+def pool(hidden: mx.array, mask: mx.array, lengths: mx.array, mode: str) -> mx.array:
+    """One vector per sequence from ``hidden`` (batch, length, dim), over its real tokens only."""
+    import mlx.core as mx
+
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode == "lasttoken":
+        return hidden[mx.arange(hidden.shape[0]), lengths - 1]
+    weights = mask[:, :, None].astype(hidden.dtype)
+    if mode == "max":
+        return mx.max(mx.where(weights > 0, hidden, mx.finfo(hidden.dtype).min), axis=1)
+    total = mx.sum(hidden * weights, axis=1)
+    counts = lengths[:, None].astype(hidden.dtype)
+    return total / (mx.sqrt(counts) if mode == "mean_sqrt_len" else counts)

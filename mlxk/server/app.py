@@ -33,7 +33,7 @@ from mlxk.server.asgi import (
     send_events,
     send_json,
 )
-from mlxk.server.embeddings import EmbeddingWorker, EmbedJob, parse_inputs, response_body
+from mlxk.server.embeddings import EmbeddingWorker, EmbedJob, parse_request
 from mlxk.server.metrics import Metrics
 from mlxk.server.schemas import Reply, parse
 from mlxk.server.worker import Busy, EngineWorker, Job, chunks
@@ -60,10 +60,10 @@ class ServerSettings:
 
 
 def _load_encoder(hub_root: str, name: str) -> Any:
-    from mlxk.embedding.bert import load_encoder
+    from mlxk.embedding.loader import load_embedder
     from mlxk.ops.embed import embedding_model
 
-    return load_encoder(embedding_model(CacheLocation(hub_root, None), name).path)
+    return load_embedder(embedding_model(CacheLocation(hub_root, None), name).path)
 
 
 def _load(hub_root: str, name: str) -> Engine:
@@ -251,26 +251,16 @@ class App:
             raise HTTPError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
         if not isinstance(body, dict):
             raise HTTPError(400, "the request body must be a JSON object")
-        texts, fmt, dimensions = parse_inputs(body)
+        request = parse_request(body)
         model = self._embedding_model_for(body.get("model"))
-        job = EmbedJob(model, texts, asyncio.get_running_loop())
+        job = EmbedJob(model, request, asyncio.get_running_loop())
         self.embedder.submit(job)
         try:
-            encoder, result, start, end = await job.future
+            reply = await job.future  # the response body, checked and shaped on the embedding thread
         except MlxkError as error:
             status = error.http_status if error.http_status < 500 else 500
             raise HTTPError(status, error.message, param="model", code=error.error_type) from None
-        if dimensions is not None and dimensions != result.dimensions:
-            raise HTTPError(400, f"{model} gives {result.dimensions} dimensions only", param="dimensions")
-        too_long = [i for i, t in enumerate(result.truncated[start:end]) if t]
-        if too_long:
-            raise HTTPError(
-                400,
-                f"input {too_long[0]} is longer than the model's {encoder.max_length} tokens",
-                param="input",
-            )
-        tokens = sum(result.token_counts[start:end])
-        await send_json(send, 200, response_body(model, result.vectors[start:end], tokens, fmt), cors)
+        await send_json(send, 200, reply, cors)
         return 200
 
     def _embedding_model_for(self, asked: Any) -> str:
