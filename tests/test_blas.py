@@ -256,3 +256,15 @@ def test_products_equal_float64_numpy(setting: str) -> None:
     assert set(worst) == {"f32", "f64", "c64", "transposed", "strided", "batched", "broadcast", "addmm"}
     for name, err in worst.items():
         assert err < TOLERANCE.get(name, F32_TOLERANCE), (name, err)
+
+
+@pytest.mark.parametrize("value", ["openblas", "NAME_OF_BROKEN"])
+def test_a_setting_that_does_not_take_is_said_once(tmp_path: Path, value: str) -> None:
+    broken = tmp_path / "libopenblas.so.0"
+    broken.write_bytes(b"not an ELF file")
+    setting = str(broken) if value == "NAME_OF_BROKEN" else value
+    code = "from mlxk.core.blas import ensure_blas\nensure_blas()\nensure_blas()\n"
+    env = {k: v for k, v in os.environ.items() if k != "MLXK_BLAS"} | {"MLXK_BLAS": setting}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0
+    assert proc.stderr.count("MLX keeps its reference BLAS") == 1 and setting in proc.stderr

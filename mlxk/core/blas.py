@@ -60,6 +60,7 @@ class BlasPlan:
     reason: str  # why this one, in a few words
     forwarder: str | None = None  # mlxk's CBLAS forwarder, when the library needs one
     loaded: bool = False  # True once ensure_blas has put it in place in this process
+    warning: str | None = None  # what the user asked for and did not get (a bad MLXK_BLAS, a load failure)
 
 
 def available_cores() -> int:
@@ -164,10 +165,8 @@ def blas_plan(environ: Mapping[str, str] | None = None, platform: str | None = N
     if setting not in ("", "auto"):
         path = Path(setting)
         if not path.is_absolute() or not path.is_file():
-            return BlasPlan(
-                "reference", "mlx", None, None,
-                f"{ENV}={setting!r} is not auto, reference or the absolute path of a library file",
-            )  # fmt: skip
+            problem = f"{ENV}={setting!r} is not auto, reference or the absolute path of a library file"
+            return BlasPlan("reference", "mlx", None, None, problem, warning=problem)
         threads, _ = _thread_count("openblas", env)
         return BlasPlan("custom", ENV, str(path), threads, f"{ENV} names it")
     scipy = _scipy_openblas()
@@ -181,9 +180,14 @@ def blas_plan(environ: Mapping[str, str] | None = None, platform: str | None = N
     if system is not None:
         kind, path = system
         threads, _ = _thread_count(kind, env)
-        why = "found on the system" + ("" if scipy is None else " (mlxk's CBLAS forwarder is not built)")
+        why = "found on the system" + ("" if scipy is None else " (without mlxk's CBLAS forwarder)")
         return BlasPlan(kind, "system", str(path), threads, why)
-    missing = "scipy-openblas32 is not installed" if scipy is None else "mlxk's CBLAS forwarder is not built"
+    if scipy is None:
+        missing = "scipy-openblas32 is not installed"
+    elif env.get("MLXK_NO_EXTENSIONS") == "1":
+        missing = "MLXK_NO_EXTENSIONS=1 leaves out mlxk's CBLAS forwarder"
+    else:
+        missing = "mlxk's CBLAS forwarder is not built"
     return BlasPlan("reference", "mlx", None, None, f"no optimized BLAS: {missing}, none on the system")
 
 
@@ -199,8 +203,8 @@ def ensure_blas() -> BlasPlan:
     with _lock:
         if _applied is None:
             _applied = _apply(blas_plan())
-            if _applied.library == "reference" and ENV in _applied.reason and "not auto" in _applied.reason:
-                sys.stderr.write(f"mlxk: {_applied.reason}; MLX keeps its reference BLAS\n")
+            if _applied.warning:  # a setting that did not take: said once, not silently ignored
+                sys.stderr.write(f"mlxk: {_applied.warning}; MLX keeps its reference BLAS\n")
         return _applied
 
 
@@ -218,7 +222,10 @@ def _apply(plan: BlasPlan) -> BlasPlan:
             prefix = _SCIPY_PREFIX
             ctypes.CDLL(plan.forwarder, mode=ctypes.RTLD_GLOBAL)
     except OSError as exc:
-        return BlasPlan("reference", "mlx", None, None, f"cannot load {plan.path}: {exc}")
+        problem = f"cannot load {plan.path}: {exc}"
+        return BlasPlan(
+            "reference", "mlx", None, None, problem, warning=problem if plan.source == ENV else None
+        )
     provider = cblas_provider()
     expected = plan.forwarder or plan.path
     if provider is None or not os.path.samefile(provider, expected):
