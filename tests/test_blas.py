@@ -245,12 +245,17 @@ TOLERANCE = {"f64": 1e-13}
 F32_TOLERANCE = 1e-5
 
 
-@pytest.mark.parametrize("setting", ["auto", "reference"])
+@pytest.mark.parametrize("setting", ["auto", "reference", "system"])
 def test_products_equal_float64_numpy(setting: str) -> None:
-    if setting == "auto" and blas_plan({}).path is None:
+    env = {"MLXK_BLAS": "auto" if setting == "system" else setting}
+    if setting == "system":  # without mlxk's compiled code: a system library, if there is one
+        env["MLXK_NO_EXTENSIONS"] = "1"
+        if blas_plan(env).source != "system":
+            pytest.skip("no system OpenBLAS, BLIS or MKL here")
+    elif setting == "auto" and blas_plan({}).path is None:
         pytest.skip("no optimized BLAS to compare")
-    result = run_python(PRODUCTS, MLXK_BLAS=setting)
-    assert result["loaded"] is (setting == "auto")
+    result = run_python(PRODUCTS, **env)
+    assert result["loaded"] is (setting != "reference")
     worst = result["worst"]
     assert isinstance(worst, dict)
     assert set(worst) == {"f32", "f64", "c64", "transposed", "strided", "batched", "broadcast", "addmm"}
