@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mlxk.core.blas import available_cores, blas_plan, library_dirs
+from mlxk.core.blas import available_cores, blas_plan, default_threads, library_dirs
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the BLAS choice is Linux's")
 
@@ -99,7 +99,9 @@ def test_without_compiled_code_a_system_library_is_found(tmp_path: Path) -> None
 def test_threads_follow_the_cores_unless_the_user_set_them() -> None:
     if blas_plan({}).threads is None:
         pytest.skip("no BLAS whose threads mlxk sets")
-    assert blas_plan({}).threads == available_cores()
+    assert default_threads() == max(1, available_cores() - 1)
+    assert 1 <= available_cores() <= len(os.sched_getaffinity(0))
+    assert blas_plan({}).threads == default_threads()
     assert blas_plan({"OPENBLAS_NUM_THREADS": "1"}).threads == 1
 
 
@@ -132,7 +134,7 @@ def test_loading_makes_libmlx_bind_the_forwarder() -> None:
     assert result["loaded"] is True and result["library"] == "openblas"
     assert plan.forwarder is not None and os.path.samefile(str(result["provider"]), plan.forwarder)
     assert result["total"] == 64.0**3
-    assert result["threads"] == available_cores()
+    assert result["threads"] == default_threads()
 
 
 @needs_openblas
@@ -145,7 +147,8 @@ def test_the_user_thread_count_is_kept() -> None:
         print(json.dumps({"threads": plan.threads, "actual": lib.scipy_openblas_get_num_threads()}))
     """
     assert run_python(code, OPENBLAS_NUM_THREADS="1") == {"threads": 1, "actual": 1}
-    assert run_python(code) == {"threads": available_cores(), "actual": available_cores()}
+    assert run_python(code) == {"threads": default_threads(), "actual": default_threads()}
+    assert run_python(code, OPENBLAS_NUM_THREADS="2") == {"threads": 2, "actual": 2}
 
 
 def test_reference_setting_keeps_the_bundled_blas() -> None:

@@ -64,24 +64,42 @@ class BlasPlan:
 
 
 def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity, not the machine's count)."""
+    """The physical cores this process may run on: the CPUs of its affinity, counting the hardware
+    threads of one core (SMT siblings, which share its arithmetic units) once."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+    cores = set()
+    for cpu in cpus:
+        topology = f"/sys/devices/system/cpu/cpu{cpu}/topology/"
+        try:
+            with open(topology + "physical_package_id") as package, open(topology + "core_id") as core:
+                cores.add((package.read().strip(), core.read().strip()))
+        except OSError:
+            cores.add((f"cpu{cpu}", ""))  # no topology: count the CPU as a core
+    return max(1, len(cores))
+
+
+def default_threads() -> int:
+    """The BLAS threads mlxk sets: one per physical core it may use, less one. The thread that
+    calls the BLAS is MLX's CPU stream thread, and it is one of the BLAS's threads; the one core
+    left is for MLX's other stream (``mlxk serve`` embeds on one while it generates on another) and
+    the Python threads. OpenBLAS's idle threads spin for a while after each product: with every
+    core taken, they take turns with MLX's own threads, and each product waits for a thread that
+    is not running (measured on 2 cores shared with other work: MiniLM at batch 1 went from 52-60
+    sentences/s on one thread to 2-17 on two)."""
+    return max(1, available_cores() - 1)
 
 
 def _thread_count(library: str, environ: Mapping[str, str]) -> tuple[int, bool]:
     """(threads, whether mlxk sets them): the user's own setting for the library wins (the library
-    reads it when it loads), else one thread per available core. MLX's CPU stream runs its
-    operations one at a time on one thread, which is the thread that calls the BLAS: the BLAS's
-    threads only run inside a product, while MLX's thread waits for it, so they do not compete."""
-    names = _THREADS.get(library, ((), ""))[0]
-    for name in names:
+    reads it when it loads), else ``default_threads()``."""
+    for name in _THREADS.get(library, ((), ""))[0]:
         value = environ.get(name, "").strip()
         if value.isdigit() and int(value) > 0:
             return int(value), False
-    return available_cores(), True
+    return default_threads(), True
 
 
 def _mlx_layout() -> tuple[str, Path | None]:
