@@ -29,6 +29,21 @@ def _erf(x: Array) -> Array:
     return np.asarray(x * p / q)
 
 
+def set_numpy_threads(threads: int) -> int | None:
+    """Run numpy's own OpenBLAS (the ILP64 scipy-openblas64 its Linux wheels bundle) on ``threads``
+    threads, so that both sides of a comparison use as many; the count it had, or None where numpy
+    carries no such library (another build: left as it is)."""
+    import ctypes
+
+    folder = Path(np.__file__).parent.parent / "numpy.libs"
+    for path in sorted(folder.glob("libscipy_openblas64_*.so")):
+        library = ctypes.CDLL(str(path))
+        before = int(library.scipy_openblas_get_num_threads64_())
+        library.scipy_openblas_set_num_threads64_(ctypes.c_int(threads))
+        return before
+    return None
+
+
 def _layer_norm(x: Array, gamma: Array, beta: Array, eps: float) -> Array:
     centered = x - x.mean(axis=-1, keepdims=True)
     var = (centered * centered).mean(axis=-1, keepdims=True)

@@ -4,7 +4,7 @@ Goals, as ratios measured in one run (the machine is shared and noisy):
 
 - sentences/s at batches of 1, 32 and 256, in process (``Embedder.embed``) and through
   ``POST /v1/embeddings``, within ``MAX_SLOWDOWN`` of the same forward pass in numpy with numpy's
-  own OpenBLAS (benchmarks/numpy_bert.py): rounds are paired (numpy, then mlxk, same texts) and the
+  own OpenBLAS on as many threads as mlxk's (benchmarks/numpy_bert.py): rounds are paired (numpy, then mlxk, same texts) and the
   goal is the median of the per-pair time ratios. Quick mode (CI) runs batches of 1 and 32, fewer
   pairs, with generous slack: an alarm, not a measurement.
 - recorded, full mode only: the BLAS's speed-up, the same embedding (and ``run``'s prefill with a
@@ -29,8 +29,8 @@ from typing import Any
 import pytest
 
 from benchmarks.conftest import QUICK
-from benchmarks.numpy_bert import NumpyBert
-from mlxk.core.blas import blas_plan
+from benchmarks.numpy_bert import NumpyBert, set_numpy_threads
+from mlxk.core.blas import blas_plan, ensure_blas
 from mlxk.server.app import ServerSettings
 from tests.minilm import install_minilm, minilm_files
 from tests.servefix import Client, run_in_process
@@ -62,6 +62,10 @@ def snapshot(hub: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def numpy_bert(hub: Path) -> NumpyBert:
+    # the same number of BLAS threads on both sides: the comparison is of the forward passes
+    threads = ensure_blas().threads
+    if threads is not None:
+        set_numpy_threads(threads)
     return NumpyBert(snapshot(hub))
 
 
