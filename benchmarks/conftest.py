@@ -18,6 +18,11 @@ from pathlib import Path
 import pytest
 
 from benchmarks.cachegen import build_cache
+from mlxk.core.blas import ensure_blas
+
+# benchmarks build and run models in this process: MLX multiplies with the BLAS mlxk chooses, as
+# an mlxk process does (the fixtures' own import of mlx.core would otherwise fix the reference one)
+ensure_blas()
 
 QUICK = os.environ.get("MLXK_BENCH_QUICK") == "1"
 SIZES = [1000] if QUICK else [1000, 10000]

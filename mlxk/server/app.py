@@ -37,7 +37,7 @@ from mlxk.server.asgi import (
 )
 from mlxk.server.cors import CorsPolicy
 from mlxk.server.disconnect import ClientGone, DisconnectWatch
-from mlxk.server.embeddings import EmbeddingWorker, EmbedJob, parse_inputs, response_body
+from mlxk.server.embeddings import EmbeddingWorker, EmbedJob, parse_request
 from mlxk.server.hosts import HostPolicy
 from mlxk.server.limits import BODY_TIMEOUT_S, IDLE_TIMEOUT_S
 from mlxk.server.metrics import Metrics
@@ -68,10 +68,10 @@ class ServerSettings:
 
 
 def _load_encoder(hub_root: str, name: str) -> Any:
+    from mlxk.embedding.loader import load_embedder
     from mlxk.ops.embed import embedding_model
-    from mlxk.runner.encoder import load_encoder
 
-    return load_encoder(embedding_model(CacheLocation(hub_root, None), name).path)
+    return load_embedder(embedding_model(CacheLocation(hub_root, None), name).path)
 
 
 def _load(hub_root: str, name: str) -> Engine:
@@ -314,28 +314,20 @@ class App:
         self, scope: Scope, receive: Receive, send: Send, cors: list[tuple[str, str]]
     ) -> int:
         body = await self._json_body(scope, receive)
-        texts, fmt, dimensions = parse_inputs(body)
+        request = parse_request(body)
         model = self._embedding_model_for(body.get("model"))
-        job = EmbedJob(model, texts, asyncio.get_running_loop())
+        job = EmbedJob(model, request, asyncio.get_running_loop())
         self.embedder.submit(job)
         watch = DisconnectWatch(receive)
         try:
-            encoder, result, start, end = await watch.race(job.future)
+            reply = await watch.race(
+                job.future
+            )  # the response body, checked and shaped on the embedding thread
         except MlxkError as error:
             raise _http_error(error, "model") from None
         finally:
             await watch.close()
-        if dimensions is not None and dimensions != result.dimensions:
-            raise HTTPError(400, f"{model} gives {result.dimensions} dimensions only", param="dimensions")
-        too_long = [i for i, t in enumerate(result.truncated[start:end]) if t]
-        if too_long:
-            raise HTTPError(
-                400,
-                f"input {too_long[0]} is longer than the model's {encoder.max_length} tokens",
-                param="input",
-            )
-        tokens = sum(result.token_counts[start:end])
-        await send_json(send, 200, response_body(model, result.vectors[start:end], tokens, fmt), cors)
+        await send_json(send, 200, reply, cors)
         return 200
 
     async def _json_body(self, scope: Scope, receive: Receive) -> Any:
