@@ -38,7 +38,7 @@ ONE_STREAM_PAIRS = 9
 STOP_DEADLINE_S = 120
 # quick mode streams fewer tokens, so start-up weighs more per token; the alarms sit far below
 # what a busy 2-core machine measures (lost batching: about 1x; a stream path twice as slow: 0.5)
-BATCH_GAIN = Gate("serve: 8 streams / 1 stream, tokens/s", goal=3.0, alarm=2.0)
+BATCH_GAIN = Gate("serve: 8 streams / 1 stream, tokens/s", goal=3.0, alarm=1.5)
 # mlx_lm.server batches too: with mlxk's batching lost the ratio falls to about 1/3
 PEER_GAIN = Gate("serve: 8 streams, mlxk / mlx_lm.server", goal=1.5, alarm=0.75)
 ONE_STREAM = Gate("serve: 1 stream tokens/s / stream_generate's", goal=0.95, alarm=0.60)
