@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.conftest import QUICK, ROUNDS, SIZES, Medians, cache_of, mlxk_command, process_env
-from benchmarks.gates import Gate, enforce, median_ratio, paired, timed
+from benchmarks.gates import Gate, enforce, first_then_fresh, median_ratio, paired, timed
 
 
 def run_quietly(cmd: list[str], env: dict[str, str] | None = None) -> None:
@@ -106,8 +106,16 @@ def test_ratio_table(medians: Medians) -> None:
 LIST = Gate("mlxk list / find -L (memo warm)", goal=1.5, alarm=5.0, higher_is_better=False)
 HEALTH = Gate("mlxk health / find -L (memo warm)", goal=3.0, alarm=6.0, higher_is_better=False)
 HF = Gate("scan_cache_dir() / mlxk list", goal=3.0, alarm=1.2)
-TWIN = Gate("mlxk list: pure-Python twin / native", goal=1.5, alarm=1.2)
-VERSION = Gate("mlxk --version - python -c pass", goal=60.0, alarm=150.0, higher_is_better=False, unit="ms")
+# With the memo warm the native core's lead at 1,000 models is small next to process start-up, and
+# a busy machine takes its two threads away (1.1x measured): quick mode's alarm for a CLI that
+# lost its native core is the no-memo list, where the core parses every header (lost: about 1x).
+TWIN = Gate("mlxk list: pure-Python twin / native (memo warm)", goal=1.5, alarm=None)
+TWIN_COLD = Gate("mlxk list --no-memo: pure-Python twin / native", goal=None, alarm=2.0)
+# Start-up in milliseconds grows with the machine's load (+350 ms measured at a load of 11 on 2
+# cores): quick mode's alarm is the ratio (importing mlx-lm or huggingface_hub at start-up would
+# multiply it), full mode's goal the milliseconds.
+VERSION = Gate("mlxk --version - python -c pass", goal=60.0, alarm=None, higher_is_better=False, unit="ms")
+VERSION_RATIO = Gate("mlxk --version / python -c pass", goal=None, alarm=6.0, higher_is_better=False)
 PAIRS = 9
 SLOW_PAIRS = 7 if QUICK else 5  # pairs with the twin or scan_cache_dir on one side (seconds each at 10k)
 
@@ -116,11 +124,11 @@ def _timed_run(cmd: list[str], env: dict[str, str] | None = None) -> Callable[[]
     return timed(lambda: run_quietly(cmd, env))
 
 
-def _list(bench_root: Path, command: str = "list", **extra: str) -> Callable[[], float]:
-    """One timed ``mlxk <command> --json`` on the biggest cache, memo warm (checked once here)."""
+def _list(bench_root: Path, command: str = "list", *options: str, **extra: str) -> Callable[[], float]:
+    """One timed ``mlxk <command> --json`` on the biggest cache (the memo filled here, checked once)."""
     hub = cache_of(bench_root, SIZES[-1])
     env = process_env(hub, bench_root / "memo", **extra)
-    args = mlxk_command(command, "--json")
+    args = mlxk_command(command, "--json", *options)
     proc = subprocess.run(args, capture_output=True, env=env, check=False)  # also fills the memo
     assert proc.returncode == 0 and b'"status":"success"' in proc.stdout, proc.stderr
     return _timed_run(args, env)
@@ -146,16 +154,28 @@ def test_gate_scan_cache_dir_vs_list(bench_root: Path) -> None:
     enforce(HF, lambda: median_ratio(scan, _list(bench_root), SLOW_PAIRS))
 
 
-def test_gate_twin_vs_native(bench_root: Path) -> None:
-    twin = _list(bench_root, MLXK_NO_EXTENSIONS="1")
-    enforce(TWIN, lambda: median_ratio(twin, _list(bench_root), SLOW_PAIRS))
+@pytest.mark.parametrize("gate", [TWIN, TWIN_COLD], ids=["memo", "no-memo"])
+def test_gate_twin_vs_native(bench_root: Path, gate: Gate) -> None:
+    if gate.limit is None:
+        pytest.skip("not gated in this mode")
+    options = () if gate is TWIN else ("--no-memo",)
+    twin = _list(bench_root, "list", *options, MLXK_NO_EXTENSIONS="1")
+    enforce(gate, lambda: median_ratio(twin, _list(bench_root, "list", *options), SLOW_PAIRS))
 
 
 def test_gate_version_vs_python() -> None:
     version = _timed_run(mlxk_command("--version"))
     python = _timed_run([sys.executable, "-c", "pass"])
+    rounds = paired(version, python, PAIRS * 2)
 
-    def overhead_ms() -> float:
-        return statistics.median((v - p) * 1000 for v, p in paired(version, python, PAIRS * 2))
+    def fresh() -> list[tuple[float, float]]:
+        return paired(version, python, PAIRS * 2)
 
-    enforce(VERSION, overhead_ms)
+    def overhead_ms(rounds: list[tuple[float, float]]) -> float:
+        return statistics.median((v - p) * 1000 for v, p in rounds)
+
+    def ratio(rounds: list[tuple[float, float]]) -> float:
+        return statistics.median(v / p for v, p in rounds)
+
+    enforce(VERSION, first_then_fresh(rounds, fresh, overhead_ms))
+    enforce(VERSION_RATIO, first_then_fresh(rounds, fresh, ratio))

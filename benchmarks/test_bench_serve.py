@@ -97,7 +97,18 @@ def mlx_lm_server(hub: Path) -> Iterator[str]:
     proc.wait(timeout=STOP_DEADLINE_S)
 
 
-def _stream(url: str, counts: list[int], model: str | None = MODEL, tokens: int = TOKENS) -> None:
+@pytest.fixture(scope="module")
+def client() -> Iterator[httpx.Client]:
+    """One client for the module's requests, its connections kept, as an application keeps one:
+    making an httpx client (its TLS context) costs tens of milliseconds of the client's own work,
+    which on 2 busy cores would count against the server, eight times over with eight streams."""
+    with httpx.Client(timeout=120, limits=httpx.Limits(max_connections=16)) as client:
+        yield client
+
+
+def _stream(
+    client: httpx.Client, url: str, counts: list[int], model: str | None = MODEL, tokens: int = TOKENS
+) -> None:
     body = {
         "model": model,
         "messages": [{"role": "user", "content": "Hello"}],
@@ -108,20 +119,27 @@ def _stream(url: str, counts: list[int], model: str | None = MODEL, tokens: int 
     }
     if model is None:
         del body["model"]  # mlx-lm's server: the model it was started with
-    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=120) as response:
-        for line in response.iter_lines():
-            if line.startswith("data: {") and '"usage"' in line:
-                event = json.loads(line[6:])
-                if event.get("usage") and not event.get("choices"):
-                    counts.append(int(event["usage"]["completion_tokens"]))
+    with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
+        # the bytes as they come, parsed at the end: SSE parsing per event, eight streams at once,
+        # would make the client's own work on these 2 cores a limit of the measured speed
+        data = b"".join(response.iter_bytes())
+    for line in data.split(b"\n"):
+        if line.startswith(b"data: {") and b'"usage"' in line:
+            event = json.loads(line[6:])
+            if event.get("usage") and not event.get("choices"):
+                counts.append(int(event["usage"]["completion_tokens"]))
 
 
-def _aggregate(url: str, clients: int, model: str | None = MODEL, tokens: int | None = None) -> float:
+def _aggregate(
+    client: httpx.Client, url: str, clients: int, model: str | None = MODEL, tokens: int | None = None
+) -> float:
     """Aggregate tokens/s of ``clients`` concurrent streams; ``tokens``: a budget that a real model
     may end before (the tiny model always runs to TOKENS, and that is checked)."""
     counts: list[int] = []
     budget = TOKENS if tokens is None else tokens
-    threads = [threading.Thread(target=_stream, args=(url, counts, model, budget)) for _ in range(clients)]
+    threads = [
+        threading.Thread(target=_stream, args=(client, url, counts, model, budget)) for _ in range(clients)
+    ]
     started = time.perf_counter()
     for t in threads:
         t.start()
@@ -132,11 +150,11 @@ def _aggregate(url: str, clients: int, model: str | None = MODEL, tokens: int | 
     return sum(counts) / elapsed
 
 
-def test_eight_streams_beat_one(server: str) -> None:
-    _aggregate(server, 2)  # warm up (compiled kernels for batch shapes)
+def test_eight_streams_beat_one(server: str, client: httpx.Client) -> None:
+    _aggregate(client, server, 2)  # warm up (compiled kernels for batch shapes)
 
     def gain() -> float:
-        rounds = paired(lambda: _aggregate(server, 1), lambda: _aggregate(server, 8), ROUNDS)
+        rounds = paired(lambda: _aggregate(client, server, 1), lambda: _aggregate(client, server, 8), ROUNDS)
         print(
             f"\nserve, {TOKENS} tokens per stream: 1 stream {statistics.median(r[0] for r in rounds):.0f} tok/s, "
             f"8 streams {statistics.median(r[1] for r in rounds):.0f} tok/s aggregate"
@@ -146,13 +164,15 @@ def test_eight_streams_beat_one(server: str) -> None:
     enforce(BATCH_GAIN, gain)
 
 
-def test_eight_streams_against_mlx_lm_server(server: str, mlx_lm_server: str) -> None:
+def test_eight_streams_against_mlx_lm_server(server: str, client: httpx.Client, mlx_lm_server: str) -> None:
     snapshot_model = None  # mlx-lm's server answers for the model it was started with
-    _aggregate(mlx_lm_server, 2, snapshot_model)
+    _aggregate(client, mlx_lm_server, 2, snapshot_model)
 
     def gain() -> float:
         rounds = paired(
-            lambda: _aggregate(mlx_lm_server, 8, snapshot_model), lambda: _aggregate(server, 8), ROUNDS
+            lambda: _aggregate(client, mlx_lm_server, 8, snapshot_model),
+            lambda: _aggregate(client, server, 8),
+            ROUNDS,
         )
         print(
             f"\n8 streams: mlxk serve {statistics.median(r[1] for r in rounds):.0f} tok/s, mlx_lm.server "
@@ -163,7 +183,9 @@ def test_eight_streams_against_mlx_lm_server(server: str, mlx_lm_server: str) ->
     enforce(PEER_GAIN, gain)
 
 
-def test_smollm_streams_against_mlx_lm_server(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_smollm_streams_against_mlx_lm_server(
+    tmp_path_factory: pytest.TempPathFactory, client: httpx.Client
+) -> None:
     """Recorded, not gated: a real 135M model (about 10 tokens/s per stream on this CPU), 1 and 4
     concurrent streams, mlxk serve vs mlx_lm.server. Full mode only: it takes a minute or two."""
     from tests.smollm import REPO as SMOLLM
@@ -194,7 +216,7 @@ def test_smollm_streams_against_mlx_lm_server(tmp_path_factory: pytest.TempPathF
         try:
             wait_until_up(url, proc, path="/health" if tool == "mlxk" else "/v1/models")
             model = SMOLLM if tool == "mlxk" else None
-            rows.append((tool, _aggregate(url, 1, model, 24), _aggregate(url, 4, model, 24)))
+            rows.append((tool, _aggregate(client, url, 1, model, 24), _aggregate(client, url, 4, model, 24)))
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=STOP_DEADLINE_S)
@@ -205,9 +227,7 @@ def test_smollm_streams_against_mlx_lm_server(tmp_path_factory: pytest.TempPathF
 
 
 def _one_stream(client: httpx.Client, url: str, tokens: int) -> tuple[float, float]:
-    """(time to first content, tokens/s after it) of one streamed request, seen by the client.
-    The client is made once and keeps its connection, as an application's would: making an httpx
-    client (its TLS context) costs tens of milliseconds of the client's own, not the server's."""
+    """(time to first content, tokens/s after it) of one streamed request, seen by the client."""
     body = {
         "model": MODEL,
         "messages": [{"role": "user", "content": "Hello"}],
@@ -227,7 +247,7 @@ def _one_stream(client: httpx.Client, url: str, tokens: int) -> tuple[float, flo
     return first - started, (tokens - 1) / (ended - first)
 
 
-def test_one_stream_keeps_mlx_lm_speed(server: str, hub: Path) -> None:
+def test_one_stream_keeps_mlx_lm_speed(server: str, client: httpx.Client, hub: Path) -> None:
     """One request alone runs mlx-lm's single-sequence loop: >= 95 % of stream_generate's tokens/s
     (HTTP, SSE and the client included), first token within 30 ms of it."""
     from mlx_lm.generate import stream_generate
@@ -251,26 +271,25 @@ def test_one_stream_keeps_mlx_lm_speed(server: str, hub: Path) -> None:
         return first - started, (LONG - 1) / (ended - first)
 
     Round = tuple[tuple[float, float], tuple[float, float]]  # (stream_generate's, the server's)
-    with httpx.Client(timeout=120) as client:
 
-        def measure() -> list[Round]:
-            rounds = paired(theirs, lambda: _one_stream(client, server, LONG), ONE_STREAM_PAIRS)
-            print(
-                f"\none stream, {LONG} tokens x {ONE_STREAM_PAIRS} pairs: stream_generate "
-                f"{statistics.median(p[1] for p, _ in rounds):.0f} tok/s, first token "
-                f"{statistics.median(p[0] for p, _ in rounds) * 1000:.1f} ms; server "
-                f"{statistics.median(m[1] for _, m in rounds):.0f} tok/s, first token "
-                f"{statistics.median(m[0] for _, m in rounds) * 1000:.1f} ms"
-            )
-            return rounds
+    def measure() -> list[Round]:
+        rounds = paired(theirs, lambda: _one_stream(client, server, LONG), ONE_STREAM_PAIRS)
+        print(
+            f"\none stream, {LONG} tokens x {ONE_STREAM_PAIRS} pairs: stream_generate "
+            f"{statistics.median(p[1] for p, _ in rounds):.0f} tok/s, first token "
+            f"{statistics.median(p[0] for p, _ in rounds) * 1000:.1f} ms; server "
+            f"{statistics.median(m[1] for _, m in rounds):.0f} tok/s, first token "
+            f"{statistics.median(m[0] for _, m in rounds) * 1000:.1f} ms"
+        )
+        return rounds
 
-        def speed(rounds: list[Round]) -> float:
-            return statistics.median(mine[1] / peer[1] for peer, mine in rounds)
+    def speed(rounds: list[Round]) -> float:
+        return statistics.median(mine[1] / peer[1] for peer, mine in rounds)
 
-        def ttft(rounds: list[Round]) -> float:
-            return statistics.median((mine[0] - peer[0]) * 1000 for peer, mine in rounds)
+    def ttft(rounds: list[Round]) -> float:
+        return statistics.median((mine[0] - peer[0]) * 1000 for peer, mine in rounds)
 
-        theirs(), _one_stream(client, server, LONG)  # warm up (and open the connection)
-        first = measure()
-        enforce(ONE_STREAM, first_then_fresh(first, measure, speed))
-        enforce(ONE_STREAM_TTFT, first_then_fresh(first, measure, ttft))
+    theirs(), _one_stream(client, server, LONG)  # warm up (and open the connection)
+    first = measure()
+    enforce(ONE_STREAM, first_then_fresh(first, measure, speed))
+    enforce(ONE_STREAM_TTFT, first_then_fresh(first, measure, ttft))
