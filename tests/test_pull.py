@@ -280,7 +280,7 @@ def test_offline_mode(cli: Any, fake: FakeHub, monkeypatch: pytest.MonkeyPatch) 
 # --- whole processes: progress on a terminal, kill -9, Ctrl-C, several pulls at once ---
 
 
-def wait_for(condition: Any, timeout: float = 20.0) -> None:
+def wait_for(condition: Any, timeout: float = 60.0) -> None:  # a hang guard: ends when it holds
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "timed out"
@@ -334,7 +334,7 @@ def test_interrupted_pull_publishes_nothing_and_the_next_completes(
     )
     wait_for(lambda: bool(incomplete(hub)))  # the client writes in 10 MiB pieces: the file is still empty
     proc.send_signal(sig)
-    assert proc.wait(timeout=10) == (-9 if sig == signal.SIGKILL else 130)
+    assert proc.wait(timeout=60) == (-9 if sig == signal.SIGKILL else 130)  # a hang guard
     assert proc.stderr is not None
     proc.stderr.close()
     good = hashlib.sha256(model_files()[BIG]).hexdigest()
