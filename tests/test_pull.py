@@ -370,12 +370,13 @@ def test_concurrent_pulls_of_one_repo(hub: Path, fake: FakeHub) -> None:
 
 
 def test_rm_during_a_pull_waits_or_fails_cleanly(hub: Path, fake: FakeHub) -> None:
-    fake.slow_bps = 400_000
+    fake.hold.add(BIG)  # the weights come only after the rm below: the pull is surely under way
     puller = subprocess.Popen(
         [sys.executable, "-m", "mlxk", "pull", REPO, "--json"], stdout=subprocess.PIPE, text=True
     )
     wait_for(lambda: bool(incomplete(hub)))
     refused = mlxk("rm", REPO, "--json")
+    fake.hold.discard(BIG)
     assert refused.returncode == 1 and '"locks_present"' in refused.stdout
     out = puller.communicate(timeout=120)[0]
     assert puller.returncode == 0, out
