@@ -37,7 +37,8 @@ except ImportError:
 BIG = (3, 64 << 20) if QUICK else (3, 512 << 20)  # (count, size)
 SMALL = (25, 5 << 19) if QUICK else (200, 5 << 19)  # 2.5 MiB each
 BLOCK = 16 << 20
-NATIVE_VS_LIMIT = Gate("HashJob native: throughput / all-core hashlib's", goal=0.85, alarm=0.75)
+# hashing on one core instead of all gives about 0.5; a busy machine measured 0.8-1.4
+NATIVE_VS_LIMIT = Gate("HashJob native: throughput / all-core hashlib's", goal=0.85, alarm=0.65)
 TWIN_VS_LIMIT = Gate("HashJob twin: throughput / all-core hashlib's", goal=0.6, alarm=0.6)
 HASH_ROUNDS = max(ROUNDS, 5)  # a quick-mode round is ~0.1 s: five of them cost little
 PAIRS = 7

@@ -28,8 +28,10 @@ from tests.hubserver import FakeHub
 
 REPO = "bench/Big-Model"
 WEIGHT_MIB = 256 if QUICK else 384
-PAIRED_ROUNDS = 5 if QUICK else 7
-PULL = Gate("mlxk pull: throughput / snapshot_download's", goal=0.80, alarm=0.55)
+PAIRED_ROUNDS = 7
+# a busy machine measured 0.62-1.2 (whole processes moving 256 MiB over loopback): the alarm
+# catches a pull twice as slow
+PULL = Gate("mlxk pull: throughput / snapshot_download's", goal=0.80, alarm=0.45)
 
 
 def _safetensors(data: bytes) -> bytes:
@@ -114,7 +116,7 @@ def test_download(benchmark, hub_server: str, tmp_path: Path, tool: str) -> None
         assert proc.returncode == 0, proc.stderr.decode()[-2000:]
 
     # for the table; in quick mode the gate below measures both again, in pairs
-    benchmark.pedantic(run, setup=lambda: _fresh(cache), rounds=2 if QUICK else ROUNDS, iterations=1)
+    benchmark.pedantic(run, setup=lambda: _fresh(cache), rounds=1 if QUICK else ROUNDS, iterations=1)
     benchmark.extra_info["MB/s"] = round(WEIGHT_MIB * 1.048576 / benchmark.stats.stats.median, 1)
 
 
