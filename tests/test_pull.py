@@ -374,7 +374,8 @@ def test_rm_during_a_pull_waits_or_fails_cleanly(hub: Path, fake: FakeHub) -> No
     puller = subprocess.Popen(
         [sys.executable, "-m", "mlxk", "pull", REPO, "--json"], stdout=subprocess.PIPE, text=True
     )
-    wait_for(lambda: bool(incomplete(hub)))
+    weights = hashlib.sha256(model_files()[BIG]).hexdigest()
+    wait_for(lambda: any(p.name.startswith(weights) for p in incomplete(hub)))  # its lock is held
     refused = mlxk("rm", REPO, "--json")
     fake.hold.discard(BIG)
     assert refused.returncode == 1 and '"locks_present"' in refused.stdout
