@@ -8,7 +8,7 @@ behind a ``bert.``/``roberta.`` prefix), ``tokenizer.json``, and for sentence-tr
 transformer layers, pooling over the real tokens) and returns plain Python lists.
 
 mlx and tokenizers are imported inside the functions: importing this module stays light, so
-``mlxk.ops.embed`` can ask ``is_encoder_config`` before anything heavy is loaded.
+``mlxk.embedding.embeddable`` can ask ``is_encoder_config`` before anything heavy is loaded.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from mlxk._version import JSON_API_SPEC_VERSION, __version__
+from mlxk.cache.runnable import total_memory_bytes
 from mlxk.core.blas import BlasPlan, blas_plan
 
 
@@ -16,13 +16,6 @@ class VersionInfo:
     memory_total_bytes: int | None
     native: bool
     blas: BlasPlan  # what MLX would multiply with if this process loaded it (nothing is loaded here)
-
-
-def total_memory_bytes() -> int | None:
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def version_info(native: bool) -> VersionInfo:
