@@ -134,7 +134,7 @@ class RunCommand(MlxkCommand):
         prompt = self._prompt()
         interactive = bool(self.option("interactive"))
         if (prompt is None or interactive) and (json_mode or not sys.stdout.isatty()):
-            why = "-i/--interactive" if prompt is not None else "no prompt: give one (or '-' for stdin);"
+            why = "-i/--interactive:" if prompt is not None else "no prompt: give one (or '-' for stdin);"
             raise ValidationError(f"{why} a chat needs a terminal")
         runnable = runnable_model(self.location(), self.argument("model"))
         try:
