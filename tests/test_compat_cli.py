@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shlex
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from benchmarks.cachegen import add_model
 from mlxk.cli.legacy import RETIRED_COMMANDS, RETIRED_OPTIONS, serve_env_options, with_legacy_environment
 from tests.cachefix import healthy_model
 from tests.modelfix import install
@@ -100,7 +102,7 @@ RETIRED = [(command, option) for command, options in RETIRED_OPTIONS.items() for
 
 @pytest.mark.parametrize(("command", "option"), RETIRED)
 def test_retired_options_name_what_to_do_instead(cli: Any, hub: Path, command: str, option: str) -> None:
-    args = [command, *({"run": [QWEN, "hi"], "show": [QWEN]}.get(command, [])), option]
+    args = [command, *({"run": [QWEN, "hi"], "show": [QWEN], "embed": [QWEN, "hi"]}.get(command, [])), option]
     human = cli(*args)
     assert human.exit_code == 1 and human.stderr.startswith(f"Error: {option}: ")
     assert "docs/migration.md" in human.stderr and "does not exist" not in human.stderr
@@ -108,6 +110,31 @@ def test_retired_options_name_what_to_do_instead(cli: Any, hub: Path, command: s
     assert envelope["error"]["type"] == "validation_error"
     assert envelope["command"] == ("server" if command == "serve" else command)
     assert envelope["error"]["message"] == human.stderr.removeprefix("Error: ").strip()
+
+
+@pytest.mark.usefixtures("core")
+def test_1x_tokenizer_framework_names_the_filter_that_lists_those_repos(cli: Any, cache: Path) -> None:
+    """1.x's `--framework tokenizer` were repos under 10 MB without MLX or GGUF weights: the message
+    names a filter, and that filter lists exactly such a repo."""
+    tokenizer_only = {"tokenizer.json": b"{}", "tokenizer_config.json": b"{}", "config.json": b"{}"}
+    add_model(cache, "google-bert/bert-base-uncased", tokenizer_only)
+    for spelling in ("tokenizer", "Tokenizer"):
+        result = cli("list", "--framework", spelling)
+        assert result.exit_code == 1 and "docs/migration.md" in result.stderr
+    named = result.stderr.split("`")[1]
+    assert named == "mlxk list --filter 'size<10MB' --filter 'framework!=mlx,gguf'"
+    listed = cli(*shlex.split(named)[1:], "--json").json()["data"]["models"]
+    assert [m["name"] for m in listed] == ["google-bert/bert-base-uncased"]
+
+
+@pytest.mark.usefixtures("core")
+def test_wildcards_are_refused_with_what_to_type(cli: Any, cache: Path) -> None:
+    """2.0's README cleaned up with `rm "test-model-*" --force`; no version matched wildcards."""
+    for args in (("rm", "Qwen2.5-*", "--force"), ("show", "Qwen2.5-*", "--json"), ("run", "Qwen2.5-*", "hi")):
+        result = cli(*args)
+        assert result.exit_code == 1
+        assert "wildcards are not names" in result.stderr + result.stdout
+    assert cli("list", "--json").json()["data"]["count"] == 1
 
 
 def test_an_option_given_a_value_is_still_recognised(cli: Any, hub: Path) -> None:

@@ -14,6 +14,10 @@ _TEXT_ONLY = (
     "mlxk runs text models only; image and audio input are gone (mlx-vlm's "
     "`python -m mlx_vlm.generate --model MODEL --image FILE --prompt TEXT` runs vision models)"
 )
+_NO_INSTRUCTIONS = (
+    "mlxk embeds the text as given: put the model's query instruction in front of the text yourself "
+    "(e.g. bge's 'Represent this sentence for searching relevant passages: ')"
+)
 _NO_WORKSPACES = "local model folders (workspaces) are gone: mlxk works on the HuggingFace cache"
 
 RETIRED_COMMANDS: dict[str, str] = {
@@ -35,6 +39,14 @@ RETIRED_OPTIONS: dict[str, dict[str, str]] = {
         "--language": _TEXT_ONLY,
         "--translate": _TEXT_ONLY,
         "-c": "a chat starts when no prompt is given (`mlxk run MODEL`), or with -i/--interactive",
+        "-p": 'the prompt is an argument (`mlxk run MODEL "TEXT"`) or `--prompt TEXT`',
+    },
+    "embed": {
+        "--batch": "JSONL input is `--file FILE` (or `--file -` for stdin): each line's 'text' is embedded "
+        "and its other fields are passed through",
+        "--query": _NO_INSTRUCTIONS,
+        "--instruct": _NO_INSTRUCTIONS,
+        "--cpu": "`mlxk embed` runs on MLX's default device; there is no per-command device switch",
     },
     "show": {
         "--recalc-hash": f"{_NO_WORKSPACES}; `mlxk show` reports a snapshot's fingerprint and "
@@ -48,6 +60,13 @@ RETIRED_OPTIONS: dict[str, dict[str, str]] = {
     },
 }
 RETIRED_OPTIONS["server"] = RETIRED_OPTIONS["serve"]
+
+# 1.x's `list --framework` values that mlxk does not have as frameworks -> what lists the same models.
+RETIRED_FRAMEWORKS: dict[str, str] = {
+    "tokenizer": "1.x called repos of under 10 MB without MLX or GGUF weights 'Tokenizer'; mlxk names "
+    "a framework by its weights: `mlxk list --filter 'size<10MB' --filter 'framework!=mlx,gguf'` "
+    "lists those repos",
+}
 
 
 def _option_name(token: str) -> str:

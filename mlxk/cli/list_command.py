@@ -3,6 +3,7 @@ from __future__ import annotations
 from cleo.helpers import argument, option
 
 from mlxk.cli.base import NO_MEMO, MlxkCommand
+from mlxk.cli.legacy import GUIDE, RETIRED_FRAMEWORKS
 from mlxk.errors import ValidationError
 from mlxk.ops.list import list_models
 from mlxk.ops.list_query import FILTER_HELP, FRAMEWORKS, build_query
@@ -39,6 +40,10 @@ class ListCommand(MlxkCommand):
         filters = list(self.option("filter") or ())
         framework = self.option("framework")
         if framework is not None:
+            if framework.lower() in RETIRED_FRAMEWORKS:
+                raise ValidationError(
+                    f"--framework {framework}: {RETIRED_FRAMEWORKS[framework.lower()]} ({GUIDE})"
+                )
             if framework.lower() not in FRAMEWORKS:
                 raise ValidationError(f"--framework takes {', '.join(FRAMEWORKS)}, not {framework!r}")
             filters.append(f"framework={framework}")
