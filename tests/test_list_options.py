@@ -127,7 +127,7 @@ def test_nothing_left_is_a_message_not_an_error(cli: Any, zoo: Path) -> None:
         (("--filter", "type>chat"), "type takes = or !="),
         (("--filter", "health=ok"), "health is one of healthy, unhealthy"),
         (("--filter", "runnable=maybe"), "runnable is one of yes, no"),
-        (("--framework", "tokenizer"), "--framework takes mlx, gguf, pytorch, unknown"),
+        (("--framework", "onnx"), "--framework takes mlx, gguf, pytorch, unknown"),
         (("--sort", "age"), "--sort takes name, size or modified"),
         (("--sort", "size:up"), "--sort takes name, size or modified"),
     ],
