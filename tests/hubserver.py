@@ -141,13 +141,16 @@ class FakeHub:
         tags: Sequence[str] = (),
         gated: bool | str = False,
         private: bool = False,
+        commit: str | None = None,
     ) -> str:
+        """Adds a commit (``commit``, a 40-hex id; by default one derived from the content) and
+        points ``branch`` and ``tags`` at it."""
         digest = hashlib.sha1(repo_id.encode() + b"\0")
         for name in sorted(files):
             digest.update(b"%s\0%d\0" % (name.encode(), len(files[name])))
             digest.update(files[name])
         digest.update(branch.encode())
-        sha = digest.hexdigest()
+        sha = commit or digest.hexdigest()
         entries = {name: self._store(name, data) for name, data in files.items()}
         date = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
         with self.lock:

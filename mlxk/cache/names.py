@@ -18,6 +18,9 @@ def name_problem(name: str) -> str | None:
         return "the model name is empty"
     if len(name) > MAX_NAME_LENGTH:
         return f"the model name is longer than {MAX_NAME_LENGTH} characters"
+    if any(c in name for c in "*?["):
+        # MLX-Knife scripts did `rm "test-model-*"`: no command ever took wildcards
+        return "wildcards are not names: give the name, or a unique part of it (`mlxk list PART` shows the matches)"
     parts = name.split("/")
     if len(parts) > 2:
         return "a model name has at most one '/' (org/name)"

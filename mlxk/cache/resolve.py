@@ -18,6 +18,14 @@ def is_local_path(spec: str) -> bool:
     return spec.startswith(("./", "../", "/", "~")) or spec in (".", "..")
 
 
+def local_path_error(spec: str) -> ValidationError:
+    """A folder where a cache model is expected (MLX-Knife 2.0's workspaces): say what works instead."""
+    return ValidationError(
+        f"{spec!r} is a local path; mlxk works on models in the HF cache (local model folders are not "
+        "supported: `mlxk pull ORG/NAME` puts a model there; see docs/migration.md)"
+    )
+
+
 def matching_dirnames(dirnames: list[str], pattern: str) -> list[str]:
     """Exact name (case-sensitive, then -insensitive) wins; else every substring match."""
     names = {d: dirname_to_name(d) for d in dirnames}
@@ -38,7 +46,7 @@ def resolve(dirnames: list[str], spec: str, *, single: bool) -> Resolved:
     every match is returned (health). Raises ``ModelNotFound`` or ``AmbiguousMatch``.
     """
     if is_local_path(spec):
-        raise ValidationError(f"{spec!r} is a local path; this command works on models in the HF cache")
+        raise local_path_error(spec)
     name, revision = split_revision(spec)
     if single:
         validate_name(name)

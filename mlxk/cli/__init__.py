@@ -1,4 +1,5 @@
-"""The ``mlxk`` command (also installed as ``mlxk-json`` and ``mlxk2``)."""
+"""The ``mlxk`` command (also installed as ``mlxk-json``, ``mlxk2``, ``mlx-knife`` and ``mlx_knife``,
+the names MLX-Knife installed), and ``mlx-run``, MLX-Knife 2.0's shorthand for ``mlxk run``."""
 
 from __future__ import annotations
 
@@ -33,3 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     from mlxk.cli.app import run_app
 
     return run_app(args)
+
+
+def run_main(argv: list[str] | None = None) -> int:
+    """``mlx-run MODEL [PROMPT...]`` is ``mlxk run MODEL [PROMPT...]``."""
+    args = sys.argv[1:] if argv is None else argv
+    return main(["run", *args])

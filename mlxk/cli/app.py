@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -10,6 +11,7 @@ from cleo.commands.command import Command
 from cleo.commands.completions_command import CompletionsCommand
 from cleo.commands.help_command import HelpCommand as CleoHelpCommand
 from cleo.commands.list_command import ListCommand as CleoListCommand
+from cleo.exceptions import CleoCommandNotFoundError, CleoNoSuchOptionError
 from cleo.io.inputs.argument import Argument
 from cleo.io.inputs.argv_input import ArgvInput
 from cleo.io.inputs.definition import Definition
@@ -18,6 +20,7 @@ from cleo.io.io import IO
 from cleo.loaders.factory_command_loader import FactoryCommandLoader
 
 from mlxk._version import __version__
+from mlxk.cli.legacy import retired_usage, with_legacy_environment
 from mlxk.errors import ValidationError
 from mlxk.output.emit import write_error, write_json, write_text
 
@@ -113,8 +116,9 @@ class HelpCommand(CleoHelpCommand):
 
 
 class MlxkApplication(Application):
-    def __init__(self) -> None:
+    def __init__(self, typed: list[str] | None = None) -> None:
         super().__init__("mlxk", __version__)
+        self.typed = typed or []  # the command line after `mlxk`, for the messages of retired names
         self.set_display_name("mlxk")
         self._default_command = "commands"
         self.set_command_loader(FactoryCommandLoader(COMMANDS))
@@ -158,15 +162,19 @@ class MlxkApplication(Application):
     def render_error(self, error: Exception, io: IO) -> None:
         """Usage errors (unknown option, missing argument): the envelope under --json, else a message."""
         command = self._running_command.name if self._running_command else None
+        retired = None
+        if isinstance(error, (CleoNoSuchOptionError, CleoCommandNotFoundError)):
+            retired = retired_usage(command, self.typed)  # what MLX-Knife users typed: say what works now
         if io.input.has_parameter_option("--json") and command in JSON_COMMAND_NAMES:
-            write_json(JSON_COMMAND_NAMES[command], None, ValidationError(str(error)))
+            write_json(JSON_COMMAND_NAMES[command], None, ValidationError(retired or str(error)))
             return
-        write_error(str(error).strip())
-        if command:
+        write_error(retired or str(error).strip())
+        if command and retired is None:
             sys.stderr.write(f"Usage: mlxk {command} --help\n")
 
 
 def run_app(args: list[str]) -> int:
-    app = MlxkApplication()
+    args = with_legacy_environment(args, os.environ)  # 2.0's MLXK2_* server variables, as options
+    app = MlxkApplication(args)
     app.auto_exits(False)
     return app.run(ArgvInput(["mlxk", *args]))

@@ -57,8 +57,12 @@ class Conversation:
                 return chunk.finish_reason or "length", chunk.usage
         raise AssertionError("the engine ended a stream without usage")
 
-    def interactive(self) -> int:
+    def interactive(self, first: str | None = None) -> int:
+        """The chat loop; ``first``, when given, is answered before the first prompt is shown."""
         sys.stderr.write(f"Chat with a model. {HELP}\n")
+        if first is not None:
+            sys.stdout.write(f">>> {first}\n")
+            self._answer(first)
         while True:
             try:
                 line = input(">>> ")

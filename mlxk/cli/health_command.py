@@ -29,10 +29,13 @@ class HealthCommand(MlxkCommand):
             "deep", None, "Also hash every byte and compare it with the checksum in its blob name.", flag=True
         ),
         option("jobs", "j", "Hashing threads for --deep (default: one per core).", flag=False),
+        option("all", None, "Check every model (what health does when no MODEL is named).", flag=True),
         NO_MEMO,
     ]
 
     def execute_command(self, json_mode: bool) -> int:
+        if self.option("all") and self.argument("model") is not None:
+            raise ValidationError("--all checks every model: name a MODEL or give --all, not both")
         deep = None
         if self.option("deep"):
             show = not json_mode and not self.io.output.is_quiet() and sys.stderr.isatty()

@@ -78,6 +78,14 @@ class RunCommand(MlxkCommand):
             "Send the prompt as raw text, without the model's chat template.",
             flag=True,
         ),
+        option("prompt", None, "The prompt, as an option (after any prompt arguments).", flag=False),
+        option("no-stream", None, "Print the answer whole when it is complete, not as it comes.", flag=True),
+        option(
+            "interactive",
+            "i",
+            "Chat on the terminal (a prompt given is the chat's first message).",
+            flag=True,
+        ),
     ]
 
     def _settings(self) -> GenerationRequest:
@@ -103,7 +111,11 @@ class RunCommand(MlxkCommand):
     def _prompt(self) -> str | None:
         """The one-shot prompt, or None for an interactive chat."""
         # text the terminal or a file could not decode (not UTF-8) goes to the model as U+FFFD
-        parts = [_readable(p) for p in self.argument("prompt") or []]
+        typed = [
+            *(self.argument("prompt") or []),
+            *([self.option("prompt")] if self.option("prompt") else []),
+        ]
+        parts = [_readable(p) for p in typed]
         piped = not sys.stdin.isatty()
         if "-" in parts or (not parts and piped):
             if not piped:
@@ -120,8 +132,10 @@ class RunCommand(MlxkCommand):
     def execute_command(self, json_mode: bool) -> int:
         settings = self._settings()
         prompt = self._prompt()
-        if prompt is None and (json_mode or not sys.stdout.isatty()):
-            raise ValidationError("no prompt: give one (or '-' for stdin); a chat needs a terminal")
+        interactive = bool(self.option("interactive"))
+        if (prompt is None or interactive) and (json_mode or not sys.stdout.isatty()):
+            why = "-i/--interactive:" if prompt is not None else "no prompt: give one (or '-' for stdin);"
+            raise ValidationError(f"{why} a chat needs a terminal")
         runnable = runnable_model(self.location(), self.argument("model"))
         try:
             from mlxk.generation.engine import load_engine
@@ -138,14 +152,18 @@ class RunCommand(MlxkCommand):
         from mlxk.cli.chat import Conversation
 
         conversation = Conversation(engine, system, raw, settings)
-        if prompt is None:
-            return conversation.interactive()
+        if prompt is None or interactive:
+            return conversation.interactive(first=prompt)
         request = conversation.request_for(prompt)
         if json_mode:
             response, finish, usage = conversation.collect(request)
             self.emit(True, run_data(runnable.model.name, prompt, response, finish, usage), "")
             return 0
-        finish, usage = conversation.stream(request, sys.stdout)
+        if self.option("no-stream"):
+            response, finish, usage = conversation.collect(request)
+            sys.stdout.write(response if response.endswith("\n") else response + "\n")
+        else:
+            finish, usage = conversation.stream(request, sys.stdout)
         if self.io.is_verbose():  # cleo's global --verbose / -v: load time, tokens/s, peak memory
             sys.stderr.write(render_stats(engine.load_seconds, usage))
         return 0 if finish != "cancelled" else EXIT_INTERRUPTED

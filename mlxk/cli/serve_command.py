@@ -7,6 +7,7 @@ from cleo.helpers import option
 
 from mlxk.cli.base import MlxkCommand
 from mlxk.errors import ValidationError
+from mlxk.generation.request import BOUNDS
 from mlxk.server.app import ServerSettings
 from mlxk.server.hosts import LOOPBACK, allow_host_problem
 from mlxk.server.limits import BODY_TIMEOUT_S, IDLE_TIMEOUT_S
@@ -89,6 +90,13 @@ class ServeCommand(MlxkCommand):
             flag=False,
             default=str(BODY_TIMEOUT_S),
         ),
+        option(
+            "max-tokens",
+            None,
+            "Tokens a request may generate when it sets no max_tokens.",
+            flag=False,
+            default=str(ServerSettings.default_max_tokens),
+        ),
         option("log-json", None, "Request logs on stderr as JSON lines.", flag=True),
         option(
             "log-level",
@@ -126,6 +134,8 @@ class ServeCommand(MlxkCommand):
         body_timeout = _int(self.option("body-timeout"), "body-timeout", 1, 3600)
         max_queue = _int(self.option("max-queue"), "max-queue", 1, 100_000)
         max_body_bytes = _int(self.option("max-body-bytes"), "max-body-bytes", 1024, 2**31)
+        tokens = BOUNDS["max_tokens"]  # the bounds of a request's own max_tokens
+        default_max_tokens = _int(self.option("max-tokens"), "max-tokens", int(tokens.low), int(tokens.high))
         from mlxk.server.listener import bind_listener
 
         listener = bind_listener(host, port, reuse_port=bool(self.option("reuse-port")))  # or a clear error
@@ -140,6 +150,7 @@ class ServeCommand(MlxkCommand):
             cors_origins=cors_origins,
             max_queue=max_queue,
             max_body_bytes=max_body_bytes,
+            default_max_tokens=default_max_tokens,
             extra_hosts=allowed_hosts,
             log_json=bool(self.option("log-json")),
             embedding_model=embedding_model,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import orjson
@@ -68,7 +69,9 @@ EXAMPLE_MODEL = "mlx-community/Qwen2.5-0.5B-Instruct-4bit"
 def _nothing_listed(result: ListResult) -> str:
     where = esc(result.hub_root)
     if result.repos_in_cache:
-        return f"No model in {where} matches {esc(repr(result.pattern))} (`mlxk list` shows them all).\n"
+        asked = [f"{esc(repr(result.pattern))}"] if result.pattern else []
+        asked += [f"--filter {esc(repr(text))}" for text in result.filters]
+        return f"No model in {where} matches {' and '.join(asked)} (`mlxk list` shows them all).\n"
     return (
         f"No models in the cache folder {where}\n"
         "(set HF_HUB_CACHE or HF_HOME to read another folder).\n"
@@ -76,10 +79,29 @@ def _nothing_listed(result: ListResult) -> str:
     )
 
 
-def render_list(result: ListResult, style: Style, now: float | None = None) -> str:
+@dataclass(frozen=True, slots=True)
+class ListColumns:
+    """The columns ``list`` adds to NAME HASH SIZE MODIFIED TYPE HEALTH."""
+
+    framework: bool = False  # FRAMEWORK, before TYPE
+    runnable: bool = False  # RUNNABLE (can this mlx-lm run it), after HEALTH
+    reason: bool = False  # REASON: the first problem found, last
+
+
+def render_list(
+    result: ListResult, style: Style, now: float | None = None, columns: ListColumns | None = None
+) -> str:
     if not result.models:
         return _nothing_listed(result)
     now = time.time() if now is None else now
+    columns = columns or ListColumns()
+    headers = ["NAME", "HASH", "SIZE", "MODIFIED", *(["FRAMEWORK"] if columns.framework else []), "TYPE"]
+    headers += [
+        "HEALTH",
+        *(["RUNNABLE"] if columns.runnable else []),
+        *(["REASON"] if columns.reason else []),
+    ]
+    health_at = headers.index("HEALTH")
     plain, shown = [], []
     for m in result.models:
         health = "healthy" if m.healthy else "unhealthy"
@@ -88,12 +110,16 @@ def render_list(result: ListResult, style: Style, now: float | None = None) -> s
             _short_hash(m),
             human_size(m.size_bytes),
             human_age(now - m.last_modified_ns / 1e9) if m.last_modified_ns else "-",
+            *([m.framework] if columns.framework else []),
             m.model_type,
             health,
+            *(["yes" if m.runtime_compatible else "no"] if columns.runnable else []),
+            *([esc(m.reason or "-")] if columns.reason else []),
         ]
         plain.append(row)
-        shown.append([*row[:5], style.ok(health) if m.healthy else style.bad(health)])
-    lines = _table(["NAME", "HASH", "SIZE", "MODIFIED", "TYPE", "HEALTH"], shown, plain)
+        colored = style.ok(health) if m.healthy else style.bad(health)
+        shown.append([*row[:health_at], colored, *row[health_at + 1 :]])
+    lines = _table(headers, shown, plain)
     total = sum(m.size_bytes for m in result.models)
     unhealthy = sum(1 for m in result.models if not m.healthy)
     footer = f"{len(result.models)} model{'s' if len(result.models) != 1 else ''}, {human_size(total)}"
