@@ -14,10 +14,6 @@ _TEXT_ONLY = (
     "mlxk runs text models only; image and audio input are gone (mlx-vlm's "
     "`python -m mlx_vlm.generate --model MODEL --image FILE --prompt TEXT` runs vision models)"
 )
-_NO_INSTRUCTIONS = (
-    "mlxk embeds the text as given: put the model's query instruction in front of the text yourself "
-    "(e.g. bge's 'Represent this sentence for searching relevant passages: ')"
-)
 _NO_WORKSPACES = "local model folders (workspaces) are gone: mlxk works on the HuggingFace cache"
 
 RETIRED_COMMANDS: dict[str, str] = {
@@ -44,8 +40,6 @@ RETIRED_OPTIONS: dict[str, dict[str, str]] = {
     "embed": {
         "--batch": "JSONL input is `--file FILE` (or `--file -` for stdin): each line's 'text' is embedded "
         "and its other fields are passed through",
-        "--query": _NO_INSTRUCTIONS,
-        "--instruct": _NO_INSTRUCTIONS,
         "--cpu": "`mlxk embed` runs on MLX's default device; there is no per-command device switch",
     },
     "show": {
