@@ -42,6 +42,7 @@ from mlxk.server.hosts import HostPolicy
 from mlxk.server.limits import BODY_TIMEOUT_S, IDLE_TIMEOUT_S
 from mlxk.server.metrics import Metrics
 from mlxk.server.schemas import Parsed, Reply, parse, total_usage
+from mlxk.server.ui import WebUI
 from mlxk.server.worker import Busy, EngineWorker, Job, chunks
 
 log = logging.getLogger("mlxk.server")
@@ -65,6 +66,7 @@ class ServerSettings:
     embedding_model: str | None = None  # the default for /v1/embeddings (serve --model <an embedding model>)
     idle_timeout_s: float = IDLE_TIMEOUT_S
     body_timeout_s: float = BODY_TIMEOUT_S
+    web_ui: bool = True  # the chat page at / (serve --no-ui turns it off)
 
 
 def _load_encoder(hub_root: str, name: str) -> Any:
@@ -105,6 +107,7 @@ class App:
         self.embedder = EmbeddingWorker(lambda name: _load_encoder(settings.hub_root, name))
         self.hosts = HostPolicy(settings.host, settings.extra_hosts)
         self.cors = CorsPolicy(settings.cors_origins)
+        self.web_ui = WebUI() if settings.web_ui else None
         self.started = False
         self.draining = False  # stopping: open generations end now, new ones are refused
         self.in_flight = 0
@@ -170,6 +173,9 @@ class App:
                     self.cors.preflight(origin, header(scope, b"access-control-request-headers")),
                 )
                 return
+            if self.web_ui is not None and routes.is_ui(path):  # no key: the page asks for it
+                status = await self.web_ui.respond(scope, response)
+                return
             if path != "/health":
                 self._check_api_key(scope)
             status = await self._route(scope, receive, response, path, cors)
@@ -216,7 +222,7 @@ class App:
         host = header(scope, b"host")
         if not self.hosts.allows(host):  # DNS rebinding: a foreign name resolving to our loopback port
             raise HTTPError(403, f"host {host!r} is not allowed (see --allow-host)", code="forbidden_host")
-        if origin is not None and not self.cors.allows(origin):
+        if origin is not None and not (self.cors.allows(origin) or self.hosts.own_origin(origin, host)):
             raise HTTPError(
                 403, f"origin {origin!r} is not allowed (see --cors-origin)", code="forbidden_origin"
             )
