@@ -422,6 +422,41 @@ def test_markup_in_an_answer_is_shown_as_text_and_never_runs(page: Page) -> None
     assert "<think>" not in shown and REASONING.strip() not in shown
 
 
+RENDER = (
+    "const done = arguments[arguments.length - 1];"
+    "import('./ui/markdown.js').then((markdown) => done(arguments[0].map((text) => {"
+    "  const box = document.createElement('div');"
+    "  box.append(markdown.renderMarkdown(text));"
+    "  const outline = (node) => node.nodeType === Node.TEXT_NODE ? JSON.stringify(node.data)"
+    "    : node.tagName.toLowerCase() + (node.getAttribute('href') ? `[${node.getAttribute('href')}]` : '')"
+    "      + '(' + [...node.childNodes].map(outline).join(' ') + ')';"
+    "  return [box.textContent, [...box.childNodes].map(outline).join(' ')];"
+    "})), (error) => done(String(error)));"
+)
+
+
+def test_markdown_of_any_shape_renders_as_elements_of_ours_and_hostile_text_stays_text(page: Page) -> None:
+    page.open(models=False)
+    shapes = {
+        "> a quote\n> - in a list": 'blockquote(p("a quote") ul(li("in a list")))',
+        "1. one\n   - nested\n2. two": 'ol(li(p("one") ul(li("nested"))) li("two"))',
+        "| a \\| b | c |\n|---|---|\n| `<u>` | [x](data:text/html,hi) |": (
+            'div(table(thead(tr(th("a | b") th("c"))) tbody(tr(td(code("<u>")) td("[x](data:text/html,hi)")))))'
+        ),
+        "<https://a.example/x> and https://b.example/y.": (
+            'p(a[https://a.example/x]("https://a.example/x") " and " a[https://b.example/y]("https://b.example/y") ".")'
+        ),
+        "```\nno closing fence <b>": 'div(div(span("text")) pre(code("no closing fence <b>")))',
+    }
+    rendered = page.driver.execute_async_script(RENDER, list(shapes))
+    assert [outline for _, outline in rendered] == list(shapes.values())
+    # text built to make a parser scan again and again (openers with no closer): it comes back
+    # whole, as text (the script timeout guards against a hang)
+    hostile = ["<" * 100_000, "[a](" * 30_000, "[" * 50_000, "*a " * 30_000, "_a " * 30_000, "~~a " * 30_000]
+    rendered = page.driver.execute_async_script(RENDER, hostile)
+    assert [text for text, _ in rendered] == [text.strip() for text in hostile]
+
+
 def test_copy_buttons_put_the_code_and_the_answer_on_the_clipboard(page: Page) -> None:
     answer = scripted_answer(page)
     page.driver.execute_cdp_cmd(

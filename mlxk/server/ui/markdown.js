@@ -301,8 +301,8 @@ class InlineParser {
         }
       }
       if (c === "<") {
-        const close = text.indexOf(">", i);
-        if (close > 0 && close < end && /^<https?:\/\/[^\s<>]+>$/i.test(text.slice(i, close + 1))) {
+        const close = this.find(">", i + 1, end);
+        if (close > 0 && /^<https?:\/\/[^\s<>]+>$/i.test(text.slice(i, close + 1))) {
           const a = anchor(text.slice(i + 1, close));
           if (a) {
             flush();
@@ -379,8 +379,8 @@ class InlineParser {
       else if (text[j] === "]" && --level === 0) break;
     }
     if (j >= limit || text[j + 1] !== "(") return null;
-    const close = text.indexOf(")", j + 2);
-    if (close < 0 || close >= end) return null;
+    const close = this.find(")", j + 2, end);
+    if (close < 0) return null;
     const target = text.slice(j + 2, close).trim();
     const url = target.split(/\s+/)[0].replace(/^<|>$/g, "");
     if (!url) return null;
