@@ -193,6 +193,8 @@ def test_the_sdist_is_a_complete_source_release(dist: tuple[Path, Path]) -> None
     assert expected <= names
     assert source_packages() <= package_folders(names)
     assert not [n for n in names if n.endswith((".so", ".pyc")) or "__pycache__" in n]
+    assert "mlxk/server/ui/index.html" in names
+    assert not [n for n in names if n.startswith("tests/artifacts/")]  # test screenshots stay home
 
 
 @pytest.mark.slow
