@@ -138,3 +138,12 @@ def minilm_files() -> dict[str, bytes]:
             pytest.fail(message)
         pytest.skip(message)
     return files
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Names the folder of the web chat's screenshots (tests.browserfix), when some were taken."""
+    from tests.browserfix import written
+
+    if written:
+        folder = written[0].parent
+        terminalreporter.write_line(f"web UI screenshots ({len(written)}): {folder}")

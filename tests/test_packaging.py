@@ -68,11 +68,17 @@ def test_every_data_file_under_mlxk_is_declared_for_the_wheel() -> None:
     """Files that are not Python (stubs, markers, assets) ship only when package-data names them."""
     patterns = pyproject()["tool"]["setuptools"]["package-data"]
     built = {".py", ".so", ".c", ".pyc"}
+    packages = set(pyproject()["tool"]["setuptools"]["packages"])
     for path in (ROOT / "mlxk").rglob("*"):
         if path.is_dir() or path.suffix in built or "__pycache__" in path.parts:
             continue
-        package = ".".join(path.parent.relative_to(ROOT).parts)
-        assert any(fnmatch.fnmatch(path.name, p) for p in patterns.get(package, [])), (
+        # a data file belongs to the nearest package above it (a folder of assets is no package)
+        folder = path.parent
+        while ".".join(folder.relative_to(ROOT).parts) not in packages:
+            folder = folder.parent
+        package = ".".join(folder.relative_to(ROOT).parts)
+        name = path.relative_to(folder).as_posix()
+        assert any(fnmatch.fnmatch(name, p) for p in patterns.get(package, [])), (
             f"{path.relative_to(ROOT)} is not in [tool.setuptools.package-data] {package!r}"
         )
 
@@ -187,6 +193,8 @@ def test_the_sdist_is_a_complete_source_release(dist: tuple[Path, Path]) -> None
     assert expected <= names
     assert source_packages() <= package_folders(names)
     assert not [n for n in names if n.endswith((".so", ".pyc")) or "__pycache__" in n]
+    assert "mlxk/server/ui/index.html" in names
+    assert not [n for n in names if n.startswith("tests/artifacts/")]  # test screenshots stay home
 
 
 @pytest.mark.slow
@@ -198,6 +206,8 @@ def test_the_wheel_carries_the_compiled_core_and_every_package(dist: tuple[Path,
     assert {
         "mlxk/py.typed",
         "mlxk/core/_native.pyi",
+        "mlxk/server/ui/index.html",
+        "mlxk/server/ui/app.js",
         f"mlxk-{__version__}.dist-info/licenses/LICENSE",
     } <= names
     assert package_folders(names) == source_packages()

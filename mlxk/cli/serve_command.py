@@ -97,6 +97,7 @@ class ServeCommand(MlxkCommand):
             flag=False,
             default=str(ServerSettings.default_max_tokens),
         ),
+        option("no-ui", None, "Do not serve the web chat page at /.", flag=True),
         option("log-json", None, "Request logs on stderr as JSON lines.", flag=True),
         option(
             "log-level",
@@ -156,6 +157,7 @@ class ServeCommand(MlxkCommand):
             embedding_model=embedding_model,
             idle_timeout_s=idle_timeout,
             body_timeout_s=body_timeout,
+            web_ui=not self.option("no-ui"),
         )
         if host not in LOOPBACK:
             sys.stderr.write(f"Warning: listening on {host}: the server is reachable from other machines\n")
@@ -168,7 +170,7 @@ class ServeCommand(MlxkCommand):
         self.emit(
             json_mode,
             {"url": url, "host": host, "port": port, "model": model or embedding_model, "pid": os.getpid()},
-            f"mlxk serving on {url}\n",
+            f"mlxk serving on {url}" + ("\n" if self.option("no-ui") else f" (web chat: {url}/)\n"),
         )
         from mlxk.server.launch import serve
 

@@ -25,6 +25,7 @@ from mlxk.server.metrics import Metrics
 from mlxk.server.models import ModelPolicy
 from mlxk.server.openai.endpoints import Headers, OpenAIEndpoints
 from mlxk.server.settings import ServerSettings
+from mlxk.server.ui import WebUI
 from mlxk.server.worker import EngineWorker, Job
 
 __all__ = ["App", "ServerSettings", "create_app"]
@@ -46,6 +47,7 @@ class App:
         self.openai = OpenAIEndpoints(
             self.models, self.generations, self.embedder, self.read_json, settings.default_max_tokens
         )
+        self.web_ui = WebUI() if settings.web_ui else None
         self.started = False
         self.in_flight = 0
         self._stopping = asyncio.Event()  # for bodies still arriving when the stop comes
@@ -103,6 +105,9 @@ class App:
             if scope["method"] == "OPTIONS":
                 status = 204
                 await send_bytes(response, 204, b"", self.guard.preflight(scope))
+                return
+            if self.web_ui is not None and routes.is_ui(path):  # no key: the page asks for it
+                status = await self.web_ui.respond(scope, response)
                 return
             self.guard.check_key(scope, path)
             status = await self._route(scope, receive, response, path, cors)

@@ -29,7 +29,7 @@ class Guard:
         if not self.hosts.allows(host):  # DNS rebinding: a foreign name resolving to our loopback port
             raise HTTPError(403, f"host {host!r} is not allowed (see --allow-host)", code="forbidden_host")
         origin = header(scope, b"origin")
-        if origin is not None and not self.cors.allows(origin):
+        if origin is not None and not (self.cors.allows(origin) or self.hosts.own_origin(origin, host)):
             raise HTTPError(
                 403, f"origin {origin!r} is not allowed (see --cors-origin)", code="forbidden_origin"
             )

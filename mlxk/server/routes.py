@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 MODEL_PREFIX = "/v1/models/"
 UNMATCHED = "unmatched"
+# the web chat: its page at / and its assets under /ui/, all counted under one label
+UI_PREFIX = "/ui/"
+UI_LABEL = "/ui"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +41,15 @@ def match(path: str) -> tuple[Route | None, str | None]:
     return None, None
 
 
+def is_ui(path: str) -> bool:
+    """Whether ``path`` is the web chat's (its page or a name under /ui/, known or not)."""
+    return path == "/" or path.startswith(UI_PREFIX)
+
+
 def label(path: str) -> str:
-    """The route template of ``path`` for metrics, ``unmatched`` for any other path."""
+    """The route template of ``path`` for metrics (``/ui`` for the web chat's), ``unmatched`` for
+    any other path."""
+    if is_ui(path):
+        return UI_LABEL
     route, _ = match(path)
     return route.template if route is not None else UNMATCHED

@@ -24,6 +24,7 @@ class ServerSettings:
     embedding_model: str | None = None  # the default for /v1/embeddings (serve --model <an embedding model>)
     idle_timeout_s: float = IDLE_TIMEOUT_S
     body_timeout_s: float = BODY_TIMEOUT_S
+    web_ui: bool = True  # the chat page at / (serve --no-ui turns it off)
     # --tool-format: (model name, output format) pairs that override the format read from the
     # model's chat template; the format "none" makes the whole output content
     output_formats: tuple[tuple[str, str], ...] = ()
