@@ -98,6 +98,14 @@ class ServeCommand(MlxkCommand):
             default=str(ServerSettings.default_max_tokens),
         ),
         option("no-ui", None, "Do not serve the web chat page at /.", flag=True),
+        option(
+            "tool-format",
+            None,
+            "MODEL=FORMAT: read MODEL's tool calls and reasoning in FORMAT instead of the one its chat "
+            "template shows (repeatable; 'none': all output is content; formats: docs/tools.md).",
+            flag=False,
+            multiple=True,
+        ),
         option("log-json", None, "Request logs on stderr as JSON lines.", flag=True),
         option(
             "log-level",
@@ -137,6 +145,7 @@ class ServeCommand(MlxkCommand):
         max_body_bytes = _int(self.option("max-body-bytes"), "max-body-bytes", 1024, 2**31)
         tokens = BOUNDS["max_tokens"]  # the bounds of a request's own max_tokens
         default_max_tokens = _int(self.option("max-tokens"), "max-tokens", int(tokens.low), int(tokens.high))
+        output_formats = self._output_formats()
         from mlxk.server.listener import bind_listener
 
         listener = bind_listener(host, port, reuse_port=bool(self.option("reuse-port")))  # or a clear error
@@ -158,6 +167,7 @@ class ServeCommand(MlxkCommand):
             idle_timeout_s=idle_timeout,
             body_timeout_s=body_timeout,
             web_ui=not self.option("no-ui"),
+            output_formats=output_formats,
         )
         if host not in LOOPBACK:
             sys.stderr.write(f"Warning: listening on {host}: the server is reachable from other machines\n")
@@ -175,6 +185,24 @@ class ServeCommand(MlxkCommand):
         from mlxk.server.launch import serve
 
         serve(settings, listener, log_level=str(self.option("log-level")))  # ends the process when stopped
+
+    def _output_formats(self) -> tuple[tuple[str, str], ...]:
+        """--tool-format's pairs, each model resolved to its cached name now (an unknown model or
+        format is refused at start, not at the first request)."""
+        from mlxk.cache.runnable import runnable_model
+        from mlxk.generation import list_formats
+        from mlxk.generation.engine import NO_FORMAT
+
+        known = [*list_formats(), NO_FORMAT]
+        pairs: dict[str, str] = {}
+        for given in self.option("tool-format") or ():
+            model, sep, fmt = str(given).rpartition("=")
+            if not sep or not model or fmt not in known:
+                raise ValidationError(
+                    f"--tool-format takes MODEL=FORMAT with FORMAT one of {', '.join(known)}, not {given!r}"
+                )
+            pairs[runnable_model(self.location(), model).model.name] = fmt
+        return tuple(pairs.items())
 
 
 def _int(value: object, name: str, low: int, high: int) -> int:
