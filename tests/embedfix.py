@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import cachegen as gen
-from tests.modelfix import _char_tokenizer
+from tests.modelfix import char_tokenizer
 
 QUERY_PROMPT = "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:"
 HIDDEN = 64
@@ -54,7 +54,7 @@ def build_tiny_qwen3_embedding(variant: str = "st", seed: int = 11) -> dict[str,
     from mlx_lm.utils import save_model
     from tokenizers import processors
 
-    tokenizer = _char_tokenizer()
+    tokenizer = char_tokenizer()
     eot = tokenizer.token_to_id(EOT)
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"$A {EOT}", pair=f"$A {EOT} $B {EOT}", special_tokens=[(EOT, eot)]

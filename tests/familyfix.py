@@ -10,15 +10,11 @@ path (template, model, sampler, detokenizer, segmenter, server) runs as it does 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from tests.modelfix import CHARS, LAYER_SCALE, README, model_config
+from tests.modelfix import CHARS, LAYER_SCALE, README, char_tokenizer, model_config, weight_files
 
 TEMPLATES = Path(__file__).parent / "data" / "templates"
 # a few letters beyond ASCII, for non-ASCII arguments
@@ -84,27 +80,14 @@ FAMILIES: dict[str, Family] = {
 }  # fmt: skip
 
 
-def _tokenizer(family: Family) -> Any:
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
-
-    specials = list(dict.fromkeys((*family.specials, "<unk>")))
-    vocab = {token: i for i, token in enumerate((*specials, *CHARS, *EXTRA_CHARS))}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    tokenizer.decoder = decoders.Fuse()
-    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
-    return tokenizer
-
-
 def build_family_model(name: str, seed: int = 7) -> dict[str, bytes]:
     """The files of a tiny model of family ``name`` (a key of FAMILIES)."""
     import mlx.core as mx
     from mlx.nn.layers.linear import Linear
     from mlx_lm.models.llama import Model, ModelArgs
-    from mlx_lm.utils import save_config, save_model
 
     family = FAMILIES[name]
-    tokenizer = _tokenizer(family)
+    tokenizer = char_tokenizer(tuple(dict.fromkeys((*family.specials, "<unk>"))), (*CHARS, *EXTRA_CHARS))
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     config = model_config(vocab_size, max_position_embeddings=8192)
     config["eos_token_id"] = [tokenizer.token_to_id(t) for t in family.eos]
@@ -114,12 +97,7 @@ def build_family_model(name: str, seed: int = 7) -> dict[str, bytes]:
         if isinstance(module, Linear):
             module.weight = module.weight * LAYER_SCALE
     mx.eval(model.parameters())
-    files: dict[str, bytes] = {}
-    with tempfile.TemporaryDirectory(prefix="mlxk-family-") as tmp, contextlib.redirect_stdout(io.StringIO()):
-        out = Path(tmp)
-        save_model(out, model)
-        save_config(dict(config), out / "config.json")
-        files = {path.name: path.read_bytes() for path in sorted(out.iterdir())}
+    files = weight_files(model, config)
     tokenizer_config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": family.bos,

@@ -88,16 +88,30 @@ class TinyModel:
     vocab: dict[str, int] = field(repr=False)
 
 
-def _char_tokenizer() -> Any:
+def char_tokenizer(specials: tuple[str, ...] = SPECIAL_TOKENS, words: tuple[str, ...] = CHARS) -> Any:
+    """A word-level tokenizer whose pre-tokenizer splits every text into characters: ids for the
+    special tokens, then for ``words``. Words longer than a character are never produced from input
+    (a scripted model can still emit them, and they decode as they are)."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
-    vocab = {token: i for i, token in enumerate((*SPECIAL_TOKENS, *CHARS))}
+    vocab = {token: i for i, token in enumerate(dict.fromkeys((*specials, *words)))}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     # "[\s\S]" (not ".") so that newlines are isolated too
     tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     tokenizer.decoder = decoders.Fuse()
-    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
     return tokenizer
+
+
+def weight_files(model: Any, config: dict[str, Any]) -> dict[str, bytes]:
+    """The safetensors and config.json of ``model`` as mlx-lm saves them (name -> bytes)."""
+    from mlx_lm.utils import save_config, save_model
+
+    with tempfile.TemporaryDirectory(prefix="mlxk-tiny-") as tmp, contextlib.redirect_stdout(io.StringIO()):
+        out = Path(tmp)
+        save_model(out, model)
+        save_config(dict(config), out / "config.json")
+        return {path.name: path.read_bytes() for path in sorted(out.iterdir())}
 
 
 def _bpe_tokenizer() -> Any:
@@ -187,9 +201,9 @@ def build_tiny_chat_model(
     import mlx.core as mx
     from mlx.nn.layers.linear import Linear
     from mlx_lm.models.llama import Model, ModelArgs
-    from mlx_lm.utils import quantize_model, save_config, save_model
+    from mlx_lm.utils import quantize_model
 
-    tokenizer = _bpe_tokenizer() if bpe else _char_tokenizer()
+    tokenizer = _bpe_tokenizer() if bpe else char_tokenizer()
     if tokenizer.token_to_id(EOS_TOKEN) != EOS_ID:
         raise AssertionError("eos must be id 0")
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
@@ -216,13 +230,7 @@ def build_tiny_chat_model(
             model, config = quantize_model(model, config, group_size=32, bits=4)
         mx.eval(model.parameters())
 
-    files: dict[str, bytes] = {}
-    with tempfile.TemporaryDirectory(prefix="mlxk-tiny-") as tmp:
-        out = Path(tmp)
-        save_model(out, model)
-        save_config(dict(config), out / "config.json")
-        for path in sorted(out.iterdir()):
-            files[path.name] = path.read_bytes()
+    files = weight_files(model, config)
     files["tokenizer.json"] = tokenizer.to_str(pretty=True).encode()
     files["tokenizer_config.json"] = _json(_tokenizer_config(chat_template, bpe, max_position_embeddings))
     files["special_tokens_map.json"] = _json(

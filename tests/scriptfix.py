@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
-from pathlib import Path
-from typing import Any
 
-from tests.modelfix import CHARS, EOS_ID, EOS_TOKEN, README, SPECIAL_TOKENS, model_config
+from tests.modelfix import CHARS, EOS_ID, EOS_TOKEN, README, char_tokenizer, model_config, weight_files
 
 PULL = 40.0
 
@@ -84,28 +81,14 @@ def pieces(text: str) -> list[str]:
     return found
 
 
-def _tokenizer(script: list[str]) -> Any:
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
-
-    # the pieces are words of the vocabulary, never produced from input: the pre-tokenizer splits
-    # every text into characters
-    vocab = {token: i for i, token in enumerate((*SPECIAL_TOKENS, *CHARS, *script))}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    tokenizer.decoder = decoders.Fuse()
-    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
-    return tokenizer
-
-
 def build_scripted_model(script: str = SCRIPT) -> dict[str, bytes]:
     """The files of a tiny MLX chat model that answers every prompt with ``script``."""
     import mlx.core as mx
     from mlx.utils import tree_map
     from mlx_lm.models.llama import Model, ModelArgs
-    from mlx_lm.utils import save_config, save_model
 
     parts = pieces(script)
-    tokenizer = _tokenizer(parts)
+    tokenizer = char_tokenizer(words=(*CHARS, *parts))  # the pieces: words never made from input
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     if vocab_size > HIDDEN:
         raise ValueError(f"{len(parts)} pieces need more than {HIDDEN} one-hot dimensions")
@@ -128,13 +111,7 @@ def build_scripted_model(script: str = SCRIPT) -> dict[str, bytes]:
     model.lm_head.weight = mx.array(head)
     mx.eval(model.parameters())
 
-    files: dict[str, bytes] = {}
-    with tempfile.TemporaryDirectory(prefix="mlxk-scripted-") as tmp:
-        out = Path(tmp)
-        save_model(out, model)
-        save_config(dict(config), out / "config.json")
-        for path in sorted(out.iterdir()):
-            files[path.name] = path.read_bytes()
+    files = weight_files(model, config)
     files["tokenizer.json"] = tokenizer.to_str(pretty=True).encode()
     tokenizer_config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
