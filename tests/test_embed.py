@@ -192,3 +192,40 @@ def test_concurrent_requests_are_batched_and_get_their_own_vectors(cache: Path) 
             abs(x - y) for x, y in zip(a["data"][0]["embedding"], b["data"][0]["embedding"], strict=True)
         )
         assert diff < 1e-4
+
+
+def test_generation_and_embeddings_share_one_mlx_thread(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chat stream and embedding requests at once: every MLX call of both runs on the engine thread
+    (the embedding batches between two decoding steps), and each answer is still right."""
+    import threading
+
+    from mlxk.generation.batch import BatchRunner
+    from mlxk.server.embeddings import EmbeddingWorker
+
+    threads: dict[str, set[str]] = {"generation": set(), "embedding": set()}
+    step, embed = BatchRunner.step, EmbeddingWorker._embed
+
+    def recorded_step(self: Any) -> None:
+        threads["generation"].add(threading.current_thread().name)
+        step(self)
+
+    def recorded_embed(self: Any, jobs: Any, model: str) -> None:
+        threads["embedding"].add(threading.current_thread().name)
+        embed(self, jobs, model)
+
+    monkeypatch.setattr(BatchRunner, "step", recorded_step)
+    monkeypatch.setattr(EmbeddingWorker, "_embed", recorded_embed)
+
+    async def scenario(call: Client) -> tuple[Any, list[Any]]:
+        chat = call("POST", "/v1/chat/completions", json={"model": CHAT, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 40, "stream": True})  # fmt: skip
+        vectors = [call("POST", "/v1/embeddings", json={"model": MINILM, "input": t}) for t in (FOOD, BREAD)]
+        answers = await asyncio.gather(chat, *vectors)
+        return answers[0], [r.json() for r in answers[1:]]
+
+    chat, (food, bread) = serve(cache, scenario, model=CHAT)
+    assert chat.status_code == 200 and chat.text.endswith("data: [DONE]\n\n")
+    assert threads == {"generation": {"mlxk-engine"}, "embedding": {"mlxk-engine"}}
+    similarity = sum(
+        a * b for a, b in zip(food["data"][0]["embedding"], bread["data"][0]["embedding"], strict=True)
+    )
+    assert similarity > 0.6

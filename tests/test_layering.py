@@ -25,7 +25,7 @@ FORBIDDEN = {
     "generation": ("ops", "cli", "output", "server", "hub", "runner"),
     "ops": ("cli", "output", "server"),
     "output": ("cli", "server"),
-    "server": ("cli", "output", "hub"),
+    "server": ("cli", "output", "hub", "ops"),  # server uses generation, runner (embedding), cache, errors
 }
 # mlxk/core/'s implementations: only the selector (mlxk.core.impl) reaches them from outside
 CORE_PRIVATE = ("twin", "_native", "libcrypto")

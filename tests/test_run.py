@@ -155,7 +155,7 @@ def test_model_errors_before_loading(cli: Any, models: Path, hub: Path) -> None:
 
 
 def test_a_model_bigger_than_memory_is_refused(cli: Any, models: Path, hub: Path) -> None:
-    from mlxk.ops.version import total_memory_bytes
+    from mlxk.cache.runnable import total_memory_bytes
 
     total = total_memory_bytes()
     assert total is not None

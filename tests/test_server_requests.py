@@ -14,7 +14,7 @@ import pytest
 from mlxk.generation.chunks import Chunk, ToolCallDelta, Usage
 from mlxk.generation.request import FunctionTool, GenerationRequest, Message, Sampling, ToolCall
 from mlxk.server.app import ServerSettings
-from mlxk.server.schemas import Reply
+from mlxk.server.openai.replies import Reply
 from tests.modelfix import install
 from tests.servefix import Client, run_in_process
 from tests.toolfix import TIME, TOOLS_TEMPLATE, WEATHER, with_template
@@ -154,11 +154,12 @@ def test_a_conversation_the_template_refuses_is_a_400(server: Any) -> None:
 
 
 def test_completions_take_no_chat_fields(server: Any) -> None:
-    """tools on /v1/completions are unknown there, as before: ignored (and logged), not an error."""
+    """tools on /v1/completions are no field of that endpoint: refused by name, not ignored."""
 
     async def scenario(call: Client) -> None:
         r = await call("POST", "/v1/completions", json={"prompt": "Hi", "max_tokens": 2, "tools": [WEATHER]})
-        assert r.status_code == 200
+        assert r.status_code == 400
+        assert (r.json()["error"]["param"], r.json()["error"]["code"]) == ("tools", "unsupported_field")
 
     server(scenario)
 
@@ -214,7 +215,7 @@ def test_a_whole_answer_with_tool_calls_in_openai_shape() -> None:
 
 
 def test_requests_the_server_builds_are_the_pipeline_values() -> None:
-    from mlxk.server.schemas import parse
+    from mlxk.server.openai.requests import parse
 
     parsed = parse(
         body(messages=CONVERSATION, tools=[WEATHER], tool_choice="auto", seed=3, stop="END"),

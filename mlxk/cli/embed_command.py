@@ -8,7 +8,7 @@ from cleo.helpers import argument, option
 
 from mlxk.cli.base import MlxkCommand
 from mlxk.errors import ValidationError
-from mlxk.ops.embed import embedding_model
+from mlxk.runner.embeddable import embedding_model
 
 MAX_BATCH = 4096
 

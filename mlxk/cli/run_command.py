@@ -7,10 +7,10 @@ from typing import Any
 
 from cleo.helpers import argument, option
 
+from mlxk.cache.runnable import runnable_model
 from mlxk.cli.base import MlxkCommand
 from mlxk.errors import ExecutionError, MlxkError, ValidationError
 from mlxk.generation.request import GenerationRequest, Sampling
-from mlxk.ops.run import runnable_model
 from mlxk.output.emit import write_error
 from mlxk.output.generation import render_stats, run_data
 

@@ -107,9 +107,9 @@ class ServeCommand(MlxkCommand):
             raise ValidationError("--single-model needs --model")
         embedding_model = None
         if model:  # refused now, not at the first request
+            from mlxk.cache.runnable import runnable_model
             from mlxk.errors import ModelIncompatible
-            from mlxk.ops.embed import embedding_model as find_embedding_model
-            from mlxk.ops.run import runnable_model
+            from mlxk.runner.embeddable import embedding_model as find_embedding_model
 
             try:
                 model = runnable_model(self.location(), model).model.name

@@ -36,6 +36,9 @@ class Segmenter:
     """Base of the per-format segmenters: feed() each delta, then finish() once."""
 
     short_ids = False  # Mistral's templates want 9-character ids back
+    # The markers of calls in text (openers, closers, separators). Without calls (no tools were
+    # offered: the model was told of none), they are text like any other.
+    call_markers: tuple[str, ...] = ()
     # Where the assistant's turn starts in a rendered prompt: only the prompt text after the last of
     # these can tell how the output begins (inside reasoning, inside a channel header, ...).
     turn_starts: tuple[str, ...] = ()
@@ -46,8 +49,11 @@ class Segmenter:
         *,
         prompt_tail: str | None = None,
         seed: int | None = None,
+        calls: bool = True,
     ) -> None:
         self.tools = tools if isinstance(tools, Tools) else Tools(tools)
+        self.calls_on = calls
+        self.inert = frozenset(() if calls else self.call_markers)  # markers read as text
         self.ids = CallIds(seed, short=self.short_ids)
         self.buf = ""
         self.lstrip = False
@@ -158,6 +164,11 @@ class TextMode:
         if not buf:
             return False
         i, marker = self.markers.search(buf)
+        if marker is not None and marker in seg.inert:  # a call marker while calls are off: text
+            end = i + len(marker)
+            seg.text(self.channel, buf[:end])
+            seg.buf = buf[end:]
+            return True
         if marker is not None:
             before = buf[:i]
             body = before.rstrip()

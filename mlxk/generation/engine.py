@@ -2,7 +2,10 @@
 
 ``sequence`` is where every request starts, for both loops: the prompt (checked against the
 context), the token budget clamped to the context, sampler and processors, a detokenizer, the
-segmenter and the model's end-of-turn tokens. ``generate`` is the single-sequence loop (``mlxk
+segmenter and the model's end-of-turn tokens. The segmenter is the one of the model's output format
+(read from its chat template with ``detect_format``, or set with ``use_format``): chat requests get
+one, with the tools they offered (none offered: calls are text) and the end of their prompt; a
+model without a known format, or a raw prompt, gets none, and pays nothing per token for it. ``generate`` is the single-sequence loop (``mlxk
 run``): tokens from mlx-lm's ``generate_step`` (the loop ``stream_generate`` runs, so the speed is
 mlx-lm's) fed to the sequence. One request runs at a time per engine (a lock); the server's batch
 loop (``batch``) drives the same sequences.
@@ -18,9 +21,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from mlxk.errors import PromptTooLong
+from mlxk.errors import PromptTooLong, ValidationError
 from mlxk.generation.chunks import Chunk
-from mlxk.generation.prompt import Prompt, render
+from mlxk.generation.detect import detect_format
+from mlxk.generation.parse import list_formats, make_segmenter
+from mlxk.generation.prompt import Prompt, offered_tools, render
 from mlxk.generation.request import GenerationRequest
 from mlxk.generation.sampling import sampler_and_processors
 from mlxk.generation.sequence import Segmenter, Sequence
@@ -41,6 +46,7 @@ TURN_MARKERS = (
 
 # request and rendered prompt -> the segmenter of the model's output format (None: all content)
 SegmenterFactory = Callable[[GenerationRequest, Prompt], "Segmenter | None"]
+NO_FORMAT = "none"  # what ``use_format`` takes for "all output is content"
 
 
 def plain_text(request: GenerationRequest, prompt: Prompt) -> Segmenter | None:
@@ -58,8 +64,43 @@ class Engine:
         self.vocab_size = vocab if isinstance(vocab, int) and not isinstance(vocab, bool) else None
         self.has_chat_template = bool(getattr(tokenizer, "has_chat_template", False))
         self.end_ids = frozenset(self._end_ids())
+        self.output_format: str | None = None
         self.segmenter_for: SegmenterFactory = plain_text
+        self.use_format(self._detected_format())
         self._lock = threading.Lock()
+
+    def _detected_format(self) -> str | None:
+        template = getattr(self.tokenizer, "chat_template", None)
+        if isinstance(template, dict):  # named templates (a default and a tool_use one, say)
+            template = "\n".join(str(t) for t in template.values())
+        try:
+            special = list(self.tokenizer.get_added_vocab())
+        except (AttributeError, TypeError):
+            special = []
+        return detect_format(template if isinstance(template, str) else None, special)
+
+    def use_format(self, name: str | None) -> None:
+        """The output format to segment answers with: a name of ``list_formats()``, or None (or
+        ``"none"``) for output that is all content."""
+        if name is None or name == NO_FORMAT:
+            self.output_format, self.segmenter_for = None, plain_text
+            return
+        if name not in list_formats():
+            known = ", ".join([*list_formats(), NO_FORMAT])
+            raise ValidationError(f"unknown output format {name!r}; known: {known}")
+        self.output_format, self.segmenter_for = name, self._format_segmenter
+
+    def _format_segmenter(self, request: GenerationRequest, prompt: Prompt) -> Segmenter | None:
+        if request.prompt is not None or self.output_format is None:
+            return None  # a raw prompt: the output comes back as the model wrote it
+        tools = offered_tools(request)
+        return make_segmenter(
+            self.output_format,
+            tools=tools,
+            prompt_tail=prompt.tail,
+            seed=request.sampling.seed,  # a seeded request gets the same call ids for the same output
+            calls=bool(tools),
+        )
 
     def _end_ids(self) -> set[int]:
         """The model's own end tokens, plus the turn markers its chat template uses (so a chat
@@ -97,7 +138,7 @@ class Engine:
         detokenizer.reset()
         return Sequence(
             prompt, max_tokens, sampler, processors, detokenizer, self.end_ids, request.stops,
-            self.segmenter_for(request, prompt), cancel,
+            self.segmenter_for(request, prompt), cancel, single_call=not request.parallel_tool_calls,
         )  # fmt: skip
 
     def generate(self, request: GenerationRequest, cancel: threading.Event | None = None) -> Iterator[Chunk]:

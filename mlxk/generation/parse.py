@@ -21,15 +21,17 @@ def make_segmenter(
     tools: Iterable[Mapping[str, Any]] | None = None,
     prompt_tail: str | None = None,
     seed: int | None = None,
+    calls: bool = True,
 ) -> Segmenter:
     """A segmenter for one output: feed() it each text delta, then finish() it once.
 
-    `seed` makes the generated call ids repeatable (the same output gets the same ids).
+    `seed` makes the generated call ids repeatable (the same output gets the same ids). Without
+    `calls` (a model that was offered no tools) only reasoning is split off: call markers are text.
     """
     info = FORMATS.get(format)
     if info is None:
         raise ValueError(f"unknown output format {format!r}; known: {', '.join(FORMATS)}")
-    return info.segmenter(tools, prompt_tail=prompt_tail, seed=seed)
+    return info.segmenter(tools, prompt_tail=prompt_tail, seed=seed, calls=calls)
 
 
 def parse_output(

@@ -172,6 +172,7 @@ class GenerationRequest:
     stops: tuple[str, ...] = ()
     tools: tuple[FunctionTool, ...] = ()
     tool_choice: ToolChoice = "auto"
+    parallel_tool_calls: bool = True  # False: the answer has at most one call
     response_format: ResponseFormat = field(default_factory=ResponseFormat)
     thinking: bool | None = None  # the template's thinking switch; None: the template's default
     template_kwargs: Mapping[str, Any] = field(default_factory=dict)  # more chat template variables

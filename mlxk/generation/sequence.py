@@ -100,6 +100,7 @@ class Sequence:
         "reason",
         "sampler",
         "segmenter",
+        "single_call",
         "started",
         "stops",
     )
@@ -115,6 +116,7 @@ class Sequence:
         stops: tuple[str, ...] = (),
         segmenter: Segmenter | None = None,
         cancel: threading.Event | None = None,
+        single_call: bool = False,
     ) -> None:
         self.prompt = prompt.tokens
         self.prompt_tail = prompt.tail
@@ -130,6 +132,8 @@ class Sequence:
         self.reason: str | None = None  # set when the sequence must end
         self.cached_tokens = 0  # prompt tokens whose KV came from a prefix cache
         self.calls: set[int] = set()  # the tool calls of the answer (by index), but for failed ones
+        # parallel_tool_calls false: the first call is the answer; a second one ends the sequence
+        self.single_call = single_call
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
 
@@ -204,6 +208,10 @@ class Sequence:
         calls: list[ToolCallDelta] = []
         for event in events:
             channel = event.channel
+            if self.single_call and event.index is not None and event.index > 0:
+                # a second call: the first is complete, and is the answer (nothing after it is)
+                self.reason = self.reason or "stop"
+                break
             if channel in (CONTENT, FAILED_CALL):
                 if channel == FAILED_CALL and event.index is not None:
                     self.calls.discard(event.index)

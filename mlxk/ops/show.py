@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from mlxk.cache.content import model_fingerprint
 from mlxk.cache.model import CachedModel
+from mlxk.cache.pick import pick_model
 from mlxk.cache.scan import CacheLocation
-from mlxk.ops.pick import pick_model
 
 
 @dataclass(frozen=True, slots=True)

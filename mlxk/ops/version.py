@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from mlxk._version import JSON_API_SPEC_VERSION, __version__
+from mlxk.cache.runnable import total_memory_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,13 +14,6 @@ class VersionInfo:
     json_api_spec_version: str
     memory_total_bytes: int | None
     native: bool
-
-
-def total_memory_bytes() -> int | None:
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def version_info(native: bool) -> VersionInfo:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+from mlxk.server.errors import HTTPError, shutting_down
 
 if TYPE_CHECKING:
     from mlxk.server.disconnect import DisconnectWatch
@@ -18,48 +20,11 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
-class HTTPError(Exception):
-    """An OpenAI-shaped error response: ``{"error": {"message", "type", "param", "code"}}``."""
-
-    TYPES: ClassVar[dict[int, str]] = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-             404: "not_found_error", 405: "invalid_request_error", 408: "invalid_request_error",
-             413: "invalid_request_error", 429: "rate_limit_error", 503: "server_error", 500: "server_error"}  # fmt: skip
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        param: str | None = None,
-        code: str | None = None,
-        headers: Iterable[tuple[str, str]] = (),
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.param = param
-        self.code = code
-        self.headers = tuple(headers)
-
-    def body(self) -> dict[str, Any]:
-        kind = self.TYPES.get(self.status, "server_error" if self.status >= 500 else "invalid_request_error")
-        return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
-
-
 def header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
         if key.lower() == name:
             return bytes(value).decode("latin-1")
     return None
-
-
-def shutting_down() -> HTTPError:
-    return HTTPError(
-        503,
-        "the server is shutting down",
-        code="shutting_down",
-        headers=[("retry-after", "1"), ("connection", "close")],
-    )
 
 
 async def read_body(
@@ -173,3 +138,16 @@ async def send_events(
         if closer is not None:
             await closer()
     return True
+
+
+class Tracked:
+    """``send``, remembering whether the response has begun (an error can then no longer be sent)."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)

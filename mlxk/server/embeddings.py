@@ -1,8 +1,9 @@
 """``POST /v1/embeddings``: sentence encoders beside the chat engine, batched across requests.
 
-One thread owns the encoder (loaded on first use, or switched when a request names another
-embedding model). Requests that arrive while a batch is being embedded wait together and go into
-the next forward pass as one batch, then each gets its own slice of the result.
+The engine thread runs the encoder (loaded on first use, or switched when a request names another
+embedding model), between two decoding steps of the chat engine: one thread owns MLX. Requests
+that arrive while the thread is busy wait together and go into the next forward pass as one batch,
+then each gets its own slice of the result.
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ import base64
 import contextlib
 import queue
 import struct
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlxk.server.asgi import HTTPError
+from mlxk.server.errors import HTTPError, shutting_down
 
 MAX_INPUTS = 2048
 MAX_BATCH_TEXTS = 256
@@ -47,37 +47,35 @@ class EmbedJob:
 
 
 class EmbeddingWorker:
-    def __init__(self, load: Callable[[str], Any]) -> None:
+    """The embedding batches, run by whoever owns MLX: ``run_on_mlx_thread`` takes a callable and
+    runs it there (the engine worker's ``call``)."""
+
+    def __init__(
+        self, load: Callable[[str], Any], run_on_mlx_thread: Callable[[Callable[[], None]], None]
+    ) -> None:
         self._load = load
-        self._jobs: queue.Queue[EmbedJob | None] = queue.Queue()
+        self._jobs: queue.Queue[EmbedJob] = queue.Queue()
         self._encoder: Any = None
         self._model: str | None = None
-        self._thread = threading.Thread(target=self._run, name="mlxk-embed", daemon=True)
-        self._started = False
+        self._run_on_mlx_thread = run_on_mlx_thread
 
     def submit(self, job: EmbedJob) -> None:
-        if not self._started:
-            self._started = True
-            self._thread.start()
         self._jobs.put(job)
+        self._run_on_mlx_thread(self.run_pending)  # a later call finds the queue empty: no cost
 
     def stop(self) -> None:
-        if self._thread.is_alive():
-            self._jobs.put(None)
-            self._thread.join(timeout=10)
+        """The MLX thread has stopped: whoever still waits gets the server's 503."""
+        while not self._jobs.empty():
+            self._jobs.get_nowait().settle(shutting_down())
 
-    def _run(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
+    def run_pending(self) -> None:
+        """On the MLX thread: every job waiting now, in batches of up to MAX_BATCH_TEXTS texts."""
+        while not self._jobs.empty():
+            job = self._jobs.get_nowait()
             batch = [job]
             texts = len(job.texts)
             while texts < MAX_BATCH_TEXTS and not self._jobs.empty():  # whoever waited meanwhile joins
                 following = self._jobs.get_nowait()
-                if following is None:
-                    self._jobs.put(None)
-                    break
                 batch.append(following)
                 texts += len(following.texts)
             for model in dict.fromkeys(j.model for j in batch):

@@ -1,5 +1,7 @@
 """One thread owns MLX: it loads models and runs every request through continuous batching
-(``mlxk.generation.batch``), handing chunks to the event loop of the request that asked.
+(``mlxk.generation.batch``), handing chunks to the event loop of the request that asked. Other
+MLX work (the embedding batches) runs on the same thread, between two decoding steps (``call``):
+MLX is never used from two threads at once.
 
 New requests join the running batch between decoding steps; a request for another model waits
 until the batch has drained, then the model is switched. A bounded count of requests (waiting or
@@ -9,6 +11,7 @@ running) keeps memory in check; beyond it a request is refused at once, not queu
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 import time
@@ -21,7 +24,9 @@ from mlxk.generation.chunks import Chunk, Usage, merge
 from mlxk.generation.engine import Engine
 from mlxk.generation.request import GenerationRequest
 
+log = logging.getLogger("mlxk.server")
 Item = Chunk | BaseException
+Task = Callable[[], None]  # MLX work of another kind, run on the engine thread between steps
 # Chunks wait at most this long on the engine thread, so the event loop wakes ~200 times a second
 # at most instead of once per token (on a small machine the wake-ups compete with generation).
 DELIVERY_INTERVAL_S = 0.005
@@ -60,7 +65,8 @@ class EngineWorker:
         self._finished = finished  # told of every generation's end, whether or not a client still reads
         self._max_queue = max_queue
         self._max_batch = max_batch
-        self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self._jobs: queue.Queue[Job | Task | None] = queue.Queue()
+        self._tasks: list[Task] = []
         self._pending = 0
         self._lock = threading.Lock()
         self._runner: BatchRunner | None = None
@@ -87,6 +93,10 @@ class EngineWorker:
     def submit(self, job: Job) -> None:
         self.submit_all([job])
 
+    def call(self, task: Task) -> None:
+        """Run ``task`` on the engine thread, between two decoding steps (it must not raise)."""
+        self._jobs.put(task)
+
     def submit_all(self, jobs: list[Job]) -> None:
         """Queue every job of a request, or none of them (Busy) when they do not all fit."""
         with self._lock:
@@ -112,6 +122,7 @@ class EngineWorker:
                 if self._runner is not None:
                     self._runner.close()
                 return
+            self._run_tasks()
             self._admit(waiting)
             if self._runner is not None and self._runner.active:
                 try:
@@ -159,9 +170,20 @@ class EngineWorker:
                     for pending in waiting:
                         self._finish(pending, Chunk(finish_reason="cancelled"))
                     return False
-                waiting.append(job)
+                if isinstance(job, Job):
+                    waiting.append(job)
+                else:
+                    self._tasks.append(job)
         except queue.Empty:
             return True
+
+    def _run_tasks(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            try:
+                task()
+            except Exception:  # a bug in a task: logged; the engine thread lives on
+                log.exception("a task on the engine thread failed")
 
     def _admit(self, waiting: deque[Job]) -> None:
         for job in [j for j in waiting if j.cancel.is_set()]:  # clients that left while they waited

@@ -50,6 +50,7 @@ _END_OF_TURN = ("<｜end▁of▁sentence｜>",)
 
 class DeepSeekV3(Segmenter):
     turn_starts = ("<｜Assistant｜>",)
+    call_markers = (*_SECTION, *_CALL, *_SECTION_END, *_CALL_END, *_SEP)
 
     def initial_mode(self) -> Mode:
         content, reasoning = think_modes()
@@ -136,6 +137,7 @@ def parse_invoke(body: str, tools: Tools) -> list[ParsedCall] | None:
 
 class DeepSeekDsml(Segmenter):
     turn_starts = ("<｜Assistant｜>",)
+    call_markers = (*_DSML_SECTIONS, *_DSML_SECTION_ENDS)
 
     def initial_mode(self) -> Mode:
         content, reasoning = think_modes()

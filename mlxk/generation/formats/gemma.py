@@ -140,6 +140,7 @@ def parse_call(body: str, tools: Tools) -> list[ParsedCall] | None:
 
 class Gemma4(Segmenter):
     turn_starts = ("<|turn>model",)
+    call_markers = ("<|tool_call>", "<tool_call|>")
 
     def initial_mode(self) -> Mode:
         content = TextMode(Channel.CONTENT)

@@ -60,6 +60,7 @@ def name_check(raw: str) -> bool | None:
 
 class Glm45(Segmenter):
     turn_starts = ("<|assistant|>",)
+    call_markers = ("<tool_call>", "</tool_call>")
 
     def initial_mode(self) -> Mode:
         content, reasoning = think_modes()

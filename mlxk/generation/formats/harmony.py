@@ -57,7 +57,7 @@ class Harmony(Segmenter):
 
     def _on_header(self, seg: Segmenter, header: str, end: str) -> Mode | None:
         recipient = _RECIPIENT.search(header)
-        if recipient is not None:
+        if recipient is not None and seg.calls_on:
             name = recipient.group(1).removeprefix("functions.")
             # a body that is no JSON object is content; the header is not read again
             return JsonArgsCall(Fallback(self.content, ""), name, Expect(_ENDS, self.content))

@@ -41,6 +41,13 @@ _KIMI_ID = re.compile(r"(?:functions\.)?(.+?)(?::\d+)?")
 
 class KimiK2(Segmenter):
     turn_starts = ("<|im_assistant|>assistant<|im_middle|>",)
+    call_markers = (
+        *_SECTION,
+        *_SECTION_END,
+        "<|tool_call_begin|>",
+        "<|tool_call_end|>",
+        "<|tool_call_argument_begin|>",
+    )
 
     def initial_mode(self) -> Mode:
         content, reasoning = think_modes()
@@ -142,6 +149,7 @@ def _typed(value: str, kind: str | None, schema: Any) -> Any:
 
 class KimiK3(Segmenter):
     turn_starts = ('<|open|>message role="assistant"<|sep|>',)
+    call_markers = ("<|open|>tools<|sep|>", "<|close|>tools<|sep|>")
 
     def initial_mode(self) -> Mode:
         content = TextMode(Channel.CONTENT)

@@ -61,10 +61,12 @@ def _json_calls(home: TextMode) -> Any:
 
 class Llama3Json(Segmenter):
     turn_starts = ("<|start_header_id|>assistant<|end_header_id|>",)
+    call_markers = ("<|python_tag|>",)
 
     def initial_mode(self) -> Mode:
         content = TextMode(Channel.CONTENT)
-        start = Start(content, {"{": _json_calls(content)})
+        # without calls a JSON answer is just an answer
+        start = Start(content, {"{": _json_calls(content)} if self.calls_on else {})
         content.on({"<|python_tag|>": go(start), **drop("<|eom_id|>", "<|eot_id|>")})
         return start
 
@@ -217,6 +219,7 @@ class PythonicList:
 
 class Llama4Pythonic(Segmenter):
     turn_starts = ("<|header_start|>assistant<|header_end|>",)
+    call_markers = ("<|python_start|>", "<|python_end|>")
 
     def initial_mode(self) -> Mode:
         content = TextMode(Channel.CONTENT)
@@ -224,6 +227,7 @@ class Llama4Pythonic(Segmenter):
         def pythonic(seg: Segmenter) -> Mode:
             return PythonicList(content)
 
-        start = Start(content, {"[": pythonic, "{": _json_calls(content)}, tags=("<|python_start|>",))
+        openers = {"[": pythonic, "{": _json_calls(content)} if self.calls_on else {}
+        start = Start(content, openers, tags=("<|python_start|>",) if self.calls_on else ())
         content.on({"<|python_start|>": go(start), "<|python_end|>": go(start), **drop("<|eom|>", "<|eot|>")})
         return start

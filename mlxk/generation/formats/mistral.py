@@ -64,6 +64,7 @@ class ObjectList:
 class Mistral(Segmenter):
     short_ids = True
     turn_starts = ("[/INST]",)
+    call_markers = (_CALLS,)
 
     def initial_mode(self) -> Mode:
         content, reasoning = think_modes(("[THINK]", "<think>"), ("[/THINK]", "</think>"))

@@ -60,6 +60,7 @@ class ToolCallTags(Segmenter):
     """The `<tool_call>` family; `bare_functions` adds `<function=...>` outside the wrapper."""
 
     turn_starts = ("<|im_start|>assistant",)
+    call_markers = ("<tool_call>", "</tool_call>", "<function=")
     bare_functions = False
 
     def initial_mode(self) -> Mode:

@@ -1,18 +1,27 @@
-"""``mlxk run``: which cached snapshot to load, and why not, decided before any weight is read."""
+"""Which cached snapshot can generate on this machine, and why not, decided before any weight is read
+(``mlxk run`` and the server ask the same question)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from mlxk.cache.model import CachedModel
-from mlxk.cache.scan import CacheLocation
 from mlxk.errors import InsufficientMemory, ModelIncompatible
-from mlxk.ops.pick import pick_model
-from mlxk.ops.version import total_memory_bytes
+
+if TYPE_CHECKING:  # the scan's modules load only when a model is picked (`mlxk --version` stays light)
+    from mlxk.cache.model import CachedModel
+    from mlxk.cache.scan import CacheLocation
 
 # Weights need this much room beside them for the KV cache, activations and the rest of the system.
 MEMORY_HEADROOM = 0.9
+
+
+def total_memory_bytes() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +32,8 @@ class Runnable:
 
 def runnable_model(location: CacheLocation, spec: str, *, purpose: str = "generation") -> Runnable:
     """The snapshot ``spec`` names, if mlx-lm can run it for ``purpose`` on this machine."""
+    from mlxk.cache.pick import pick_model
+
     model = pick_model(location, spec, healthy=True)
     if purpose == "generation" and model.model_type == "embedding":
         raise ModelIncompatible(

@@ -1,4 +1,5 @@
-"""``mlxk embed``: which cached snapshot can embed, decided before any weight is read."""
+"""Which cached snapshot can embed, decided before any weight is read (``mlxk embed`` and the
+server ask the same question)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import os
 from dataclasses import dataclass
 
 from mlxk.cache.model import CachedModel
+from mlxk.cache.pick import pick_model
 from mlxk.cache.scan import CacheLocation
 from mlxk.errors import ModelIncompatible
-from mlxk.ops.pick import pick_model
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,22 +1,19 @@
-"""OpenAI request bodies -> engine requests, checked field by field; engine output -> OpenAI shapes.
+"""OpenAI request bodies -> ``GenerationRequest`` values, checked field by field.
 
 Every field is checked for its exact JSON type (``true`` is not a number, ``"10"`` is not an
 integer) and range; what is not supported is refused with a 400 naming the field, never silently
-ignored. Unknown fields are ignored (and reported to the caller for the log).
+ignored (``fields`` says which fields are taken at all).
 """
 
 from __future__ import annotations
 
 import math
-import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from mlxk.errors import InvalidField
-from mlxk.generation.chunks import Chunk, ToolCallDelta, Usage
 from mlxk.generation.request import (
     BOUNDS,
     ContentPart,
@@ -31,16 +28,11 @@ from mlxk.generation.request import (
     ToolCall,
     ToolChoice,
 )
-from mlxk.server.asgi import HTTPError
+from mlxk.server.errors import HTTPError, invalid
+from mlxk.server.openai.fields import check_fields
 
 MAX_PROMPTS = 64  # prompts of one /v1/completions request, each its own choice
-_KNOWN = {
-    "model", "messages", "prompt", "stream", "stream_options", "max_tokens", "max_completion_tokens",
-    "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty",
-    "seed", "stop", "n", "logprobs", "top_logprobs", "response_format", "user", "echo", "suffix",
-    "tools", "tool_choice", "chat_template_kwargs", "enable_thinking",
-}  # fmt: skip
-_CHAT_ONLY = {"tools", "tool_choice", "chat_template_kwargs", "enable_thinking"}
+STREAM_OPTIONS = ("include_usage", "include_obfuscation")  # the second: no padding is sent (none needed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +41,9 @@ class Parsed:
     requests: tuple[GenerationRequest, ...]  # one per choice: several for a list of prompts
     stream: bool
     include_usage: bool
-    unknown: tuple[str, ...]
 
 
-def _bad(param: str, message: str) -> HTTPError:
-    return HTTPError(400, message, param=param, code="invalid_value")
+_bad = invalid
 
 
 def _number(body: dict[str, Any], key: str) -> float | None:
@@ -242,10 +232,20 @@ def _prompts(body: dict[str, Any]) -> list[str]:
     return prompts
 
 
+def _parallel_tool_calls(body: dict[str, Any]) -> bool:
+    value = body.get("parallel_tool_calls")
+    if value is None:
+        return True
+    if not isinstance(value, bool):
+        raise _bad("parallel_tool_calls", "'parallel_tool_calls' must be true or false")
+    return value
+
+
 def _refuse_unsupported(body: dict[str, Any]) -> None:
-    n = body.get("n")
-    if n is not None and (isinstance(n, bool) or n != 1):
-        raise _bad("n", "only n=1 is supported")
+    for key in ("n", "best_of"):
+        value = body.get(key)
+        if value is not None and (isinstance(value, bool) or value != 1):
+            raise _bad(key, f"only {key}=1 is supported")
     if body.get("logprobs") not in (None, False, 0) or body.get("top_logprobs") not in (None, 0):
         raise _bad("logprobs", "logprobs are not supported by this server")
     if body.get("echo") not in (None, False) or body.get("suffix") is not None:
@@ -270,6 +270,7 @@ def _sampling(body: dict[str, Any]) -> Sampling:
 def parse(body: Any, *, chat: bool, default_max_tokens: int) -> Parsed:
     if not isinstance(body, dict):
         raise HTTPError(400, "the request body must be a JSON object")
+    check_fields(body, "chat" if chat else "completions")
     _refuse_unsupported(body)
     model = body.get("model")
     if model is not None and not isinstance(model, str):
@@ -279,9 +280,10 @@ def parse(body: Any, *, chat: bool, default_max_tokens: int) -> Parsed:
         raise _bad("stream", "'stream' must be true or false")
     options = body.get("stream_options")
     if options is not None and (
-        not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool)
+        not isinstance(options, dict)
+        or not all(key in STREAM_OPTIONS and isinstance(value, bool) for key, value in options.items())
     ):
-        raise _bad("stream_options", "'stream_options' must be an object with a boolean include_usage")
+        raise _bad("stream_options", f"'stream_options' takes booleans {' and '.join(STREAM_OPTIONS)}")
     limits = {key: _integer(body, key) for key in ("max_completion_tokens", "max_tokens")}
     limit = next((value for value in limits.values() if value is not None), None)
     try:
@@ -300,6 +302,7 @@ def parse(body: Any, *, chat: bool, default_max_tokens: int) -> Parsed:
                 messages=_messages(body),
                 tools=_tools(body),
                 tool_choice=_tool_choice(body),
+                parallel_tool_calls=_parallel_tool_calls(body),
                 thinking=thinking,
                 template_kwargs=template_kwargs,
                 **common,
@@ -308,123 +311,6 @@ def parse(body: Any, *, chat: bool, default_max_tokens: int) -> Parsed:
         else:
             requests = tuple(GenerationRequest(prompt=p, **common) for p in _prompts(body))
     except InvalidField as error:  # a value out of bounds, or what the pipeline cannot do yet
-        raise _bad(error.param, error.message) from None
+        raise invalid(error.param, error.message) from None
     include_usage = bool(options and options.get("include_usage"))
-    unknown = set(body) - (_KNOWN if chat else _KNOWN - _CHAT_ONLY)
-    return Parsed(model, requests, stream, include_usage, tuple(sorted(unknown)))
-
-
-def total_usage(usages: list[Usage]) -> Usage:
-    """The usage of a request whose prompts were generated separately."""
-    if len(usages) == 1:
-        return usages[0]
-    return Usage(
-        prompt_tokens=sum(u.prompt_tokens for u in usages),
-        completion_tokens=sum(u.completion_tokens for u in usages),
-        prompt_seconds=max(u.prompt_seconds for u in usages),
-        generation_seconds=max(u.generation_seconds for u in usages),
-        peak_memory_bytes=max(u.peak_memory_bytes for u in usages),
-        cached_tokens=sum(u.cached_tokens for u in usages),
-    )
-
-
-def usage_object(usage: Usage) -> dict[str, Any]:
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
-    }
-
-
-class Reply:
-    """The ids and shapes of one response, streamed or not."""
-
-    def __init__(self, model: str, chat: bool) -> None:
-        self.model = model
-        self.chat = chat
-        self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
-        self.created = int(time.time())
-
-    def _base(self, obj: str) -> dict[str, Any]:
-        return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
-
-    def complete(self, choices: list[tuple[Chunk, str]], usage: Usage) -> dict[str, Any]:
-        """The whole answer: each choice's chunks merged into one, with its finish reason, in order."""
-        objects = []
-        for index, (answer, finish) in enumerate(choices):
-            if self.chat:
-                message: dict[str, Any] = {"role": "assistant", "content": answer.content}
-                if answer.reasoning:
-                    message["reasoning_content"] = message["reasoning"] = answer.reasoning
-                if answer.tool_calls:
-                    message["tool_calls"] = _whole_calls(answer.tool_calls)
-                    message["content"] = answer.content or None
-                choice: dict[str, Any] = {"index": index, "message": message}
-            else:
-                choice = {"index": index, "text": answer.content}
-            choice.update(finish_reason=finish, logprobs=None)
-            objects.append(choice)
-        return {
-            **self._base("chat.completion" if self.chat else "text_completion"),
-            "choices": objects,
-            "usage": usage_object(usage),
-        }
-
-    def delta(
-        self, chunk: Chunk | None, finish: str | None = None, *, role: bool = False, index: int = 0
-    ) -> dict[str, Any]:
-        if self.chat:
-            delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
-            if chunk is not None:
-                if chunk.reasoning:
-                    delta["reasoning_content"] = delta["reasoning"] = chunk.reasoning
-                if chunk.content:
-                    delta["content"] = chunk.content
-                # a stream cannot take back the start of a call that failed: its text follows as content
-                calls = [_call_delta(d) for d in chunk.tool_calls if not d.failed]
-                if calls:
-                    delta["tool_calls"] = calls
-            choice: dict[str, Any] = {"index": index, "delta": delta}
-        else:
-            choice = {"index": index, "text": chunk.content if chunk is not None else ""}
-        choice.update(finish_reason=finish, logprobs=None)
-        return {
-            **self._base("chat.completion.chunk" if self.chat else "text_completion"),
-            "choices": [choice],
-        }
-
-    def usage_chunk(self, usage: Usage) -> dict[str, Any]:
-        obj = "chat.completion.chunk" if self.chat else "text_completion"
-        return {**self._base(obj), "choices": [], "usage": usage_object(usage)}
-
-
-def _call_delta(delta: ToolCallDelta) -> dict[str, Any]:
-    """A piece of a tool call as a streamed ``delta.tool_calls`` entry: id, type and name first."""
-    out: dict[str, Any] = {"index": delta.index}
-    function: dict[str, Any] = {}
-    if delta.id is not None:
-        out.update(id=delta.id, type="function")
-    if delta.name is not None:
-        function["name"] = delta.name
-    function["arguments"] = delta.arguments
-    out["function"] = function
-    return out
-
-
-def _whole_calls(deltas: tuple[ToolCallDelta, ...]) -> list[dict[str, Any]]:
-    """The pieces of each call put together, in the order of their indices."""
-    calls: dict[int, dict[str, Any]] = {}
-    for delta in deltas:
-        if delta.failed:  # a call that turned out malformed: its text is in the content
-            calls.pop(delta.index, None)
-            continue
-        call = calls.setdefault(
-            delta.index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
-        )
-        if delta.id is not None:
-            call["id"] = delta.id
-        if delta.name is not None:
-            call["function"]["name"] = delta.name
-        call["function"]["arguments"] += delta.arguments
-    return [calls[index] for index in sorted(calls)]
+    return Parsed(model, requests, stream, include_usage)

@@ -1,0 +1,104 @@
+"""Errors as HTTP answers, in one place: the OpenAI error object, the status of each library error,
+and the answer to an exception that ends a request.
+
+Every refusal the server makes is an ``HTTPError`` (its status, message, the request field it is
+about, a code clients can act on); library errors (``MlxkError``) become one through
+``from_library``; anything else is a bug, answered 500 without a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from mlxk.errors import InvalidField, MlxkError, PromptTooLong
+
+if TYPE_CHECKING:
+    from mlxk.server.asgi import Tracked
+
+log = logging.getLogger("mlxk.server")
+CLIENT_GONE = 499  # nginx's status for a client that closed the connection before the answer
+
+
+class HTTPError(Exception):
+    """An OpenAI-shaped error response: ``{"error": {"message", "type", "param", "code"}}``."""
+
+    TYPES: ClassVar[dict[int, str]] = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+             404: "not_found_error", 405: "invalid_request_error", 408: "invalid_request_error",
+             413: "invalid_request_error", 429: "rate_limit_error", 503: "server_error", 500: "server_error"}  # fmt: skip
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.headers = tuple(headers)
+
+    def body(self) -> dict[str, Any]:
+        kind = self.TYPES.get(self.status, "server_error" if self.status >= 500 else "invalid_request_error")
+        return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
+
+
+def invalid(param: str, message: str) -> HTTPError:
+    """A request field with a wrong type or value."""
+    return HTTPError(400, message, param=param, code="invalid_value")
+
+
+def from_library(error: MlxkError, param: str | None = None) -> HTTPError:
+    """A library error as the answer to a request (a 5xx only for what the client cannot fix);
+    ``param``: the request field it is about, where the error does not name one itself."""
+    if isinstance(error, PromptTooLong):  # OpenAI's code, which clients act on (a shorter history)
+        return HTTPError(400, error.message, param=param, code="context_length_exceeded")
+    if isinstance(error, InvalidField):
+        return invalid(error.param, error.message)
+    status = error.http_status if error.http_status < 500 else 500
+    return HTTPError(status, error.message, param=param, code=error.error_type)
+
+
+def shutting_down() -> HTTPError:
+    return HTTPError(
+        503,
+        "the server is shutting down",
+        code="shutting_down",
+        headers=[("retry-after", "1"), ("connection", "close")],
+    )
+
+
+def busy() -> HTTPError:
+    return HTTPError(
+        429, "the server is busy; retry shortly", code="queue_full", headers=[("retry-after", "1")]
+    )
+
+
+def model_not_found(message: str) -> HTTPError:
+    return HTTPError(404, message, param="model", code="model_not_found")
+
+
+def internal(method: Any, path: str) -> HTTPError:
+    """A bug: logged with its traceback (call from an ``except``), answered without it."""
+    log.exception("%s %s failed", method, path)
+    return HTTPError(500, "internal server error")
+
+
+async def send_error(response: Tracked, error: HTTPError, cors: Iterable[tuple[str, str]]) -> int:
+    """Answer with ``error`` (with the CORS headers, so that a browser lets the page see it); returns
+    the status logged: the client-gone status when the client left or the answer had begun."""
+    from mlxk.server.asgi import send_json
+
+    if response.started:
+        return CLIENT_GONE if error.status == CLIENT_GONE else 500
+    try:
+        await send_json(response, error.status, error.body(), [*error.headers, *cors])
+    except (OSError, RuntimeError):  # the client is gone (Granian raises RuntimeError for it)
+        return CLIENT_GONE
+    return error.status

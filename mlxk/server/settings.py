@@ -1,0 +1,33 @@
+"""What ``mlxk serve`` was started with, as one frozen value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mlxk.server.limits import BODY_TIMEOUT_S, IDLE_TIMEOUT_S
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    hub_root: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    model: str | None = None  # preloaded, and the default for requests that name none
+    single_model: bool = False  # refuse requests for any other model
+    api_key: str | None = None
+    cors_origins: tuple[str, ...] = ()  # "*": every origin
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_queue: int = 32
+    default_max_tokens: int = 2048
+    extra_hosts: tuple[str, ...] = field(default_factory=tuple)  # --allow-host
+    log_json: bool = False
+    embedding_model: str | None = None  # the default for /v1/embeddings (serve --model <an embedding model>)
+    idle_timeout_s: float = IDLE_TIMEOUT_S
+    body_timeout_s: float = BODY_TIMEOUT_S
+    # --tool-format: (model name, output format) pairs that override the format read from the
+    # model's chat template; the format "none" makes the whole output content
+    output_formats: tuple[tuple[str, str], ...] = ()
+
+    def output_format(self, model: str) -> str | None:
+        """The format given for ``model`` at start, if any (None: read it from the template)."""
+        return dict(self.output_formats).get(model)
