@@ -162,7 +162,12 @@ BAD_BODIES = [
     (json.dumps(chat_body(stop=["x"] * 1000)).encode(), 400, "stop"),
     (json.dumps(chat_body(n=2)).encode(), 400, "n"),
     (json.dumps(chat_body(logprobs=True)).encode(), 400, "logprobs"),
-    (json.dumps(chat_body(response_format={"type": "json_object"})).encode(), 400, "response_format"),
+    (
+        json.dumps(chat_body(response_format={"type": "json_schema"})).encode(),
+        400,
+        "response_format.json_schema",
+    ),
+    (json.dumps(chat_body(response_format={"type": "yaml"})).encode(), 400, "response_format"),
     (json.dumps(chat_body(messages=[])).encode(), 400, "messages"),
     (json.dumps(chat_body(messages=[{"role": "wizard", "content": "x"}])).encode(), 400, "messages[0].role"),
     (json.dumps(chat_body(temperature=5)).encode(), 400, "temperature"),

@@ -156,7 +156,7 @@ ToolChoice = str | NamedFunction  # "auto" | "none" | "required", or a named fun
 @dataclass(frozen=True, slots=True)
 class ResponseFormat:
     type: str = "text"  # text | json_object | json_schema
-    schema: Mapping[str, Any] | None = None  # json_schema's schema
+    schema: Mapping[str, Any] | bool | None = None  # json_schema's schema (true/false: any, none)
     name: str | None = None
     strict: bool = False
 
@@ -189,8 +189,11 @@ class GenerationRequest:
         _check_tools(self)
         if self.response_format.type not in RESPONSE_FORMATS:
             raise InvalidField("response_format", f"response_format type must be one of {RESPONSE_FORMATS}")
-        if self.response_format.type != "text":  # until constrained decoding exists
-            raise InvalidField("response_format", "only response_format {'type': 'text'} is supported")
+        fmt = self.response_format
+        if fmt.type == "json_schema" and not isinstance(fmt.schema, Mapping | bool):
+            raise InvalidField(
+                "response_format", "response_format json_schema needs json_schema.schema, a JSON Schema"
+            )
         reserved = sorted(RESERVED_TEMPLATE_KEYS & set(self.template_kwargs))
         if reserved:
             raise InvalidField(

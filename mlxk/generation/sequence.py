@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from mlxk.generation.chunks import Chunk, ToolCallDelta, Usage
+from mlxk.generation.grammar.constraint import Constraint
 from mlxk.generation.prompt import Prompt
 from mlxk.generation.stops import StopMatcher
 
@@ -89,6 +90,7 @@ class Sequence:
         "cached_tokens",
         "calls",
         "cancel",
+        "constraint",
         "detokenizer",
         "end_ids",
         "first_token_at",
@@ -101,6 +103,7 @@ class Sequence:
         "sampler",
         "segmenter",
         "single_call",
+        "solo_processors",
         "started",
         "stops",
     )
@@ -122,7 +125,9 @@ class Sequence:
         self.prompt_tail = prompt.tail
         self.max_tokens = max_tokens
         self.sampler = sampler
-        self.processors = processors  # logits processors: penalties (and, later, a grammar mask)
+        self.processors = processors  # logits processors: penalties
+        self.constraint: Constraint | None = None  # the grammar the answer is held to, if any
+        self.solo_processors = processors  # the single-sequence loop's: the constraint too
         self.detokenizer = detokenizer
         self.end_ids = end_ids
         self.stops = StopMatcher(stops)
@@ -136,6 +141,12 @@ class Sequence:
         self.single_call = single_call
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
+
+    def constrain(self, constraint: Constraint, processor: Any) -> None:
+        """Holds the answer to ``constraint``: the batch applies it to the whole batch at once,
+        the single-sequence loop through ``processor`` (after the penalties)."""
+        self.constraint = constraint
+        self.solo_processors = [*(self.processors or ()), processor]
 
     @property
     def produced(self) -> int:

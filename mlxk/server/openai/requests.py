@@ -191,16 +191,19 @@ def _response_format(body: dict[str, Any]) -> ResponseFormat:
         return ResponseFormat()
     if not isinstance(fmt, dict) or not isinstance(fmt.get("type"), str):
         raise _bad("response_format", "'response_format' must be an object with a type")
-    schema = fmt.get("json_schema")
-    if isinstance(schema, dict):
-        inner = schema.get("schema")
-        return ResponseFormat(
-            fmt["type"],
-            inner if isinstance(inner, dict) else None,
-            schema.get("name") if isinstance(schema.get("name"), str) else None,
-            schema.get("strict") is True,
-        )
-    return ResponseFormat(fmt["type"])
+    if fmt["type"] != "json_schema":
+        return ResponseFormat(fmt["type"])
+    spec = fmt.get("json_schema")
+    if not isinstance(spec, dict):
+        raise _bad("response_format.json_schema", "json_schema must be an object with a name and a schema")
+    schema, name, strict = spec.get("schema"), spec.get("name"), spec.get("strict")
+    if not isinstance(schema, dict | bool):
+        raise _bad("response_format.json_schema.schema", "json_schema.schema must be a JSON Schema object")
+    if name is not None and not isinstance(name, str):
+        raise _bad("response_format.json_schema.name", "json_schema.name must be a string")
+    if strict is not None and not isinstance(strict, bool):
+        raise _bad("response_format.json_schema.strict", "json_schema.strict must be true or false")
+    return ResponseFormat("json_schema", schema, name, strict is True)
 
 
 def _thinking(body: dict[str, Any]) -> tuple[bool | None, dict[str, Any]]:
