@@ -160,8 +160,9 @@ BAD_BODIES = [
     (b'{"messages": [{"role": "user", "content": "x"}], "temperature": NaN}', 400, None),
     (b'{"messages": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, None),
     (json.dumps(chat_body(stop=["x"] * 1000)).encode(), 400, "stop"),
-    (json.dumps(chat_body(n=2)).encode(), 400, "n"),
-    (json.dumps(chat_body(logprobs=True)).encode(), 400, "logprobs"),
+    (json.dumps(chat_body(n=9)).encode(), 400, "n"),
+    (json.dumps(chat_body(logprobs=True, top_logprobs=21)).encode(), 400, "top_logprobs"),
+    (json.dumps(chat_body(top_logprobs=2)).encode(), 400, "top_logprobs"),
     (
         json.dumps(chat_body(response_format={"type": "json_schema"})).encode(),
         400,

@@ -166,7 +166,7 @@ def test_reasoning_is_free_and_the_answer_starts_after_it(engine: Any) -> None:
     from mlxk.generation.grammar.constraint import Constraint
     from mlxk.generation.grammar.enforce import Enforcer
 
-    enforcer = Enforcer(engine.tokenizer, engine.end_ids, engine.vocab_size)
+    enforcer = Enforcer(engine.tokenizer, engine.vocabulary(), engine.end_ids, engine.vocab_size)
     matcher = enforcer.grammars.matcher('start: %json {"type": "object"}', "response_format")
     constraint = Constraint(matcher, enforcer.vocab, reasoning=("<think>", "</think>"), in_reasoning=True)
     words = enforcer.grammars.words

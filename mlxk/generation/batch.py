@@ -192,7 +192,7 @@ class BatchRunner:
                     self._cache_key, list(response.all_tokens), response.prompt_cache
                 )
             seq = member.seq
-            chunk = seq.add(int(response.token))
+            chunk = seq.add(int(response.token), response.logprobs)
             if chunk is not None:
                 member.sink(chunk)
             if seq.reason is not None or ended:
@@ -204,11 +204,11 @@ class BatchRunner:
         member = self._active[solo.key]
         seq = member.seq
         try:
-            token, _logprobs = next(solo.steps)
+            token, logprobs = next(solo.steps)
         except StopIteration:
             ended = True
         else:
-            chunk = seq.add(int(token))
+            chunk = seq.add(int(token), logprobs)
             if chunk is not None:
                 member.sink(chunk)
             ended = seq.reason is not None

@@ -31,6 +31,7 @@ from mlxk.generation.prompt import Prompt, offered_tools, render
 from mlxk.generation.request import GenerationRequest
 from mlxk.generation.sampling import sampler_and_processors
 from mlxk.generation.sequence import Segmenter, Sequence
+from mlxk.generation.tokens import Vocabulary, vocabulary
 
 # Special tokens that end a turn (or start a new one) in the chat formats in use today.
 TURN_MARKERS = (
@@ -71,6 +72,7 @@ class Engine:
         self.use_format(self._detected_format())
         self._lock = threading.Lock()
         self._enforcer: Enforcer | None = None  # grammars: made when a request first needs one
+        self._vocabulary: Vocabulary | None = None  # the bytes of each token: made when needed
 
     def _detected_format(self) -> str | None:
         template = getattr(self.tokenizer, "chat_template", None)
@@ -146,7 +148,14 @@ class Engine:
         )  # fmt: skip
         if constraint is not None:
             seq.constrain(constraint, ConstraintProcessor(constraint, self.mask_buffer()))
+        if request.logprobs is not None:
+            seq.report_logprobs(request.logprobs, self.vocabulary())
         return seq
+
+    def vocabulary(self) -> Vocabulary:
+        if self._vocabulary is None:
+            self._vocabulary = vocabulary(self.tokenizer)
+        return self._vocabulary
 
     def constraint(self, request: GenerationRequest, prompt: Prompt) -> Constraint | None:
         """What the request's answer is held to (response_format, enforced tool_choice), if
@@ -154,7 +163,7 @@ class Engine:
         if not needs_grammar(request):
             return None
         if self._enforcer is None:
-            self._enforcer = Enforcer(self.tokenizer, self.end_ids, self.vocab_size)
+            self._enforcer = Enforcer(self.tokenizer, self.vocabulary(), self.end_ids, self.vocab_size)
         return self._enforcer.constraint(request, prompt, self.output_format)
 
     def mask_buffer(self) -> MaskBuffer:
@@ -188,8 +197,8 @@ class Engine:
         reason = None
         # as stream_generate does: on Metal the weights stay wired in memory while it runs
         with wired_limit(self.model, [generation_stream]):  # type: ignore[list-item]
-            for token, _logprobs in steps:
-                chunk = seq.add(token)  # type: ignore[arg-type]  # an int (.item()), typed as an array
+            for token, logprobs in steps:
+                chunk = seq.add(token, logprobs)  # type: ignore[arg-type]  # an int (.item()), typed as an array
                 if chunk is not None:
                     yield chunk
                 if seq.reason is not None:

@@ -53,6 +53,8 @@ BOUNDS: Mapping[str, Bound] = {
     "presence_penalty": Bound(-2.0, 2.0),
     "frequency_penalty": Bound(-2.0, 2.0),
     "seed": Bound(-(2**63), 2**63 - 1, integer=True),  # OpenAI takes any 64-bit integer
+    "top_logprobs": Bound(0, 20, integer=True),
+    "n": Bound(1, 8, integer=True),  # choices of one request, each a sequence of the batch
 }
 MAX_STOPS = 16
 MAX_STOP_LENGTH = 256
@@ -176,6 +178,7 @@ class GenerationRequest:
     response_format: ResponseFormat = field(default_factory=ResponseFormat)
     thinking: bool | None = None  # the template's thinking switch; None: the template's default
     template_kwargs: Mapping[str, Any] = field(default_factory=dict)  # more chat template variables
+    logprobs: int | None = None  # report each token's log-probability, with this many alternatives
 
     def __post_init__(self) -> None:
         if self.prompt is None and not self.messages:
@@ -189,6 +192,8 @@ class GenerationRequest:
         _check_tools(self)
         if self.response_format.type not in RESPONSE_FORMATS:
             raise InvalidField("response_format", f"response_format type must be one of {RESPONSE_FORMATS}")
+        if self.logprobs is not None:
+            BOUNDS["top_logprobs"].check("top_logprobs", self.logprobs)
         fmt = self.response_format
         if fmt.type == "json_schema" and not isinstance(fmt.schema, Mapping | bool):
             raise InvalidField(

@@ -15,7 +15,7 @@ from mlxk.generation.grammar.lark import Lark
 from mlxk.generation.grammar.requests import reasoning_markers, request_grammar, starts_in_reasoning
 from mlxk.generation.prompt import Prompt
 from mlxk.generation.request import GenerationRequest
-from mlxk.generation.tokens import vocabulary
+from mlxk.generation.tokens import Vocabulary
 
 
 def needs_grammar(request: GenerationRequest) -> bool:
@@ -25,8 +25,10 @@ def needs_grammar(request: GenerationRequest) -> bool:
 
 
 class Enforcer:
-    def __init__(self, tokenizer: Any, end_ids: frozenset[int], model_vocab: int | None) -> None:
-        self.vocab = vocabulary(tokenizer)
+    def __init__(
+        self, tokenizer: Any, vocab: Vocabulary, end_ids: frozenset[int], model_vocab: int | None
+    ) -> None:
+        self.vocab = vocab
         self.grammars = Grammars(tokenizer, self.vocab, end_ids, model_vocab)
         self.lark = Lark(self.vocab.added)
         self.model_vocab = model_vocab
