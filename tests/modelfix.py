@@ -88,9 +88,12 @@ class TinyModel:
     vocab: dict[str, int] = field(repr=False)
 
 
-def char_tokenizer(specials: tuple[str, ...] = SPECIAL_TOKENS, words: tuple[str, ...] = CHARS) -> Any:
+def char_tokenizer(
+    specials: tuple[str, ...] = SPECIAL_TOKENS, words: tuple[str, ...] = CHARS, added: tuple[str, ...] = ()
+) -> Any:
     """A word-level tokenizer whose pre-tokenizer splits every text into characters: ids for the
-    special tokens, then for ``words``. Words longer than a character are never produced from input
+    special tokens, then for ``words``, then for the ``added`` special tokens (a family's markers:
+    <tool_call>, [TOOL_CALLS], ...). Words longer than a character are never produced from input
     (a scripted model can still emit them, and they decode as they are)."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
@@ -100,6 +103,7 @@ def char_tokenizer(specials: tuple[str, ...] = SPECIAL_TOKENS, words: tuple[str,
     tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     tokenizer.decoder = decoders.Fuse()
     tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in added])
     return tokenizer
 
 
@@ -134,9 +138,10 @@ def _bpe_tokenizer() -> Any:
 def _silenced_ids(tokenizer: Any) -> set[int]:
     """Special tokens, and tokens that do not decode on their own to printable text."""
     silenced = set()
+    added = tokenizer.get_added_tokens_decoder()
     for i in range(tokenizer.get_vocab_size(with_added_tokens=True)):
         text = tokenizer.decode([i], skip_special_tokens=False)
-        if tokenizer.id_to_token(i) in SPECIAL_TOKENS or not _printable(text):
+        if i in added or not _printable(text):
             silenced.add(i)
     return silenced
 
@@ -196,14 +201,17 @@ def build_tiny_chat_model(
     max_position_embeddings: int = 512,
     seed: int = DEFAULT_SEED,
     width: int = 1,
+    added_tokens: tuple[str, ...] = (),
 ) -> dict[str, bytes]:
-    """The files of one tiny MLX chat model snapshot (path -> bytes); byte-identical for equal args."""
+    """The files of one tiny MLX chat model snapshot (path -> bytes); byte-identical for equal args.
+    ``added_tokens``: special tokens the character vocabulary gets besides its own (the markers of
+    a model family's tool calls or reasoning)."""
     import mlx.core as mx
     from mlx.nn.layers.linear import Linear
     from mlx_lm.models.llama import Model, ModelArgs
     from mlx_lm.utils import quantize_model
 
-    tokenizer = _bpe_tokenizer() if bpe else char_tokenizer()
+    tokenizer = _bpe_tokenizer() if bpe else char_tokenizer(added=added_tokens)
     if tokenizer.token_to_id(EOS_TOKEN) != EOS_ID:
         raise AssertionError("eos must be id 0")
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)

@@ -57,7 +57,9 @@ def install(scripts: Mapping[str, str]) -> None:
         text = script_for(scripts, request)
         if text is not None:
             tokens = [int(t) for t in self.tokenizer.encode(text, add_special_tokens=False)]
-            seq.processors = [*(seq.processors or []), ScriptedLogits(tokens)]
+            script = ScriptedLogits(tokens)  # after the others, in the batch and in the single loop
+            seq.processors = [*(seq.processors or []), script]
+            seq.solo_processors = [*(seq.solo_processors or []), script]
         return seq
 
     sequence.scripted = True  # type: ignore[attr-defined]

@@ -129,7 +129,8 @@ BAD = [
     (body(chat_template_kwargs=[1]), "chat_template_kwargs"),
     (body(enable_thinking="no"), "enable_thinking"),
     (body(enable_thinking=True, chat_template_kwargs={"enable_thinking": False}), "enable_thinking"),
-    (body(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}), "response_format"),
+    (body(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": []}}), "response_format.json_schema.schema"),
+    (body(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"not": {}}}}), "response_format"),
 ]  # fmt: skip
 
 

@@ -24,6 +24,8 @@ from typing import Any
 
 from mlxk.generation.chunks import Chunk
 from mlxk.generation.engine import Engine
+from mlxk.generation.grammar.batching import install
+from mlxk.generation.grammar.constraint import Constraint, MaskBuffer
 from mlxk.generation.request import GenerationRequest
 from mlxk.generation.sequence import Sequence
 
@@ -59,6 +61,9 @@ class BatchRunner:
             prefill_batch_size=min(8, max_batch),
         )
         self._active: dict[int, _Member] = {}
+        self._constrained = 0  # members with a grammar (none: the batch step does no grammar work)
+        self._masks: MaskBuffer | None = None
+        install(self._generator, self._constraint_of, self._mask_buffer, lambda: self._constrained > 0)
         self._solo: _Solo | None = None
         self._solo_keys = itertools.count(-1, -1)  # batch uids count up from 0; solo keys down from -1
         self._prompt_cache = LRUPromptCache(max_size=PROMPT_CACHE_ENTRIES, max_bytes=PROMPT_CACHE_BYTES)
@@ -68,9 +73,20 @@ class BatchRunner:
     def active(self) -> int:
         return len(self._active)
 
+    def _constraint_of(self, key: int) -> Constraint | None:
+        member = self._active.get(key)
+        return member.seq.constraint if member is not None else None
+
+    def _mask_buffer(self) -> MaskBuffer:
+        if self._masks is None:
+            self._masks = self.engine.mask_buffer()
+        return self._masks
+
     def add(self, request: GenerationRequest, sink: Sink, cancel: threading.Event) -> None:
         """Join (raises ValidationError, before joining, for a prompt too long for the context)."""
         member = _Member(self.engine.sequence(request, cancel), sink)
+        if member.seq.constraint is not None:
+            self._constrained += 1
         if not self._active:
             self._start_solo(member)
             return
@@ -122,7 +138,7 @@ class BatchRunner:
             self.engine.model,
             max_tokens=seq.max_tokens,
             sampler=seq.sampler,
-            logits_processors=seq.processors,
+            logits_processors=seq.solo_processors,
             prompt_cache=cache,
         )
         key = next(self._solo_keys)
@@ -148,8 +164,11 @@ class BatchRunner:
         self._keep_solo_cache(solo, seq)
         left = seq.max_tokens - seq.produced
         if left <= 0:
-            member.sink(seq.finish("length"))
+            self._active[solo.key] = member
+            self._finish(solo.key, "length")
             return
+        if seq.constraint is not None:
+            seq.constraint.skip_next = True  # the solo loop's constraint consumed the last token
         self._insert(member, seq.prompt + seq.generated, left)
 
     # --- stepping -----------------------------------------------------------------------------
@@ -173,7 +192,7 @@ class BatchRunner:
                     self._cache_key, list(response.all_tokens), response.prompt_cache
                 )
             seq = member.seq
-            chunk = seq.add(int(response.token))
+            chunk = seq.add(int(response.token), response.logprobs)
             if chunk is not None:
                 member.sink(chunk)
             if seq.reason is not None or ended:
@@ -185,11 +204,11 @@ class BatchRunner:
         member = self._active[solo.key]
         seq = member.seq
         try:
-            token, _logprobs = next(solo.steps)
+            token, logprobs = next(solo.steps)
         except StopIteration:
             ended = True
         else:
-            chunk = seq.add(int(token))
+            chunk = seq.add(int(token), logprobs)
             if chunk is not None:
                 member.sink(chunk)
             ended = seq.reason is not None
@@ -219,12 +238,15 @@ class BatchRunner:
         """The last chunk of the sequence under ``key``; ``reason`` counts only where the sequence
         set none itself (a cancel, or the model's loop that ran out)."""
         member = self._active.pop(key)
+        if member.seq.constraint is not None:
+            self._constrained -= 1
         member.sink(member.seq.finish(reason))
 
     def fail(self, exc: BaseException) -> None:
         """A step failed: every request in the batch ends with the error (the batch is unusable)."""
         active, self._active = self._active, {}
         self._solo = None
+        self._constrained = 0
         for member in active.values():
             member.sink(exc)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mlxk.generation.logprobs import TokenLogprob
+
 # why a generation ended: an end-of-turn token or a stop string, the token budget (or the
 # context), a finished tool call, or the caller went away
 FINISH_REASONS = ("stop", "length", "tool_calls", "cancelled")
@@ -57,6 +59,7 @@ class Chunk:
     tool_calls: tuple[ToolCallDelta, ...] = ()
     finish_reason: str | None = None  # stop | length | tool_calls | cancelled
     usage: Usage | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()  # the tokens up to this chunk, when asked for
 
     @property
     def empty(self) -> bool:
@@ -87,4 +90,5 @@ def merge(chunks: Sequence[Chunk]) -> Chunk:
         tuple(calls),
         last_chunk.finish_reason,
         last_chunk.usage,
+        tuple(entry for c in chunks for entry in c.logprobs),
     )

@@ -24,11 +24,14 @@ from typing import Any
 from mlxk.errors import PromptTooLong, ValidationError
 from mlxk.generation.chunks import Chunk
 from mlxk.generation.detect import detect_format
+from mlxk.generation.grammar.constraint import Constraint, ConstraintProcessor, MaskBuffer
+from mlxk.generation.grammar.enforce import Enforcer, needs_grammar
 from mlxk.generation.parse import list_formats, make_segmenter
 from mlxk.generation.prompt import Prompt, offered_tools, render
 from mlxk.generation.request import GenerationRequest
 from mlxk.generation.sampling import sampler_and_processors
 from mlxk.generation.sequence import Segmenter, Sequence
+from mlxk.generation.tokens import Vocabulary, vocabulary
 
 # Special tokens that end a turn (or start a new one) in the chat formats in use today.
 TURN_MARKERS = (
@@ -68,6 +71,8 @@ class Engine:
         self.segmenter_for: SegmenterFactory = plain_text
         self.use_format(self._detected_format())
         self._lock = threading.Lock()
+        self._enforcer: Enforcer | None = None  # grammars: made when a request first needs one
+        self._vocabulary: Vocabulary | None = None  # the bytes of each token: made when needed
 
     def _detected_format(self) -> str | None:
         template = getattr(self.tokenizer, "chat_template", None)
@@ -133,13 +138,38 @@ class Engine:
             if size >= self.context_length:
                 raise PromptTooLong(size, self.context_length)
             max_tokens = min(max_tokens, self.context_length - size)
+        constraint = self.constraint(request, prompt)
         sampler, processors = sampler_and_processors(request.sampling, self.vocab_size)
         detokenizer = copy.copy(self.tokenizer.detokenizer)  # its own state; the token map is shared
         detokenizer.reset()
-        return Sequence(
+        seq = Sequence(
             prompt, max_tokens, sampler, processors, detokenizer, self.end_ids, request.stops,
             self.segmenter_for(request, prompt), cancel, single_call=not request.parallel_tool_calls,
         )  # fmt: skip
+        if constraint is not None:
+            seq.constrain(constraint, ConstraintProcessor(constraint, self.mask_buffer()))
+        if request.logprobs is not None:
+            seq.report_logprobs(request.logprobs, self.vocabulary())
+        return seq
+
+    def vocabulary(self) -> Vocabulary:
+        if self._vocabulary is None:
+            self._vocabulary = vocabulary(self.tokenizer)
+        return self._vocabulary
+
+    def constraint(self, request: GenerationRequest, prompt: Prompt) -> Constraint | None:
+        """What the request's answer is held to (response_format, enforced tool_choice), if
+        anything; raises InvalidField for a schema that cannot be enforced."""
+        if not needs_grammar(request):
+            return None
+        if self._enforcer is None:
+            self._enforcer = Enforcer(self.tokenizer, self.vocabulary(), self.end_ids, self.vocab_size)
+        return self._enforcer.constraint(request, prompt, self.output_format)
+
+    def mask_buffer(self) -> MaskBuffer:
+        """A buffer for the masks of a batch of this model's sequences (after ``constraint``)."""
+        words = self._enforcer.grammars.words if self._enforcer is not None else 1
+        return MaskBuffer(words, self.vocab_size)
 
     def generate(self, request: GenerationRequest, cancel: threading.Event | None = None) -> Iterator[Chunk]:
         """Checks the request now (a prompt too long for the context raises here, before any
@@ -161,14 +191,14 @@ class Engine:
             self.model,
             max_tokens=seq.max_tokens,
             sampler=seq.sampler,
-            logits_processors=seq.processors,
+            logits_processors=seq.solo_processors,
         )
         cancel = seq.cancel
         reason = None
         # as stream_generate does: on Metal the weights stay wired in memory while it runs
         with wired_limit(self.model, [generation_stream]):  # type: ignore[list-item]
-            for token, _logprobs in steps:
-                chunk = seq.add(token)  # type: ignore[arg-type]  # an int (.item()), typed as an array
+            for token, logprobs in steps:
+                chunk = seq.add(token, logprobs)  # type: ignore[arg-type]  # an int (.item()), typed as an array
                 if chunk is not None:
                     yield chunk
                 if seq.reason is not None:

@@ -53,6 +53,8 @@ BOUNDS: Mapping[str, Bound] = {
     "presence_penalty": Bound(-2.0, 2.0),
     "frequency_penalty": Bound(-2.0, 2.0),
     "seed": Bound(-(2**63), 2**63 - 1, integer=True),  # OpenAI takes any 64-bit integer
+    "top_logprobs": Bound(0, 20, integer=True),
+    "n": Bound(1, 8, integer=True),  # choices of one request, each a sequence of the batch
 }
 MAX_STOPS = 16
 MAX_STOP_LENGTH = 256
@@ -156,7 +158,7 @@ ToolChoice = str | NamedFunction  # "auto" | "none" | "required", or a named fun
 @dataclass(frozen=True, slots=True)
 class ResponseFormat:
     type: str = "text"  # text | json_object | json_schema
-    schema: Mapping[str, Any] | None = None  # json_schema's schema
+    schema: Mapping[str, Any] | bool | None = None  # json_schema's schema (true/false: any, none)
     name: str | None = None
     strict: bool = False
 
@@ -176,6 +178,7 @@ class GenerationRequest:
     response_format: ResponseFormat = field(default_factory=ResponseFormat)
     thinking: bool | None = None  # the template's thinking switch; None: the template's default
     template_kwargs: Mapping[str, Any] = field(default_factory=dict)  # more chat template variables
+    logprobs: int | None = None  # report each token's log-probability, with this many alternatives
 
     def __post_init__(self) -> None:
         if self.prompt is None and not self.messages:
@@ -189,8 +192,13 @@ class GenerationRequest:
         _check_tools(self)
         if self.response_format.type not in RESPONSE_FORMATS:
             raise InvalidField("response_format", f"response_format type must be one of {RESPONSE_FORMATS}")
-        if self.response_format.type != "text":  # until constrained decoding exists
-            raise InvalidField("response_format", "only response_format {'type': 'text'} is supported")
+        if self.logprobs is not None:
+            BOUNDS["top_logprobs"].check("top_logprobs", self.logprobs)
+        fmt = self.response_format
+        if fmt.type == "json_schema" and not isinstance(fmt.schema, Mapping | bool):
+            raise InvalidField(
+                "response_format", "response_format json_schema needs json_schema.schema, a JSON Schema"
+            )
         reserved = sorted(RESERVED_TEMPLATE_KEYS & set(self.template_kwargs))
         if reserved:
             raise InvalidField(

@@ -22,8 +22,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from mlxk.generation.chunks import Chunk, ToolCallDelta, Usage
+from mlxk.generation.grammar.constraint import Constraint
+from mlxk.generation.logprobs import TokenLogprob, token_logprob
 from mlxk.generation.prompt import Prompt
 from mlxk.generation.stops import StopMatcher
+from mlxk.generation.tokens import Vocabulary
 
 CONTENT = "content"
 REASONING = "reasoning"
@@ -89,10 +92,12 @@ class Sequence:
         "cached_tokens",
         "calls",
         "cancel",
+        "constraint",
         "detokenizer",
         "end_ids",
         "first_token_at",
         "generated",
+        "logprobs",
         "max_tokens",
         "processors",
         "prompt",
@@ -101,6 +106,7 @@ class Sequence:
         "sampler",
         "segmenter",
         "single_call",
+        "solo_processors",
         "started",
         "stops",
     )
@@ -122,7 +128,11 @@ class Sequence:
         self.prompt_tail = prompt.tail
         self.max_tokens = max_tokens
         self.sampler = sampler
-        self.processors = processors  # logits processors: penalties (and, later, a grammar mask)
+        self.processors = processors  # logits processors: penalties
+        self.constraint: Constraint | None = None  # the grammar the answer is held to, if any
+        self.solo_processors = processors  # the single-sequence loop's: the constraint too
+        # (how many alternatives, the vocabulary, entries not yet in a chunk) when asked for
+        self.logprobs: tuple[int, Vocabulary, list[TokenLogprob]] | None = None
         self.detokenizer = detokenizer
         self.end_ids = end_ids
         self.stops = StopMatcher(stops)
@@ -137,18 +147,44 @@ class Sequence:
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
 
+    def constrain(self, constraint: Constraint, processor: Any) -> None:
+        """Holds the answer to ``constraint``: the batch applies it to the whole batch at once,
+        the single-sequence loop through ``processor`` (after the penalties)."""
+        self.constraint = constraint
+        self.solo_processors = [*(self.processors or ()), processor]
+
+    def report_logprobs(self, top: int, vocab: Vocabulary) -> None:
+        """Each chunk carries the log-probabilities of its tokens, with ``top`` alternatives."""
+        self.logprobs = (top, vocab, [])
+
+    def _with_logprobs(self, chunk: Chunk | None) -> Chunk | None:
+        assert self.logprobs is not None
+        pending = self.logprobs[2]
+        if chunk is not None and pending:
+            chunk.logprobs = tuple(pending)
+            pending.clear()
+        return chunk
+
     @property
     def produced(self) -> int:
         return len(self.generated)
 
-    def add(self, token: int) -> Chunk | None:
-        """One sampled token; the chunk it completes, if any. Sets ``reason`` when the sequence is
-        done: an end-of-turn token (which is not part of the answer), a stop string, the budget."""
+    def add(self, token: int, logprobs: Any = None) -> Chunk | None:
+        """One sampled token (and the log-probabilities it was drawn from); the chunk it completes,
+        if any. Sets ``reason`` when the sequence is done: an end-of-turn token (which is not part
+        of the answer), a stop string, the budget."""
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
         if token in self.end_ids:
             self.reason = "stop"
             return None
+        if self.logprobs is not None and logprobs is not None:
+            top, vocab, pending = self.logprobs
+            pending.append(token_logprob(logprobs, token, top, vocab))
+            return self._with_logprobs(self._add(token))
+        return self._add(token)
+
+    def _add(self, token: int) -> Chunk | None:
         generated = self.generated
         generated.append(token)
         detokenizer = self.detokenizer
@@ -197,7 +233,8 @@ class Sequence:
             int(mx.get_peak_memory()),
             self.cached_tokens,
         )
-        return Chunk(tail.content, tail.reasoning, tail.tool_calls, reason, usage)
+        last = Chunk(tail.content, tail.reasoning, tail.tool_calls, reason, usage)
+        return self._with_logprobs(last) or last if self.logprobs is not None else last
 
     def _segmented(self, events: Iterable[SegmentEvent], *, last: bool = False) -> Chunk | None:
         """The segmenter's events as one chunk; stop strings apply to the content channel, and

@@ -5,7 +5,7 @@ class Mlxk < Formula
   desc "Keep, check and serve MLX language models from the HuggingFace cache"
   homepage "https://pypi.org/project/mlxk/"
   url "https://files.pythonhosted.org/packages/source/m/mlxk/mlxk-2.0.0b1.tar.gz"
-  sha256 "0bfbd3e8486df8534156db90f2e3c5932ef01e6ab8aba1c614bc985e42ce24d9"
+  sha256 "d89712effb6c77f4b73df707426623ad8d388756c307fa29982eda454c54cfaa"
   license "MIT"
 
   depends_on "cmake" => :build
@@ -97,6 +97,11 @@ class Mlxk < Formula
   resource "jinja2" do
     url "https://files.pythonhosted.org/packages/df/bf/f7da0350254c0ed7c72f3e33cef02e048281fec7ecec5f032d4aac52226b/jinja2-3.1.6.tar.gz"
     sha256 "0137fb05990d35f1275a587e9aee6d56da821fc83491a0fb838183be43f66d6d"
+  end
+
+  resource "llguidance" do
+    url "https://files.pythonhosted.org/packages/1e/2e/3b0e13c1e01d5598708a6e7b77c55f3ae9c6c4e242a50a239f03ee800630/llguidance-1.9.1.tar.gz"
+    sha256 "3ba1b37585d07f50bb73e06dca6d45c88c9d5801789c071c8ff784c9dbcc5c46"
   end
 
   resource "markdown-it-py" do

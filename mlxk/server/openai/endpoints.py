@@ -78,7 +78,7 @@ class OpenAIEndpoints:
         try:
             param = "messages" if chat else "prompt"
             running, jobs = await self.generations.start(model, parsed.requests, watch, param)
-            reply = Reply(model, chat)
+            reply = Reply(model, chat, parsed.logprobs)
             if not parsed.stream:
                 answers = await running.answers()
                 choices = [(answer, reply.finish_reason(answer)) for answer in answers]
@@ -125,7 +125,7 @@ async def _events(reply: Reply, running: Running, parsed: Parsed) -> AsyncIterat
     for index in range(len(running.firsts)):
         yield event(reply.delta(None, role=True, index=index))
     async for index, chunk in running.chunks():
-        if not chunk.empty:
+        if not chunk.empty or chunk.logprobs:
             yield event(reply.delta(chunk, index=index))
         if chunk.finish_reason is not None:
             if chunk.usage is not None:

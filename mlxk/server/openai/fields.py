@@ -38,7 +38,7 @@ IMPLEMENTED: Mapping[str, frozenset[str]] = {
             "enable_thinking",
         }
     ),
-    "completions": frozenset({*COMMON, "prompt", "echo", "suffix", "best_of"}),
+    "completions": frozenset({*COMMON, "prompt", "echo", "suffix", "best_of", "response_format"}),
 }
 
 

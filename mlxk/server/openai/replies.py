@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from mlxk.generation.chunks import Chunk, ToolCallDelta, Usage
+from mlxk.generation.logprobs import TokenLogprob
 
 
 def total_usage(usages: list[Usage]) -> Usage:
@@ -46,9 +47,10 @@ def usage_object(usage: Usage) -> dict[str, Any]:
 class Reply:
     """The ids and shapes of one response, streamed or not."""
 
-    def __init__(self, model: str, chat: bool) -> None:
+    def __init__(self, model: str, chat: bool, logprobs: bool = False) -> None:
         self.model = model
         self.chat = chat
+        self.logprobs = logprobs  # the request asked for them: each choice carries its tokens' entries
         self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         self.created = int(time.time())
 
@@ -69,7 +71,7 @@ class Reply:
                 choice: dict[str, Any] = {"index": index, "message": message}
             else:
                 choice = {"index": index, "text": answer.content}
-            choice.update(finish_reason=finish, logprobs=None)
+            choice.update(finish_reason=finish, logprobs=self._logprobs(answer.logprobs))
             objects.append(choice)
         return {
             **self._base("chat.completion" if self.chat else "text_completion"),
@@ -94,10 +96,29 @@ class Reply:
             choice: dict[str, Any] = {"index": index, "delta": delta}
         else:
             choice = {"index": index, "text": chunk.content if chunk is not None else ""}
-        choice.update(finish_reason=finish, logprobs=None)
+        entries = chunk.logprobs if chunk is not None else ()
+        choice.update(finish_reason=finish, logprobs=self._logprobs(entries) if entries else None)
         return {
             **self._base("chat.completion.chunk" if self.chat else "text_completion"),
             "choices": [choice],
+        }
+
+    def _logprobs(self, entries: tuple[TokenLogprob, ...]) -> dict[str, Any] | None:
+        """OpenAI's logprobs object of a choice (or a delta): chat's ``content`` list, or the
+        completions API's parallel lists."""
+        if not self.logprobs:
+            return None
+        if self.chat:
+            return {"content": [_entry(e) for e in entries], "refusal": None}
+        offsets, at = [], 0
+        for e in entries:
+            offsets.append(at)
+            at += len(e.token)
+        return {
+            "tokens": [e.token for e in entries],
+            "token_logprobs": [e.logprob for e in entries],
+            "top_logprobs": [{a.token: a.logprob for a in e.top} for e in entries],
+            "text_offset": offsets,
         }
 
     def finish_reason(self, last: Chunk) -> str:
@@ -108,6 +129,15 @@ class Reply:
     def usage_chunk(self, usage: Usage) -> dict[str, Any]:
         obj = "chat.completion.chunk" if self.chat else "text_completion"
         return {**self._base(obj), "choices": [], "usage": usage_object(usage)}
+
+
+def _entry(entry: TokenLogprob) -> dict[str, Any]:
+    return {
+        "token": entry.token,
+        "logprob": entry.logprob,
+        "bytes": list(entry.bytes),
+        "top_logprobs": [{"token": a.token, "logprob": a.logprob, "bytes": list(a.bytes)} for a in entry.top],
+    }
 
 
 def _call_delta(delta: ToolCallDelta) -> dict[str, Any]:

@@ -8,7 +8,7 @@ ignored (``fields`` says which fields are taken at all).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -41,6 +41,7 @@ class Parsed:
     requests: tuple[GenerationRequest, ...]  # one per choice: several for a list of prompts
     stream: bool
     include_usage: bool
+    logprobs: bool = False  # the choices report their tokens' log-probabilities
 
 
 _bad = invalid
@@ -191,16 +192,19 @@ def _response_format(body: dict[str, Any]) -> ResponseFormat:
         return ResponseFormat()
     if not isinstance(fmt, dict) or not isinstance(fmt.get("type"), str):
         raise _bad("response_format", "'response_format' must be an object with a type")
-    schema = fmt.get("json_schema")
-    if isinstance(schema, dict):
-        inner = schema.get("schema")
-        return ResponseFormat(
-            fmt["type"],
-            inner if isinstance(inner, dict) else None,
-            schema.get("name") if isinstance(schema.get("name"), str) else None,
-            schema.get("strict") is True,
-        )
-    return ResponseFormat(fmt["type"])
+    if fmt["type"] != "json_schema":
+        return ResponseFormat(fmt["type"])
+    spec = fmt.get("json_schema")
+    if not isinstance(spec, dict):
+        raise _bad("response_format.json_schema", "json_schema must be an object with a name and a schema")
+    schema, name, strict = spec.get("schema"), spec.get("name"), spec.get("strict")
+    if not isinstance(schema, dict | bool):
+        raise _bad("response_format.json_schema.schema", "json_schema.schema must be a JSON Schema object")
+    if name is not None and not isinstance(name, str):
+        raise _bad("response_format.json_schema.name", "json_schema.name must be a string")
+    if strict is not None and not isinstance(strict, bool):
+        raise _bad("response_format.json_schema.strict", "json_schema.strict must be true or false")
+    return ResponseFormat("json_schema", schema, name, strict is True)
 
 
 def _thinking(body: dict[str, Any]) -> tuple[bool | None, dict[str, Any]]:
@@ -242,14 +246,45 @@ def _parallel_tool_calls(body: dict[str, Any]) -> bool:
 
 
 def _refuse_unsupported(body: dict[str, Any]) -> None:
-    for key in ("n", "best_of"):
-        value = body.get(key)
-        if value is not None and (isinstance(value, bool) or value != 1):
-            raise _bad(key, f"only {key}=1 is supported")
-    if body.get("logprobs") not in (None, False, 0) or body.get("top_logprobs") not in (None, 0):
-        raise _bad("logprobs", "logprobs are not supported by this server")
+    best_of = body.get("best_of")
+    if best_of is not None and (isinstance(best_of, bool) or best_of != body.get("n", 1)):
+        raise _bad("best_of", "best_of must equal n (each choice is one sampled sequence)")
     if body.get("echo") not in (None, False) or body.get("suffix") is not None:
         raise _bad("echo" if body.get("echo") else "suffix", "echo and suffix are not supported")
+
+
+def _logprobs(body: dict[str, Any], chat: bool) -> int | None:
+    """How many alternatives each token's log-probability comes with (None: not asked): chat
+    asks with ``logprobs: true`` and ``top_logprobs``; completions with ``logprobs: N``."""
+    top = _integer(body, "top_logprobs")
+    if not chat:
+        return _integer(body, "logprobs")
+    asked = body.get("logprobs")
+    if asked is not None and not isinstance(asked, bool):
+        raise _bad("logprobs", "'logprobs' must be true or false")
+    if top is not None and not asked:
+        raise _bad("top_logprobs", "top_logprobs needs logprobs: true")
+    return (top or 0) if asked else None
+
+
+def _choices(body: dict[str, Any]) -> int:
+    n = _integer(body, "n")
+    if n is None:
+        return 1
+    try:
+        BOUNDS["n"].check("n", n)
+    except InvalidField as error:
+        raise invalid("n", error.message) from None
+    return n
+
+
+def _copies(request: GenerationRequest, n: int) -> list[GenerationRequest]:
+    """``n`` choices of one request: a seeded one gets seeds ``seed``, ``seed + 1``, ... (the same
+    seed would give the same answer n times)."""
+    seed = request.sampling.seed
+    if n == 1 or seed is None:
+        return [request] * n
+    return [replace(request, sampling=replace(request.sampling, seed=(seed + i) % 2**63)) for i in range(n)]
 
 
 def _sampling(body: dict[str, Any]) -> Sampling:
@@ -295,7 +330,9 @@ def parse(body: Any, *, chat: bool, default_max_tokens: int) -> Parsed:
             "sampling": _sampling(body),
             "stops": _stops(body),
             "response_format": _response_format(body),
+            "logprobs": _logprobs(body, chat),
         }
+        n = _choices(body)
         if chat:
             thinking, template_kwargs = _thinking(body)
             request = GenerationRequest(
@@ -307,10 +344,11 @@ def parse(body: Any, *, chat: bool, default_max_tokens: int) -> Parsed:
                 template_kwargs=template_kwargs,
                 **common,
             )
-            requests: tuple[GenerationRequest, ...] = (request,)
+            requests: tuple[GenerationRequest, ...] = tuple(_copies(request, n))
         else:
-            requests = tuple(GenerationRequest(prompt=p, **common) for p in _prompts(body))
+            prompts = [GenerationRequest(prompt=p, **common) for p in _prompts(body)]
+            requests = tuple(copy for r in prompts for copy in _copies(r, n))
     except InvalidField as error:  # a value out of bounds, or what the pipeline cannot do yet
         raise invalid(error.param, error.message) from None
     include_usage = bool(options and options.get("include_usage"))
-    return Parsed(model, requests, stream, include_usage)
+    return Parsed(model, requests, stream, include_usage, common["logprobs"] is not None)

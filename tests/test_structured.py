@@ -1,0 +1,256 @@
+"""Structured output on a tiny real model: ``response_format`` json_schema / json_object enforced by
+constrained decoding (llguidance), alone and inside a batch, with unconstrained neighbours whose
+text must not change. A random-weight model writes whatever the grammar lets it: every answer
+that ends (``stop``) must parse and validate; one cut by ``max_tokens`` says ``length``."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from mlxk.errors import InvalidField
+from mlxk.generation.chunks import Chunk
+from mlxk.generation.request import GenerationRequest, Message, ResponseFormat, Sampling
+from tests.modelfix import build_tiny_chat_model, install
+
+SCHEMAS = {
+    p.stem: json.loads(p.read_text()) for p in sorted(Path(__file__).parent.glob("data/schemas/*.json"))
+}
+MAX_TOKENS = 600
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from mlxk.generation.engine import load_engine
+
+    hub = tmp_path_factory.mktemp("structured")
+    repo = install(hub, "test/structured", build_tiny_chat_model(max_position_embeddings=4096))
+    yield load_engine(str(repo.snapshot))
+
+
+def ask(text: str, fmt: ResponseFormat | None = None, tokens: int = MAX_TOKENS) -> GenerationRequest:
+    return GenerationRequest(
+        messages=(Message("user", text),),
+        max_tokens=tokens,
+        sampling=Sampling(temperature=0.0),
+        response_format=fmt or ResponseFormat(),
+    )
+
+
+def schema_format(name: str) -> ResponseFormat:
+    return ResponseFormat("json_schema", SCHEMAS[name], name)
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.chunks: list[Chunk] = []
+
+    def __call__(self, item: Chunk | BaseException) -> None:
+        assert isinstance(item, Chunk), item
+        self.chunks.append(item)
+
+    @property
+    def done(self) -> bool:
+        return bool(self.chunks) and self.chunks[-1].finish_reason is not None
+
+    @property
+    def text(self) -> str:
+        return "".join(c.content for c in self.chunks)
+
+
+def check_answer(text: str, finish: str | None, completion_tokens: int, schema: Any, max_tokens: int) -> bool:
+    """A finished answer validates; a cut one used the whole budget. True when it finished."""
+    if finish == "length":
+        assert completion_tokens == max_tokens, (finish, completion_tokens)
+        return False
+    assert finish == "stop", finish
+    jsonschema.validate(json.loads(text), schema, format_checker=jsonschema.FormatChecker())
+    return True
+
+
+def run_batch(engine: Any, requests: list[GenerationRequest]) -> list[Collector]:
+    from mlxk.generation.batch import BatchRunner
+
+    runner = BatchRunner(engine)
+    collectors = [Collector() for _ in requests]
+    for request, collector in zip(requests, collectors, strict=True):
+        runner.add(request, collector, threading.Event())
+    steps = 0
+    while not all(c.done for c in collectors):
+        runner.step()
+        steps += 1
+        assert steps < 20_000
+    return collectors
+
+
+def test_every_schema_of_the_corpus_in_batches_of_eight_with_free_neighbours(engine: Any) -> None:
+    """Four constrained sequences and four unconstrained ones per batch; the neighbours' text is
+    the text they get alone, and a constrained answer is the one it gets alone."""
+    names = sorted(SCHEMAS)
+    assert len(names) >= 30
+    neighbours = [ask(f"Tell me about {w}", tokens=80) for w in ("cats", "rain", "tea", "maps")]
+    alone = ["".join(c.content for c in engine.generate(n)) for n in neighbours]
+    finished = 0
+    for start in range(0, len(names), 4):
+        group = names[start : start + 4]
+        requests = [ask(f"Give me {name}", schema_format(name)) for name in group]
+        mixed = [r for pair in zip(requests, neighbours, strict=False) for r in pair]
+        collectors = run_batch(engine, mixed)
+        for i, name in enumerate(group):
+            got = collectors[2 * i]
+            last = got.chunks[-1]
+            assert last.usage is not None
+            finished += check_answer(
+                got.text, last.finish_reason, last.usage.completion_tokens, SCHEMAS[name], MAX_TOKENS
+            )
+            assert got.text.startswith(("{", "[", '"', "1", "n", "t")), (name, got.text[:40])
+        for i in range(len(group)):
+            assert collectors[2 * i + 1].text == alone[i]
+    # most answers of a random model end within the budget; none that ended is invalid
+    assert finished >= len(names) // 2, finished
+
+
+def test_the_single_sequence_loop_and_the_batch_give_the_same_constrained_answer(engine: Any) -> None:
+    for name in ("weather", "order_with_refs", "enum_only"):
+        request = ask("Hello", schema_format(name), tokens=300)
+        solo = list(engine.generate(request))
+        text = "".join(c.content for c in solo)
+        last = solo[-1]
+        assert last.usage is not None
+        check_answer(text, last.finish_reason, last.usage.completion_tokens, SCHEMAS[name], 300)
+        (batched,) = run_batch(engine, [request, ask("Other", tokens=40)])[:1]
+        assert batched.text == text
+
+
+def test_json_object_gives_an_object(engine: Any) -> None:
+    chunks = list(engine.generate(ask("Hello", ResponseFormat("json_object"), tokens=400)))
+    text = "".join(c.content for c in chunks)
+    assert chunks[-1].finish_reason == "stop"
+    assert isinstance(json.loads(text), dict)
+
+
+def test_a_cut_answer_says_length(engine: Any) -> None:
+    chunks = list(engine.generate(ask("Hello", schema_format("openai_strict_movie"), tokens=12)))
+    assert chunks[-1].finish_reason == "length"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 12
+
+
+@pytest.mark.parametrize(
+    ("schema", "problem"),
+    [
+        ({"type": "string", "not": {"const": "x"}}, 'Unimplemented keys: ["not"]'),
+        ({"type": "string", "pattern": "(?=a)b"}, "look-around"),
+        ({"type": "strng"}, "Invalid type: strng"),
+        ({"type": "array", "minItems": 3, "maxItems": 1}, "minItems"),
+        ({"$ref": "#/$defs/missing"}, "/$defs/missing"),
+    ],
+)
+def test_a_schema_that_cannot_be_enforced_is_refused_by_name(engine: Any, schema: Any, problem: str) -> None:
+    with pytest.raises(InvalidField) as caught:
+        engine.generate(ask("Hello", ResponseFormat("json_schema", schema)))
+    assert caught.value.param == "response_format"
+    assert problem in caught.value.message and "\n" not in caught.value.message
+
+
+def test_reasoning_is_free_and_the_answer_starts_after_it(engine: Any) -> None:
+    """The prompt leaves the model inside a reasoning block: nothing is masked until the close
+    marker has been sampled (here written over several tokens), then only JSON may come."""
+    import numpy as np
+
+    from mlxk.generation.grammar.constraint import Constraint
+    from mlxk.generation.grammar.enforce import Enforcer
+
+    enforcer = Enforcer(engine.tokenizer, engine.vocabulary(), engine.end_ids, engine.vocab_size)
+    matcher = enforcer.grammars.matcher('start: %json {"type": "object"}', "response_format")
+    constraint = Constraint(matcher, enforcer.vocab, reasoning=("<think>", "</think>"), in_reasoning=True)
+    words = enforcer.grammars.words
+    mask = np.zeros((1, words), dtype=np.int32)
+    ids = engine.tokenizer.encode("hmm, } [ </think>", add_special_tokens=False)
+    constraint.advance(ids[0])  # the prompt's last token: fed, not sampled
+    for token in ids:
+        assert not constraint.fill(mask, 0, words)  # free while reasoning
+        constraint.advance(token)
+    assert constraint.fill(mask, 0, words)
+    allowed = [t for t in range(len(enforcer.vocab.pieces)) if mask[0, t >> 5] >> (t & 31) & 1]
+    assert [enforcer.vocab.text(t) for t in allowed] == ["{"]
+
+
+# --- over HTTP (the app in process) ---------------------------------------------------------------
+
+CHAT = "test/Tiny-Chat"
+
+
+@pytest.fixture
+def server(hub: Path, tiny_models: dict[str, dict[str, bytes]]) -> Iterator[Any]:
+    from mlxk.server.app import ServerSettings
+    from tests.servefix import run_in_process
+
+    install(hub, CHAT, tiny_models["chat"])
+    settings = ServerSettings(hub_root=str(hub), model=CHAT)
+    yield lambda scenario: run_in_process(settings, scenario)
+
+
+def sse(text: str) -> list[Any]:
+    lines = [line[6:] for line in text.split("\n\n") if line.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    return [json.loads(line) for line in lines[:-1]]
+
+
+def test_json_schema_over_http_streamed_and_not(server: Any) -> None:
+    names = ("weather", "payment_anyof", "server_config", "const_version")
+
+    async def scenario(call: Any) -> None:
+        for name in names:
+            body = {
+                "model": CHAT,
+                "messages": [{"role": "user", "content": f"Give me {name}"}],
+                "max_tokens": 300,
+                "temperature": 0,
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": name, "schema": SCHEMAS[name], "strict": True},
+                },
+            }
+            whole = await call("POST", "/v1/chat/completions", json=body)
+            assert whole.status_code == 200, whole.text
+            choice = whole.json()["choices"][0]
+            text = choice["message"]["content"]
+            tokens = whole.json()["usage"]["completion_tokens"]
+            check_answer(text, choice["finish_reason"], tokens, SCHEMAS[name], 300)
+            streamed = await call("POST", "/v1/chat/completions", json={**body, "stream": True})
+            chunks = sse(streamed.text)
+            pieces = [c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]]
+            assert "".join(pieces) == text
+            assert chunks[-1]["choices"][0]["finish_reason"] == choice["finish_reason"]
+
+    server(scenario)
+
+
+def test_json_object_on_completions_and_a_refused_schema(server: Any) -> None:
+    async def scenario(call: Any) -> None:
+        r = await call(
+            "POST",
+            "/v1/completions",
+            json={"model": CHAT, "prompt": "{", "max_tokens": 400, "temperature": 0,
+                  "response_format": {"type": "json_object"}},
+        )  # fmt: skip
+        assert r.status_code == 200, r.text
+        choice = r.json()["choices"][0]
+        assert choice["finish_reason"] == "stop" and isinstance(json.loads(choice["text"]), dict)
+        bad = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "not": {}}}}
+        r = await call(
+            "POST",
+            "/v1/chat/completions",
+            json={"model": CHAT, "messages": [{"role": "user", "content": "x"}], "response_format": bad},
+        )
+        assert r.status_code == 400
+        error = r.json()["error"]
+        assert error["param"] == "response_format" and 'Unimplemented keys: ["not"]' in error["message"]
+
+    server(scenario)
