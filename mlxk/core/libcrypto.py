@@ -60,7 +60,7 @@ def _mapped_linux() -> list[str]:
     return paths
 
 
-def _loaded_darwin() -> list[str]:
+def _loaded_darwin() -> list[str]:  # pragma: no cover - macOS only (dyld); CI's coverage runs on Linux
     """Images named libcrypto* that dyld has loaded into this process."""
     paths: list[str] = []
     try:
