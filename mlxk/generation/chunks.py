@@ -57,6 +57,7 @@ class Chunk:
     tool_calls: tuple[ToolCallDelta, ...] = ()
     finish_reason: str | None = None  # stop | length | tool_calls | cancelled
     usage: Usage | None = None
+    stop_sequence: str | None = None  # the stop string that ended the answer (finish "stop")
 
     @property
     def empty(self) -> bool:
@@ -87,4 +88,5 @@ def merge(chunks: Sequence[Chunk]) -> Chunk:
         tuple(calls),
         last_chunk.finish_reason,
         last_chunk.usage,
+        last_chunk.stop_sequence,
     )

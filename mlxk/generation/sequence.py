@@ -197,7 +197,8 @@ class Sequence:
             int(mx.get_peak_memory()),
             self.cached_tokens,
         )
-        return Chunk(tail.content, tail.reasoning, tail.tool_calls, reason, usage)
+        stop = self.stops.matched if reason == "stop" else None
+        return Chunk(tail.content, tail.reasoning, tail.tool_calls, reason, usage, stop)
 
     def _segmented(self, events: Iterable[SegmentEvent], *, last: bool = False) -> Chunk | None:
         """The segmenter's events as one chunk; stop strings apply to the content channel, and

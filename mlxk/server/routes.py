@@ -1,41 +1,60 @@
 """The server's routes as templates: one fixed set, used for dispatch and as the metrics label
-(a raw URL path in a label would let any client add series, or lines, to ``/metrics``)."""
+(a raw URL path in a label would let any client add series, or lines, to ``/metrics``). Each route
+names the protocol its answers (errors included) speak."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mlxk.server.errors import ANTHROPIC, OPENAI
+
 MODEL_PREFIX = "/v1/models/"
+RESPONSE_PREFIX = "/v1/responses/"
 UNMATCHED = "unmatched"
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
     template: str
-    method: str
+    methods: tuple[str, ...]
+    protocol: str = OPENAI
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("/health", "GET"),
-    Route("/metrics", "GET"),
-    Route("/v1/models", "GET"),
-    Route("/v1/models/{id}", "GET"),
-    Route("/v1/chat/completions", "POST"),
-    Route("/v1/completions", "POST"),
-    Route("/v1/embeddings", "POST"),
+    Route("/health", ("GET",)),
+    Route("/metrics", ("GET",)),
+    Route("/v1/models", ("GET",)),
+    Route("/v1/models/{id}", ("GET",)),
+    Route("/v1/chat/completions", ("POST",)),
+    Route("/v1/completions", ("POST",)),
+    Route("/v1/embeddings", ("POST",)),
+    Route("/v1/responses", ("POST",)),
+    Route("/v1/responses/{id}", ("GET", "DELETE")),
+    Route("/v1/messages", ("POST",), ANTHROPIC),
+    Route("/v1/messages/count_tokens", ("POST",), ANTHROPIC),
 )
 _EXACT = {route.template: route for route in ROUTES if "{" not in route.template}
-_MODEL = next(route for route in ROUTES if route.template == "/v1/models/{id}")
+_WITH_ID = {
+    MODEL_PREFIX: next(route for route in ROUTES if route.template == "/v1/models/{id}"),
+    RESPONSE_PREFIX: next(route for route in ROUTES if route.template == "/v1/responses/{id}"),
+}
 
 
 def match(path: str) -> tuple[Route | None, str | None]:
-    """The route of ``path`` and its parameter (a model id), or (None, None)."""
+    """The route of ``path`` and its parameter (a model or response id), or (None, None)."""
     route = _EXACT.get(path)
     if route is not None:
         return route, None
-    if path.startswith(MODEL_PREFIX) and len(path) > len(MODEL_PREFIX):
-        return _MODEL, path[len(MODEL_PREFIX) :]
+    for prefix, with_id in _WITH_ID.items():
+        if path.startswith(prefix) and len(path) > len(prefix):
+            return with_id, path[len(prefix) :]
     return None, None
+
+
+def protocol(path: str) -> str:
+    """The protocol whose error objects the answers on ``path`` carry (OpenAI's for unknown paths)."""
+    route, _ = match(path)
+    return route.protocol if route is not None else OPENAI
 
 
 def label(path: str) -> str:
