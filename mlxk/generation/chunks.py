@@ -23,6 +23,7 @@ class Usage:
     generation_seconds: float  # from the first token to the last
     peak_memory_bytes: int
     cached_tokens: int = 0  # prompt tokens served from the prefix cache (not prefilled again)
+    reasoning_tokens: int = 0  # generated tokens that went to the reasoning channel
 
     @property
     def tokens_per_second(self) -> float:

@@ -27,6 +27,7 @@ from mlxk.server.guard import Guard
 from mlxk.server.metrics import Metrics
 from mlxk.server.models import ModelPolicy
 from mlxk.server.openai.endpoints import Headers, OpenAIEndpoints
+from mlxk.server.responses.endpoints import ResponsesEndpoints
 from mlxk.server.settings import ServerSettings
 from mlxk.server.worker import EngineWorker, Job
 
@@ -48,6 +49,9 @@ class App:
         self.guard = Guard(settings.host, settings.extra_hosts, settings.cors_origins, settings.api_key)
         self.openai = OpenAIEndpoints(
             self.models, self.generations, self.embedder, self.read_json, settings.default_max_tokens
+        )
+        self.responses = ResponsesEndpoints(
+            self.models, self.generations, self.read_json, settings.default_max_tokens
         )
         self.messages = MessagesEndpoints(self.models, self.generations, self.read_json)
         self.started = False
@@ -139,7 +143,7 @@ class App:
     # --- routes --------------------------------------------------------------------------------
 
     async def _route(self, scope: Scope, receive: Receive, send: Send, path: str, cors: Headers) -> int:
-        route, model_id = routes.match(path)
+        route, model_id = routes.match(path)  # model_id: the id in the path (a model's or a response's)
         if route is None:
             raise HTTPError(404, f"no route {path}", code="not_found")
         if scope["method"] not in route.methods:
@@ -154,6 +158,10 @@ class App:
             raise shutting_down()
         if model_id is not None and route.template == "/v1/models/{id}":
             return await self.openai.retrieve_model(send, model_id, cors)
+        if model_id is not None:  # /v1/responses/{id}
+            if scope["method"] == "DELETE":
+                return await self.responses.delete(send, model_id, cors)
+            return await self.responses.retrieve(send, model_id, cors)
         if route.template == "/health":
             return await self._health(send, cors)
         if route.template == "/metrics":
@@ -164,6 +172,7 @@ class App:
             "/v1/chat/completions": self.openai.chat,
             "/v1/completions": self.openai.completions,
             "/v1/embeddings": self.openai.embeddings,
+            "/v1/responses": self.responses.create,
             "/v1/messages": self.messages.messages,
             "/v1/messages/count_tokens": self.messages.count_tokens,
         }
