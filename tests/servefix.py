@@ -103,10 +103,13 @@ def start_server(
     env: dict[str, str] | None = None,
     ready: bool = True,
     descriptors: int | None = None,
+    program: tuple[str, ...] = ("-m", "mlxk"),
 ) -> ServerProcess:
     """``mlxk serve --json --port 0 ARGS`` on ``hub``; waits for its start-up envelope and (with
     ``ready``) for /health to answer 200. Fails (the process stopped by its id) when it exits first.
-    ``descriptors``: the soft limit on open files the process starts with."""
+    ``descriptors``: the soft limit on open files the process starts with; ``program``: what
+    Python runs instead of ``-m mlxk`` (``-m tests.scripted SCRIPTS``: the CLI with scripted
+    answers)."""
 
     def limit(soft: int = descriptors or 0) -> None:  # in the child, before it runs Python
         import resource
@@ -115,7 +118,7 @@ def start_server(
 
     with log.open("wb") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mlxk", "serve", "--json", "--port", "0", *args],
+            [sys.executable, *program, "serve", "--json", "--port", "0", *args],
             stdout=subprocess.PIPE,
             stderr=stderr,
             env=env if env is not None else serve_env(hub),

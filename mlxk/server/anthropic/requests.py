@@ -55,6 +55,12 @@ CACHE_CONTROL: NoEffect = {
         "a cache breakpoint: prompts share a prefix cache anyway",
     ),
 }
+# what the answers' own blocks carry, so that a client may send them back as they came
+BLOCK_NO_EFFECT: NoEffect = {
+    **CACHE_CONTROL,
+    "caller": (lambda v: v is None or v == {"type": "direct"}, "direct (the model's own call)"),
+    "toolset_name": (lambda v: v is None, "null: tools are not grouped here"),
+}
 # the keys each content block may have, beyond type and cache_control
 BLOCK_KEYS = {
     "text": frozenset({"type", "text", "citations"}),
@@ -214,7 +220,7 @@ def _check_block(block: dict[str, Any], where: str) -> None:
     keys = BLOCK_KEYS.get(kind) if isinstance(kind, str) else None
     if keys is None:
         raise invalid(f"{where}.type", f"content blocks of type {kind!r} are not supported by this server")
-    check_known(block, keys, CACHE_CONTROL, where)
+    check_known(block, keys, BLOCK_NO_EFFECT, where)
     if kind == "text" and block.get("citations") not in (None, []):
         raise invalid(f"{where}.citations", "citations are not supported by this server")
 
