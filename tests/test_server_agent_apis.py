@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -55,6 +59,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         hub,
         "--model",
         MODEL,
+        "--model-alias",
+        "claude-*=" + MODEL,
         log=root / "serve.log",
         env=serve_env(hub),
         program=("-m", "tests.scripted", str(scripts)),
@@ -235,3 +241,38 @@ def test_an_agent_calls_a_tool_and_answers_with_its_result(server: ServerProcess
 def responses_served(server: ServerProcess) -> float:
     text = httpx.get(server.url + "/metrics").text
     return metric(text, 'mlxk_requests_total{route="/v1/responses",status="200"}') or 0.0
+
+
+# --- the README's examples ------------------------------------------------------------------
+
+README = Path(__file__).parent.parent / "README.md"
+README_URL = "http://127.0.0.1:8000"
+README_MODEL = "mlx-community/Qwen3-8B-4bit"
+
+
+def readme_examples() -> list[str]:
+    """The Python examples of the README's section on the agent APIs."""
+    text = README.read_text()
+    start = text.index("### Agent APIs")
+    section = text[start : text.index("\n### ", start + 1)]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+def test_the_readme_examples_run_against_the_server(server: ServerProcess) -> None:
+    examples = readme_examples()
+    markers = [
+        "anthropic.Anthropic(",
+        "client.responses.create(",
+        "from agents import",
+        "from langchain_openai import",
+    ]
+    assert len(examples) == len(markers) and all(m in code for m, code in zip(markers, examples, strict=True))
+    outputs = []
+    for code in examples:
+        code = code.replace(README_URL, server.url).replace(README_MODEL, MODEL)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout.strip())
+    assert outputs[0] and outputs[1]  # text from the tiny model
+    assert outputs[2] == ANSWER  # the agent called the tool and answered with its result
+    assert "'name': 'get_weather'" in outputs[3] and "'city': 'Paris'" in outputs[3]
