@@ -1,9 +1,11 @@
-"""Builds the optional Cython core (``mlxk.core._native``); all other metadata lives in pyproject.toml.
+"""Builds the optional Cython core (``mlxk.core._native``) and, on Linux, the CBLAS forwarder
+(``mlxk.core._cblas_forward``); all other metadata lives in pyproject.toml.
 
 Where there is no compiler, no Cython, or ``MLXK_NO_EXTENSIONS=1`` is set at build time, the
-package installs without the extension and runs on its pure-Python twins, and the build says so on
-stderr (``pip install -v`` shows it; ``mlxk --version`` says which core is in use afterwards).
-``MLXK_REQUIRE_NATIVE=1`` turns that fallback into a failed build: release wheels must carry the core.
+package installs without the extensions and runs on its pure-Python twins, and the build says so
+on stderr (``pip install -v`` shows it; ``mlxk --version`` says which core is in use afterwards);
+then only a system BLAS can serve MLX (see mlxk/core/blas.py). ``MLXK_REQUIRE_NATIVE=1`` turns that
+fallback into a failed build: release wheels must carry the core.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
+
+BLAS_FORWARDER = "mlxk.core._cblas_forward"
 
 
 def native_required() -> bool:
@@ -52,6 +56,9 @@ class OptionalBuildExt(build_ext):
         try:
             super().build_extension(ext)
         except Exception as exc:
+            if ext.name == BLAS_FORWARDER:  # optional: without it only a system BLAS can serve MLX
+                print(f"WARNING: mlxk's CBLAS forwarder was not built ({exc}).", file=sys.stderr)
+                return
             fall_back_to_python(str(exc))
 
 
@@ -106,4 +113,14 @@ def native_extensions() -> list:
         return []
 
 
-setup(ext_modules=native_extensions(), cmdclass={"build_ext": OptionalBuildExt})
+def blas_forward_extensions() -> list:
+    """The CBLAS forwarder: plain C, no Cython, so it builds wherever a C compiler is. Its
+    ``scipy_cblas_*`` references stay undefined until it is loaded after OpenBLAS (see the source)."""
+    if os.environ.get("MLXK_NO_EXTENSIONS") == "1" or not sys.platform.startswith("linux"):
+        return []
+    from setuptools import Extension
+
+    return [Extension(BLAS_FORWARDER, sources=["_native/cblas_forward.c"], extra_compile_args=["-O2"])]
+
+
+setup(ext_modules=native_extensions() + blas_forward_extensions(), cmdclass={"build_ext": OptionalBuildExt})

@@ -1,8 +1,9 @@
-"""Benchmark caches and the ratio checks that guard the performance goals.
+"""Benchmark caches, and the summary of the gates that guard the performance goals.
 
 Full mode builds caches of 1,000 and 10,000 models; ``MLXK_BENCH_QUICK=1`` (CI) only 1,000 and
-fewer rounds. Every goal is a ratio measured in the same run (native vs pure Python, mlxk vs
-``find`` and huggingface_hub), never an absolute time: the machine is shared and noisy.
+fewer rounds. Every gate is a ratio (or a difference) measured in the same run, on paired rounds
+(native vs pure Python, mlxk vs ``find`` and huggingface_hub), never an absolute time: the machine
+is shared and noisy. ``benchmarks/gates.py`` says how a gate decides.
 """
 
 from __future__ import annotations
@@ -18,10 +19,23 @@ from pathlib import Path
 import pytest
 
 from benchmarks.cachegen import build_cache
+from benchmarks.gates import QUICK, VERDICTS, gate_rows
+from mlxk.core.blas import ensure_blas
 
-QUICK = os.environ.get("MLXK_BENCH_QUICK") == "1"
+# benchmarks build and run models in this process: MLX multiplies with the BLAS mlxk chooses, as
+# an mlxk process does (the fixtures' own import of mlx.core would otherwise fix the reference one)
+ensure_blas()
+
+__all__ = ["QUICK"]
 SIZES = [1000] if QUICK else [1000, 10000]
 ROUNDS = 3 if QUICK else 7
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if VERDICTS:
+        terminalreporter.section("performance gates (medians of paired rounds)")
+        for row in gate_rows():
+            terminalreporter.write_line(row)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,8 @@ A cache of real (random, incompressible) bytes in page cache: 2 GB in full mode 
 - the all-core limit: hashlib sha256 over the same blobs with one thread per core;
 - ``check_health(deep=...)`` in process, memo off (every byte hashed) and memo warm;
 - ``mlxk health --deep --json`` as a whole process, and ``sha256sum`` over the same files.
-Goals: deep >= 85 % of the all-core limit; the memo'd run >= 50x faster than the first.
+Goals (gated on paired rounds at the end): deep >= 85 % of the all-core limit; the memo'd run
+>= 50x faster than the first.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest
 
 from benchmarks import cachegen as gen
 from benchmarks.conftest import QUICK, ROUNDS, Medians
+from benchmarks.gates import Gate, enforce, median_ratio, timed
 from mlxk.cache.scan import CacheLocation
 from mlxk.core.twin.hashing import default_jobs
 from mlxk.ops.deep import DeepOptions
@@ -30,8 +32,11 @@ from mlxk.ops.health import check_health
 
 MODELS = 4
 WEIGHT_MIB = 64 if QUICK else 512
-MIN_DEEP_RATIO = 0.75 if QUICK else 0.85  # deep throughput / all-core hashlib throughput
-MIN_MEMO_SPEEDUP = 50.0
+# The memo'd run only stats the files: its speed-up grows with the bytes the first run hashes, so
+# quick mode's 256 MB give less than full mode's 2 GB; a lost memo brings it to about 1x.
+DEEP = Gate("health --deep: throughput / all-core hashlib's", goal=0.85, alarm=0.75)
+MEMO = Gate("health --deep: memo'd run speed-up", goal=50.0, alarm=10.0)
+PAIRS = 7
 
 
 def _safetensors(data: bytes) -> bytes:
@@ -100,15 +105,27 @@ def test_deep_process(benchmark, deep_cache: Path, tmp_path: Path, medians: Medi
     medians.record("deep-process", benchmark)
 
 
-def test_goals(medians: Medians, deep_cache: Path) -> None:
+def test_goals(medians: Medians, deep_cache: Path, tmp_path: Path) -> None:
     total = sum(p.stat().st_size for p in _blobs(deep_cache))
-    deep_ratio = medians.ratio("all-cores", "deep-no-memo")
-    memo_speedup = medians.ratio("deep-no-memo", "deep-memo")
-    print(
-        f"\n{total / 1e9:.2f} GB: all cores {total / medians.values['all-cores'] / 1e6:.0f} MB/s, "
-        f"deep {total / medians.values['deep-no-memo'] / 1e6:.0f} MB/s ({deep_ratio:.2f} of the limit), "
-        f"process {total / medians.values['deep-process'] / 1e6:.0f} MB/s, "
-        f"sha256sum {total / medians.values['sha256sum'] / 1e6:.0f} MB/s, memo'd run {memo_speedup:.0f}x faster"
-    )
-    assert deep_ratio >= MIN_DEEP_RATIO
-    assert memo_speedup >= MIN_MEMO_SPEEDUP
+    if {"all-cores", "deep-no-memo", "deep-memo", "deep-process", "sha256sum"} <= set(medians.values):
+        print(
+            f"\n{total / 1e9:.2f} GB (medians): all cores {total / medians.values['all-cores'] / 1e6:.0f} MB/s, "
+            f"deep {total / medians.values['deep-no-memo'] / 1e6:.0f} MB/s, "
+            f"process {total / medians.values['deep-process'] / 1e6:.0f} MB/s, "
+            f"sha256sum {total / medians.values['sha256sum'] / 1e6:.0f} MB/s"
+        )
+    blobs = _blobs(deep_cache)
+    no_memo = CacheLocation(str(deep_cache), None)
+    memo = CacheLocation(str(deep_cache), str(tmp_path / "memo"))
+    check_health(memo, deep=DeepOptions())  # fills the memo
+    again = check_health(memo, deep=DeepOptions()).deep
+    assert again is not None and again.files_hashed == 0
+
+    def all_cores() -> None:
+        with ThreadPoolExecutor(default_jobs()) as pool:
+            list(pool.map(_sha256, blobs))
+
+    deep = timed(lambda: check_health(no_memo, deep=DeepOptions()))
+    memo_run = timed(lambda: check_health(memo, deep=DeepOptions()))
+    enforce(DEEP, lambda: median_ratio(timed(all_cores), deep, PAIRS))
+    enforce(MEMO, lambda: median_ratio(deep, memo_run, PAIRS))

@@ -12,7 +12,7 @@ from collections import Counter
 import httpx
 
 from benchmarks.conftest import QUICK
-from benchmarks.test_bench_serve import MODEL, hub, server
+from benchmarks.test_bench_serve import MODEL, Served, hub, server
 
 __all__ = ["hub", "server"]  # the module fixtures: a tiny model, and a real `mlxk serve` on a free port
 
@@ -38,13 +38,13 @@ async def _client(url: str, until: float, statuses: Counter[int], latencies: lis
                 await asyncio.sleep(float(response.headers.get("retry-after", "1")) / 10)
 
 
-def test_sixty_four_clients(server: str) -> None:
+def test_sixty_four_clients(server: Served) -> None:
     statuses: Counter[int] = Counter()
     latencies: list[float] = []
 
     async def main() -> None:
         until = time.monotonic() + SECONDS
-        await asyncio.gather(*(_client(server, until, statuses, latencies) for _ in range(CLIENTS)))
+        await asyncio.gather(*(_client(server.url, until, statuses, latencies) for _ in range(CLIENTS)))
 
     asyncio.run(main())
     latencies.sort()
@@ -55,5 +55,5 @@ def test_sixty_four_clients(server: str) -> None:
         f"{len(latencies) / SECONDS:.1f} answers/s, p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
     )
     assert set(statuses) <= {200, 429, 503} and statuses[200] > 0
-    health = httpx.get(server + "/health", timeout=5)
+    health = httpx.get(server.url + "/health", timeout=5)
     assert health.status_code == 200 and health.json()["queue"] == 0

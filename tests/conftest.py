@@ -20,6 +20,11 @@ import pytest
 
 import mlxk.core
 from mlxk.core import Core
+from mlxk.core.blas import ensure_blas
+
+# the tests build and run models in this process: MLX multiplies with the BLAS mlxk would choose,
+# which the fixtures' own ``import mlx.core`` would otherwise fix to the reference one first
+ensure_blas()
 
 
 def native_module() -> Core | None:

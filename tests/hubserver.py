@@ -101,7 +101,9 @@ class FakeHub:
     Switches (set them any time): ``drop_after`` {path: n} closes a GET after n body bytes, ``drop_times``
     times (-1: always); ``wrong_bytes`` paths come with every byte inverted; ``ignore_range`` answers
     ranges with a full 200; ``slow_bps`` throttles bodies; ``stall`` paths never get their body; ``deny``
-    paths are refused (403, as the Hub refuses a gated file to a token without access).
+    paths are refused (403, as the Hub refuses a gated file to a token without access); ``hold`` paths
+    get theirs once taken out of the set (a download that is surely under way while a test does
+    something, however slow the machine).
     """
 
     def __init__(self, root: Path, token: str = "hf_test_token") -> None:
@@ -119,6 +121,7 @@ class FakeHub:
         self.slow_bps: int | None = None
         self.stall: set[str] = set()
         self.deny: set[str] = set()
+        self.hold: set[str] = set()
         self.requests: list[tuple[str, str]] = []
         self.ranges: list[tuple[str, str]] = []  # (file path, Range header) of every GET that had one
         self.errors: list[str] = []  # tracebacks of unexpected server-side exceptions (never printed)
@@ -414,6 +417,10 @@ class _Handler(BaseHTTPRequestHandler):
             hub._stopping.wait()
             self.close_connection = True
             return
+        while path in hub.hold:
+            if hub._stopping.wait(0.01):
+                self.close_connection = True
+                return
         count = end - start
         if drop is not None and drop < count:
             with hub.lock:

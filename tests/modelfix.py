@@ -148,12 +148,14 @@ def _tokenizer_config(chat_template: bool, bpe: bool, max_len: int) -> dict[str,
     return config
 
 
-def model_config(vocab_size: int, max_position_embeddings: int = 512) -> dict[str, Any]:
+def model_config(vocab_size: int, max_position_embeddings: int = 512, width: int = 1) -> dict[str, Any]:
+    """The llama config of the tiny models; ``width`` multiplies the hidden and intermediate sizes
+    (a wider float32 model makes the matrix products, and so the BLAS, weigh in prefill)."""
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
-        "hidden_size": 64,
-        "intermediate_size": 128,
+        "hidden_size": 64 * width,
+        "intermediate_size": 128 * width,
         "num_hidden_layers": 2,
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
@@ -179,6 +181,7 @@ def build_tiny_chat_model(
     quantized: bool = False,
     max_position_embeddings: int = 512,
     seed: int = DEFAULT_SEED,
+    width: int = 1,
 ) -> dict[str, bytes]:
     """The files of one tiny MLX chat model snapshot (path -> bytes); byte-identical for equal args."""
     import mlx.core as mx
@@ -190,7 +193,7 @@ def build_tiny_chat_model(
     if tokenizer.token_to_id(EOS_TOKEN) != EOS_ID:
         raise AssertionError("eos must be id 0")
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
-    config = model_config(vocab_size, max_position_embeddings)
+    config = model_config(vocab_size, max_position_embeddings, width)
 
     mx.random.seed(seed)
     model = Model(ModelArgs.from_dict(config))  # type: ignore[no-untyped-call]

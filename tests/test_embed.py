@@ -162,7 +162,11 @@ def test_embeddings_endpoint_shapes_and_formats(cache: Path) -> None:
     [
         ({"input": []}, "input"),
         ({"input": ""}, "input"),
-        ({"input": [1, 2, 3]}, "input"),
+        ({"input": [1, 2, 10**9]}, "input"),
+        ({"input": [[101, 102], [101, -1, 102]]}, "input"),
+        ({"input": [[101, 102], []]}, "input"),
+        ({"input": [101, "x"]}, "input"),
+        ({"input": [True, False]}, "input"),
         ({"input": "x", "encoding_format": "hex"}, "encoding_format"),
         ({"input": "x", "dimensions": 128}, "dimensions"),
         ({"input": "word " * 2000}, "input"),

@@ -1,4 +1,4 @@
-"""The MLX sentence encoder (mlxk.runner.encoder) on the real all-MiniLM-L6-v2 (tests.minilm) and on
+"""The MLX sentence encoder (mlxk.embedding.bert) on the real all-MiniLM-L6-v2 (tests.minilm) and on
 tiny random encoders of each supported family.
 
 The vectors are checked against a reference written here a second way: numpy in float64, one
@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from mlxk.embedding.bert import SUPPORTED_MODEL_TYPES, Encoder, is_encoder_config, load_encoder
 from mlxk.errors import ModelIncompatible
-from mlxk.runner.encoder import SUPPORTED_MODEL_TYPES, Encoder, is_encoder_config, load_encoder
 from tests.minilm import REPO, install_minilm
 
 FOOD = "A man is eating food."
@@ -409,7 +409,7 @@ def test_unsupported_snapshots_are_refused(tmp_path: Path) -> None:
 
 def test_importing_the_encoder_module_stays_light() -> None:
     code = (
-        "import sys, mlxk.runner.encoder as e\n"
+        "import sys, mlxk.embedding.bert as e\n"
         "e.is_encoder_config({'model_type': 'bert'})\n"
         "print(sorted(m for m in ('mlx', 'mlx.core', 'tokenizers', 'numpy') if m in sys.modules))"
     )

@@ -275,7 +275,7 @@ def test_cancel_from_another_thread(
     cancelled_at: list[float] = []
 
     def cancel_after_first_file() -> None:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # a hang guard: the loop ends when the condition holds
         while hash_job.bytes_done <= BIG_SIZE + HASH_CHUNK and time.monotonic() < deadline:
             time.sleep(0.0002)
         cancelled_at.append(time.monotonic())
@@ -318,7 +318,7 @@ def test_signal_reaches_the_calling_thread(core: str, big: tuple[list[str], list
         raise Interrupted
 
     def interrupt() -> None:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # a hang guard: the loop ends when the condition holds
         while hash_job.bytes_done == 0 and time.monotonic() < deadline:
             time.sleep(0.0002)
         if hash_job.bytes_done:  # else no signal: pytest.raises below fails
@@ -331,7 +331,7 @@ def test_signal_reaches_the_calling_thread(core: str, big: tuple[list[str], list
         helper.start()
         with pytest.raises(Interrupted):
             hash_job.run()
-            time.sleep(5)  # the twin may finish first: the handler then runs here
+            time.sleep(60)  # the twin may finish first: the handler then runs here, when the signal comes
         returned = time.monotonic()
     finally:
         helper.join(30)  # before the default action (process exit) is back

@@ -303,7 +303,7 @@ def test_offline_mode(cli: Any, fake: FakeHub, monkeypatch: pytest.MonkeyPatch) 
 # --- whole processes: progress on a terminal, kill -9, Ctrl-C, several pulls at once ---
 
 
-def wait_for(condition: Any, timeout: float = 20.0) -> None:
+def wait_for(condition: Any, timeout: float = 60.0) -> None:  # a hang guard: ends when it holds
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "timed out"
@@ -357,7 +357,7 @@ def test_interrupted_pull_publishes_nothing_and_the_next_completes(
     )
     wait_for(lambda: bool(incomplete(hub)))  # the client writes in 10 MiB pieces: the file is still empty
     proc.send_signal(sig)
-    assert proc.wait(timeout=10) == (-9 if sig == signal.SIGKILL else 130)
+    assert proc.wait(timeout=60) == (-9 if sig == signal.SIGKILL else 130)  # a hang guard
     assert proc.stderr is not None
     proc.stderr.close()
     good = hashlib.sha256(model_files()[BIG]).hexdigest()
@@ -413,12 +413,14 @@ def test_concurrent_pulls_of_one_repo(hub: Path, fake: FakeHub) -> None:
 
 
 def test_rm_during_a_pull_waits_or_fails_cleanly(hub: Path, fake: FakeHub) -> None:
-    fake.slow_bps = 400_000
+    fake.hold.add(BIG)  # the weights come only after the rm below: the pull is surely under way
     puller = subprocess.Popen(
         [sys.executable, "-m", "mlxk", "pull", REPO, "--json"], stdout=subprocess.PIPE, text=True
     )
-    wait_for(lambda: bool(incomplete(hub)))
+    weights = hashlib.sha256(model_files()[BIG]).hexdigest()
+    wait_for(lambda: any(p.name.startswith(weights) for p in incomplete(hub)))  # its lock is held
     refused = mlxk("rm", REPO, "--json")
+    fake.hold.discard(BIG)
     assert refused.returncode == 1 and '"locks_present"' in refused.stdout
     out = puller.communicate(timeout=120)[0]
     assert puller.returncode == 0, out

@@ -227,6 +227,15 @@ class Terminal:
                     break
         return self.seen
 
+    def read_until_size(self, size: int, timeout: float = 60.0) -> bytes:
+        """Until ``size`` bytes in all have come."""
+        deadline = time.monotonic() + timeout
+        while len(self.seen) < size:
+            assert time.monotonic() < deadline, f"only {len(self.seen)} of {size} bytes: {self.seen[-500:]!r}"
+            if select.select([self.master], [], [], 0.1)[0]:
+                self.seen += os.read(self.master, 65536)
+        return self.seen
+
     def send(self, data: bytes) -> None:
         os.write(self.master, data)
 
@@ -253,8 +262,11 @@ def test_interactive_chat_keeps_history_clears_and_exits(models: Path) -> None:
 def test_ctrl_c_stops_an_answer_and_ctrl_d_leaves(long_model: str) -> None:
     term = Terminal("run", long_model, *GREEDY, "--max-tokens", "1000000")
     term.read_until(b">>> ")
+    mark = len(term.seen)
     term.send(b"Hello\n")
-    time.sleep(1.5)  # the answer is streaming now (a million tokens would take minutes)
+    # the line's echo (with the line editor's control codes) is a few bytes; beyond 64 the answer
+    # is streaming (a million tokens would take minutes)
+    term.read_until_size(mark + 64)
     os.killpg(term.proc.pid, signal.SIGINT)
     term.read_until(b"(stopped)")
     term.read_until(b">>> ")

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from mlxk.server.app import ServerSettings
@@ -347,10 +348,18 @@ def test_health_answers_while_generating(cache: Path) -> None:
 
         async def scenario(call: Client) -> None:
             long = asyncio.ensure_future(call("POST", "/v1/chat/completions", json=chat_body(max_tokens=400)))
-            await asyncio.sleep(0.05)
-            health = await call("GET", "/health")
-            assert health.status_code == 200 and health.json()["queue"] >= 1  # answered while it generated
-            assert not long.done()
-            assert (await long).status_code == 200
+
+            async def counted() -> httpx.Response | None:
+                """/health until it counts the request (the model loaded, the request taken): an
+                answer given while the request ran; None when the request ended first."""
+                while not long.done():
+                    health = await call("GET", "/health")
+                    if health.status_code == 200 and health.json()["queue"] >= 1:
+                        return health
+                    await asyncio.sleep(0.01)
+                return None
+
+            assert await asyncio.wait_for(counted(), timeout=120) is not None
+            assert (await asyncio.wait_for(long, timeout=120)).status_code == 200
 
         run(scenario)

@@ -20,6 +20,8 @@ VISION_PIPELINES = frozenset({"image-text-to-text", "image-to-text", "visual-que
 SENTENCE_TRANSFORMER_FILES = ("modules.json", "sentence_bert_config.json")
 CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 # name parts that mark a chat-tuned model: "-Instruct", "-chat", "-it" (not "-Italian")
+# a decoder saved as an embedder: "Qwen3-Embedding-0.6B", "Linq-Embed-Mistral"
+EMBED_NAME_HINT = re.compile(r"embed", re.IGNORECASE)
 CHAT_NAME_HINT = re.compile(r"(?:^|[-_.])(?:instruct|chat|it|rlhf|dpo|sft)(?:$|[-_.\d])", re.IGNORECASE)
 
 
@@ -54,9 +56,32 @@ def _architectures(config: Mapping[str, Any]) -> list[str]:
     return [a for a in archs if isinstance(a, str)] if isinstance(archs, list) else []
 
 
-def _is_embedding(config: Mapping[str, Any], front: Mapping[str, Any], file_names: Collection[str]) -> bool:
+def _is_decoder_embedding(name: str, config: Mapping[str, Any]) -> bool:
+    """A causal language model's config kept as an embedder: saved as the bare transformer
+    (architectures like "Qwen3Model", "MistralModel": no language-model head), or a decoder
+    whose name says it embeds."""
+    archs = _architectures(config)
     model_type = str(config.get("model_type") or "").lower()
-    if model_type in EMBEDDING_MODEL_TYPES:
+    if (
+        not archs
+        or not model_type
+        or model_type in AUDIO_MODEL_TYPES
+        or isinstance(config.get("vision_config"), dict)
+    ):
+        return False
+    if all(a.endswith("Model") for a in archs):
+        return True
+    short = name.rsplit("/", 1)[-1]
+    return EMBED_NAME_HINT.search(short) is not None and all(
+        a.endswith(("ForCausalLM", "Model")) for a in archs
+    )
+
+
+def _is_embedding(
+    name: str, config: Mapping[str, Any], front: Mapping[str, Any], file_names: Collection[str]
+) -> bool:
+    model_type = str(config.get("model_type") or "").lower()
+    if model_type in EMBEDDING_MODEL_TYPES or _is_decoder_embedding(name, config):
         return True
     if any(a.endswith(("Model", "ForMaskedLM")) and "Bert" in a for a in _architectures(config)):
         return True
@@ -96,7 +121,7 @@ def detect_kind(
 ) -> Kind:
     framework = detect_framework(name, config, front, weight_suffixes)
     cfg: Mapping[str, Any] = config or {}
-    if _is_embedding(cfg, front, file_names):
+    if _is_embedding(name, cfg, front, file_names):
         return Kind(framework, "embedding", ("embeddings",))
     if _is_audio(cfg, front):
         return Kind(framework, "audio", ("audio",))

@@ -7,8 +7,8 @@ import orjson
 from cleo.helpers import argument, option
 
 from mlxk.cli.base import MlxkCommand
+from mlxk.embedding.embeddable import embedding_model
 from mlxk.errors import ValidationError
-from mlxk.runner.embeddable import embedding_model
 
 MAX_BATCH = 4096
 
@@ -25,6 +25,24 @@ class EmbedCommand(MlxkCommand):
         option("file", "f", "One text per line, or JSONL with a 'text' field ('-' for stdin).", flag=False),
         option("no-normalize", None, "Keep the raw pooled vectors (default: unit length).", flag=True),
         option("batch-size", None, "Texts per forward pass.", flag=False, default="32"),
+        option(
+            "query",
+            None,
+            "Embed the texts as retrieval queries (the model's query prompt or instruction).",
+            flag=True,
+        ),
+        option(
+            "instruct",
+            None,
+            "Task instruction put before each query (decoder-based models such as Qwen3-Embedding; implies --query).",
+            flag=False,
+        ),
+        option(
+            "dimensions",
+            None,
+            "Shorter vectors from a Matryoshka model (Qwen3-Embedding: 1 to its hidden size), renormalized.",
+            flag=False,
+        ),
     ]
 
     def _records(self) -> list[dict[str, Any]]:
@@ -52,12 +70,24 @@ class EmbedCommand(MlxkCommand):
         records = self._records()
         if not records:
             raise ValidationError("nothing to embed: the input has no texts")
+        dimensions = _dimensions(self.option("dimensions"))
+        instruct = self.option("instruct")
+        if instruct is not None and not instruct.strip():
+            raise ValidationError("--instruct takes a task description, not an empty text")
         embeddable = embedding_model(self.location(), self.argument("model"))
-        from mlxk.runner.encoder import load_encoder
+        from mlxk.embedding.loader import load_embedder
 
-        encoder = load_encoder(embeddable.path)
+        encoder = load_embedder(embeddable.path)
         normalize = not self.option("no-normalize")
-        result = encoder.embed([r["text"] for r in records], normalize=normalize, batch_size=int(size))
+        # documents go in as they are; a query gets the model's query prompt or the instruction
+        prefix = encoder.query_prompt(instruct) if self.option("query") or instruct is not None else ""
+        result = encoder.embed(
+            [r["text"] for r in records],
+            normalize=normalize,
+            batch_size=int(size),
+            dimensions=dimensions,
+            prefix=prefix,
+        )
         model = embeddable.model
         metadata = {"model": model.name, "dimensions": result.dimensions, "revision": model.hash}
         truncated = [i for i, t in enumerate(result.truncated) if t]
@@ -88,6 +118,14 @@ class EmbedCommand(MlxkCommand):
             )
         out.flush()
         return 0
+
+
+def _dimensions(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValidationError(f"--dimensions takes a positive whole number, not {value!r}")
+    return int(value)
 
 
 def _record(line: bytes, number: int) -> dict[str, Any]:

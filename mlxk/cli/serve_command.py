@@ -117,8 +117,8 @@ class ServeCommand(MlxkCommand):
         embedding_model = None
         if model:  # refused now, not at the first request
             from mlxk.cache.runnable import runnable_model
+            from mlxk.embedding.embeddable import embedding_model as find_embedding_model
             from mlxk.errors import ModelIncompatible
-            from mlxk.runner.embeddable import embedding_model as find_embedding_model
 
             try:
                 model = runnable_model(self.location(), model).model.name

@@ -193,6 +193,9 @@ def _context_length(config: dict[str, Any]) -> int | None:
 def load_engine(path: str) -> Engine:
     """Load the snapshot at ``path`` with mlx-lm (weights evaluated now, not on first use)."""
     started = time.perf_counter()
+    from mlxk.core.blas import ensure_blas
+
+    ensure_blas()  # before mlx-lm imports mlx.core: libmlx binds its BLAS when it loads
     from mlx_lm.utils import load
 
     loaded: tuple[Any, ...] = load(path, return_config=True)

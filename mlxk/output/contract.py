@@ -200,4 +200,11 @@ def version_data(info: VersionInfo) -> dict[str, Any]:
         "cli_version": info.cli_version,
         "json_api_spec_version": info.json_api_spec_version,
         "system": system,
+        "blas": {
+            "library": info.blas.library,
+            "source": info.blas.source,
+            "path": info.blas.path,
+            "threads": info.blas.threads,
+            "reason": info.blas.reason,
+        },
     }

@@ -14,6 +14,7 @@ from mlxk.output.units import human_age, human_size
 
 if TYPE_CHECKING:
     from mlxk.cache.model import CachedModel
+    from mlxk.core.blas import BlasPlan
     from mlxk.ops.health import HealthResult
     from mlxk.ops.list import ListResult
     from mlxk.ops.show import ShowResult
@@ -175,6 +176,15 @@ def render_health(result: HealthResult, style: Style) -> str:
     return "\n".join(lines) + "\n"
 
 
+def describe_blas(plan: BlasPlan) -> str:
+    """``openblas (scipy-openblas32, 2 threads)``, or the library and why when nothing is loaded."""
+    details = [plan.source] if plan.source not in ("none", "mlx", plan.library) else []
+    if plan.threads:
+        details.append(f"{plan.threads} thread{'s' if plan.threads != 1 else ''}")
+    head = plan.library + (f" ({', '.join(details)})" if details else "")
+    return head if plan.path else f"{head}: {plan.reason}"
+
+
 def render_version(info: VersionInfo) -> str:
     core = "native core" if info.native else "pure-Python core"
-    return f"mlxk {info.cli_version} (JSON API {info.json_api_spec_version}, {core})\n"
+    return f"mlxk {info.cli_version} (JSON API {info.json_api_spec_version}, {core})\nBLAS: {describe_blas(info.blas)}\n"

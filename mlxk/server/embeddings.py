@@ -1,9 +1,14 @@
-"""``POST /v1/embeddings``: sentence encoders beside the chat engine, batched across requests.
+"""``POST /v1/embeddings``: embedding models beside the chat engine, batched across requests.
 
-The engine thread runs the encoder (loaded on first use, or switched when a request names another
-embedding model), between two decoding steps of the chat engine: one thread owns MLX. Requests
-that arrive while the thread is busy wait together and go into the next forward pass as one batch,
-then each gets its own slice of the result.
+The engine thread runs the embedding model (loaded on first use, or switched when a request
+names another embedding model), between two decoding steps of the chat engine: one thread owns
+MLX. Requests that arrive while the thread is busy wait together and go into the next forward pass
+as one batch (texts with texts, token arrays with token arrays), then each gets its own slice of
+the result, checked and shaped into its response on that thread.
+
+``input`` is a string, a list of strings, a list of token ids or a list of such lists, as OpenAI
+takes it (LangChain's OpenAIEmbeddings sends token arrays by default). Token ids are the model's
+own; the vectors of token arrays are those of the ids as given (no special tokens added).
 """
 
 from __future__ import annotations
@@ -17,16 +22,31 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlxk.embedding.common import Embedder, Embeddings, shorten
+from mlxk.errors import MlxkError
 from mlxk.server.errors import HTTPError, shutting_down
 
 MAX_INPUTS = 2048
 MAX_BATCH_TEXTS = 256
+INPUT_FORMS = "a string, a list of strings, a list of token ids, or a list of token id lists"
+
+
+@dataclass(frozen=True)
+class EmbedRequest:
+    texts: list[str] | None  # exactly one of texts and ids
+    ids: list[list[int]] | None
+    encoding_format: str
+    dimensions: int | None
+
+    @property
+    def count(self) -> int:
+        return len(self.texts if self.texts is not None else self.ids or [])
 
 
 @dataclass
 class EmbedJob:
     model: str
-    texts: list[str]
+    request: EmbedRequest
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any] = field(init=False)
 
@@ -73,11 +93,11 @@ class EmbeddingWorker:
         while not self._jobs.empty():
             job = self._jobs.get_nowait()
             batch = [job]
-            texts = len(job.texts)
-            while texts < MAX_BATCH_TEXTS and not self._jobs.empty():  # whoever waited meanwhile joins
+            count = job.request.count
+            while count < MAX_BATCH_TEXTS and not self._jobs.empty():  # whoever waited meanwhile joins
                 following = self._jobs.get_nowait()
                 batch.append(following)
-                texts += len(following.texts)
+                count += following.request.count
             for model in dict.fromkeys(j.model for j in batch):
                 self._embed([j for j in batch if j.model == model], model)
 
@@ -86,31 +106,102 @@ class EmbeddingWorker:
             if self._model != model:  # the encoder in use stays until its successor has loaded
                 self._encoder = self._load(model)
                 self._model = model
-            texts = [t for j in jobs for t in j.texts]
-            result = self._encoder.embed(texts, normalize=True)
+        except BaseException as exc:
+            for job in jobs:
+                job.settle(exc)
+            return
+        embedder: Embedder = self._encoder
+        ready = []
+        for job in jobs:  # a request's own mistakes fail that request only, before the batch runs
+            try:
+                _check(embedder, job.request)
+                ready.append(job)
+            except (HTTPError, MlxkError) as exc:
+                job.settle(exc)
+        for tokens in (False, True):
+            group = [j for j in ready if (j.request.ids is not None) == tokens]
+            if group:
+                self._embed_group(embedder, group)
+
+    def _embed_group(self, embedder: Embedder, jobs: list[EmbedJob]) -> None:
+        try:
+            if jobs[0].request.ids is not None:
+                result = embedder.embed_ids([row for j in jobs for row in j.request.ids or []])
+            else:
+                result = embedder.embed([t for j in jobs for t in j.request.texts or []])
         except BaseException as exc:
             for job in jobs:
                 job.settle(exc)
             return
         start = 0
         for job in jobs:
-            end = start + len(job.texts)
-            job.settle((self._encoder, result, start, end))
+            end = start + job.request.count
+            try:
+                job.settle(_reply(job, embedder, result, start, end))
+            except HTTPError as exc:
+                job.settle(exc)
             start = end
 
 
-def parse_inputs(body: dict[str, Any]) -> tuple[list[str], str, int | None]:
-    """(texts, encoding_format, dimensions) of an embeddings request, checked."""
-    raw = body.get("input")
-    texts = [raw] if isinstance(raw, str) else raw
-    if not isinstance(texts, list) or not texts:
-        raise HTTPError(400, "'input' must be a string or a non-empty list of strings", param="input")
-    if len(texts) > MAX_INPUTS or not all(isinstance(t, str) for t in texts):
+def _check(embedder: Embedder, request: EmbedRequest) -> None:
+    if request.dimensions is not None:
+        try:
+            embedder.check_dimensions(request.dimensions)
+        except MlxkError as exc:
+            raise HTTPError(400, exc.message, param="dimensions") from None
+    if request.ids is not None:
+        vocab = embedder.vocab_size
+        for i, row in enumerate(request.ids):
+            for j, token in enumerate(row):
+                if not 0 <= token < vocab:
+                    raise HTTPError(
+                        400,
+                        f"input[{i}][{j}] is token id {token}, outside the model's vocabulary (0 to {vocab - 1})",
+                        param="input",
+                    )
+
+
+def _reply(job: EmbedJob, embedder: Embedder, result: Embeddings, start: int, end: int) -> dict[str, Any]:
+    too_long = [i for i, t in enumerate(result.truncated[start:end]) if t]
+    if too_long:
         raise HTTPError(
-            400, f"'input' takes at most {MAX_INPUTS} strings (token arrays are not supported)", param="input"
+            400, f"input {too_long[0]} is longer than the model's {embedder.max_length} tokens", param="input"
         )
-    if any(not t for t in texts):
-        raise HTTPError(400, "'input' may not contain empty strings", param="input")
+    vectors = result.vectors[start:end]
+    size = job.request.dimensions
+    if size is not None and size != result.dimensions:
+        vectors = shorten(vectors, size, normalize=True)
+    tokens = sum(result.token_counts[start:end])
+    return response_body(job.model, vectors, tokens, job.request.encoding_format)
+
+
+def _token_rows(raw: list[Any]) -> list[list[int]] | None:
+    """The token arrays of ``input`` (one list of ints, or a list of them); None for other forms."""
+    rows = [raw] if all(isinstance(t, int) and not isinstance(t, bool) for t in raw) else raw
+    if not all(isinstance(row, list) for row in rows):
+        return None
+    for row in rows:
+        if not row or not all(isinstance(t, int) and not isinstance(t, bool) for t in row):
+            return None
+    return rows
+
+
+def parse_request(body: dict[str, Any]) -> EmbedRequest:
+    """The checked fields of an embeddings request."""
+    raw = body.get("input")
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not items:
+        raise HTTPError(400, f"'input' must be {INPUT_FORMS}, not empty", param="input")
+    texts: list[str] | None = None
+    ids = None if all(isinstance(t, str) for t in items) else _token_rows(items)
+    if ids is None:
+        if not all(isinstance(t, str) for t in items):
+            raise HTTPError(400, f"'input' must be {INPUT_FORMS} (non-empty lists)", param="input")
+        texts = items
+        if any(not t for t in texts):
+            raise HTTPError(400, "'input' may not contain empty strings", param="input")
+    if len(texts if texts is not None else ids or []) > MAX_INPUTS:
+        raise HTTPError(400, f"'input' takes at most {MAX_INPUTS} inputs", param="input")
     fmt = body.get("encoding_format", "float")
     if fmt not in ("float", "base64"):
         raise HTTPError(400, "'encoding_format' must be 'float' or 'base64'", param="encoding_format")
@@ -119,7 +210,7 @@ def parse_inputs(body: dict[str, Any]) -> tuple[list[str], str, int | None]:
         isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1
     ):
         raise HTTPError(400, "'dimensions' must be a positive integer", param="dimensions")
-    return texts, fmt, dimensions
+    return EmbedRequest(texts, ids, fmt, dimensions)
 
 
 def response_body(model: str, vectors: list[list[float]], tokens: int, fmt: str) -> dict[str, Any]:

@@ -108,7 +108,7 @@ class ModelPolicy:
         return engine
 
     def load_embedder(self, name: str) -> Any:
-        from mlxk.runner.embeddable import embedding_model
-        from mlxk.runner.encoder import load_encoder
+        from mlxk.embedding.embeddable import embedding_model
+        from mlxk.embedding.loader import load_embedder
 
-        return load_encoder(embedding_model(self._location, name).path)
+        return load_embedder(embedding_model(self._location, name).path)

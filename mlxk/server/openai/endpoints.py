@@ -15,8 +15,8 @@ from mlxk.errors import MlxkError
 from mlxk.generation.chunks import Usage
 from mlxk.server.asgi import Receive, Scope, Send, send_events, send_json
 from mlxk.server.disconnect import DisconnectWatch
-from mlxk.server.embeddings import EmbeddingWorker, EmbedJob, parse_inputs, response_body
-from mlxk.server.errors import CLIENT_GONE, HTTPError, from_library, model_not_found
+from mlxk.server.embeddings import EmbeddingWorker, EmbedJob, parse_request
+from mlxk.server.errors import CLIENT_GONE, from_library, model_not_found
 from mlxk.server.generate import Generations, Running
 from mlxk.server.models import ModelPolicy
 from mlxk.server.openai.fields import check_fields
@@ -96,28 +96,18 @@ class OpenAIEndpoints:
     async def embeddings(self, scope: Scope, receive: Receive, send: Send, cors: Headers) -> int:
         body = await self.read_json(scope, receive)
         check_fields(body, "embeddings")
-        texts, fmt, dimensions = parse_inputs(body)
+        request = parse_request(body)
         model = self.models.for_embedding(body.get("model"))
-        job = EmbedJob(model, texts, asyncio.get_running_loop())
+        job = EmbedJob(model, request, asyncio.get_running_loop())
         self.embedder.submit(job)
         watch = DisconnectWatch(receive)
         try:
-            encoder, result, start, end = await watch.race(job.future)
+            reply = await watch.race(job.future)  # the body, checked and shaped on the MLX thread
         except MlxkError as error:
             raise from_library(error, "model") from None
         finally:
             await watch.close()
-        if dimensions is not None and dimensions != result.dimensions:
-            raise HTTPError(400, f"{model} gives {result.dimensions} dimensions only", param="dimensions")
-        too_long = [i for i, t in enumerate(result.truncated[start:end]) if t]
-        if too_long:
-            raise HTTPError(
-                400,
-                f"input {too_long[0]} is longer than the model's {encoder.max_length} tokens",
-                param="input",
-            )
-        tokens = sum(result.token_counts[start:end])
-        await send_json(send, 200, response_body(model, result.vectors[start:end], tokens, fmt), cors)
+        await send_json(send, 200, reply, cors)
         return 200
 
 

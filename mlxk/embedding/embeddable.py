@@ -19,15 +19,18 @@ class Embeddable:
 
 
 def embedding_model(location: CacheLocation, spec: str) -> Embeddable:
-    from mlxk.runner.encoder import is_encoder_config
+    from mlxk.embedding.loader import embedding_family
 
     model = pick_model(location, spec, healthy=True)
-    if model.model_type != "embedding" or not is_encoder_config(model.config or {}):
+    if model.model_type != "embedding" or embedding_family(model.config or {}) is None:
         kind = (
             model.model_type
             if model.model_type != "embedding"
             else "an embedding model of an unsupported kind"
         )
-        raise ModelIncompatible(f"{model.name} is {kind}, not a sentence encoder mlxk can run (BERT family)")
+        raise ModelIncompatible(
+            f"{model.name} is {kind}, not an embedding model mlxk can run "
+            "(BERT-family encoders, decoder-based embedders such as Qwen3-Embedding)"
+        )
     assert model.hash is not None
     return Embeddable(model, os.path.join(location.hub_root, model.dirname, "snapshots", model.hash))

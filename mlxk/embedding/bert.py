@@ -8,18 +8,19 @@ behind a ``bert.``/``roberta.`` prefix), ``tokenizer.json``, and for sentence-tr
 transformer layers, pooling over the real tokens) and returns plain Python lists.
 
 mlx and tokenizers are imported inside the functions: importing this module stays light, so
-``mlxk.ops.embed`` can ask ``is_encoder_config`` before anything heavy is loaded.
+``mlxk.embedding.embeddable`` can ask ``is_encoder_config`` before anything heavy is loaded.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
+from mlxk.core.blas import ensure_blas
+from mlxk.embedding.common import Embedder, max_length, normalized, pool, pooling_mode, prompts, read_json
 from mlxk.errors import ModelIncompatible
 
 if TYPE_CHECKING:
@@ -34,27 +35,6 @@ FAMILIES: Mapping[str, str] = {
     "distilbert": "distilbert",
 }
 SUPPORTED_MODEL_TYPES = frozenset(FAMILIES)
-POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len", "lasttoken")
-# the flags of a sentence-transformers Pooling config, by our name for the mode
-_POOLING_FLAGS = {
-    "pooling_mode_mean_tokens": "mean",
-    "pooling_mode_cls_token": "cls",
-    "pooling_mode_max_tokens": "max",
-    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
-    "pooling_mode_lasttoken": "lasttoken",
-}
-# sentence-transformers modules that change nothing we compute (Normalize is the caller's choice)
-_PASSIVE_MODULES = ("Transformer", "Pooling", "Normalize")
-# tokenizer_config.json says "no limit" with a huge sentinel (int(1e30)); anything this large is one
-_NO_LIMIT = 1_000_000_000
-
-
-@dataclass(frozen=True)
-class Embeddings:
-    vectors: list[list[float]]  # in input order
-    token_counts: list[int]  # tokens each text ran with, special tokens included (after truncation)
-    truncated: list[bool]  # whether a text lost tokens to max_length
-    dimensions: int
 
 
 @dataclass(frozen=True)
@@ -139,64 +119,8 @@ def is_encoder_config(config: Mapping[str, Any]) -> bool:
     return True
 
 
-def _read_json(path: str) -> Any:
-    try:
-        with open(path, "rb") as fh:
-            return json.loads(fh.read())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise ModelIncompatible(f"cannot read {os.path.basename(path)}: {exc}") from exc
-
-
-def _pooling(folder: str) -> str:
-    """The pooling mode of a sentence-transformers snapshot (``modules.json`` names the Pooling
-    module's folder), mean when the snapshot has none: mean pooling is what a plain BERT checkpoint
-    used as a sentence encoder gets from sentence-transformers too."""
-    modules = _read_json(os.path.join(folder, "modules.json"))
-    pooling_dir = "1_Pooling"
-    if isinstance(modules, list):
-        for module in modules:
-            if not isinstance(module, dict):
-                continue
-            kind = str(module.get("type", "")).rsplit(".", 1)[-1]
-            if kind not in _PASSIVE_MODULES:
-                # Dense projections and the like would change the vectors: refuse rather than be wrong
-                raise ModelIncompatible(f"sentence-transformers module {kind!r} is not supported")
-            if kind == "Pooling" and isinstance(module.get("path"), str):
-                pooling_dir = module["path"]
-    config = _read_json(os.path.join(folder, pooling_dir, "config.json"))
-    if not isinstance(config, dict):
-        return "mean"
-    mode = config.get("pooling_mode")  # newer configs may name the mode outright
-    modes = [mode] if isinstance(mode, str) else [m for flag, m in _POOLING_FLAGS.items() if config.get(flag)]
-    modes = ["mean_sqrt_len" if m == "mean_sqrt_len_tokens" else m for m in modes]
-    if not modes:
-        return "mean"
-    # several modes concatenate their vectors in sentence-transformers; no model we know does that
-    if len(modes) > 1 or modes[0] not in POOLING_MODES:
-        raise ModelIncompatible(f"pooling {'+'.join(modes)} is not supported")
-    return modes[0]
-
-
-def _max_length(folder: str, arch: Architecture) -> int:
-    """The longest input in tokens: the position table, lowered by the tokenizer's
-    ``model_max_length`` and by sentence-transformers' ``max_seq_length`` (what the model was
-    trained and evaluated with: all-MiniLM-L6-v2 has 512 positions but truncates at 256)."""
-    limit = arch.max_positions - arch.position_offset
-    for name, key in (
-        ("tokenizer_config.json", "model_max_length"),
-        ("sentence_bert_config.json", "max_seq_length"),
-    ):
-        data = _read_json(os.path.join(folder, name))
-        value = data.get(key) if isinstance(data, dict) else None
-        if isinstance(value, int) and not isinstance(value, bool) and 0 < value < _NO_LIMIT:
-            limit = min(limit, value)
-    return limit
-
-
 def _weight_files(folder: str) -> list[str]:
-    index = _read_json(os.path.join(folder, "model.safetensors.index.json"))
+    index = read_json(os.path.join(folder, "model.safetensors.index.json"))
     if isinstance(index, dict) and isinstance(index.get("weight_map"), dict):
         names = sorted({str(v) for v in index["weight_map"].values()})
         return [os.path.join(folder, n) for n in names]
@@ -307,8 +231,8 @@ def _check_shapes(weights: Mapping[str, mx.array], arch: Architecture) -> None:
         raise ModelIncompatible(f"{weights['position'].shape[0]} position embeddings, config says more")
 
 
-class Encoder:
-    """A loaded sentence encoder. ``embed`` may be called from one thread at a time."""
+class Encoder(Embedder):
+    """A loaded BERT-family sentence encoder."""
 
     def __init__(
         self,
@@ -319,6 +243,7 @@ class Encoder:
         pooling: str,
         max_length: int,
         pad_id: int,
+        prompts: dict[str, str],
     ) -> None:
         self.arch = arch
         self.model_type = arch.model_type
@@ -328,41 +253,13 @@ class Encoder:
         self._weights = weights
         self._tokenizer = tokenizer
         self._pad_id = pad_id
-        self._vocab = int(weights["word"].shape[0])
+        self.vocab_size = int(weights["word"].shape[0])
+        self.prompts = prompts
 
     def tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
-        """Token ids of each text (special tokens added, cut to ``max_length``) and whether it was cut."""
         encodings = self._tokenizer.encode_batch(list(texts))
         # truncation moves what it cut into ``overflowing``: a text was cut exactly when that is non-empty
         return [list(e.ids) for e in encodings], [bool(e.overflowing) for e in encodings]
-
-    def embed(self, texts: list[str], *, normalize: bool = True, batch_size: int = 32) -> Embeddings:
-        """Vectors of ``texts`` (in their order), L2-normalized unless ``normalize`` is False."""
-        if not isinstance(texts, list):
-            raise TypeError(f"texts must be a list of strings, not {type(texts).__name__}")
-        if not texts:
-            raise ValueError("texts is empty: nothing to embed")
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"texts[{i}] is {type(text).__name__}, not str")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
-        ids, truncated = self.tokenize(texts)
-        for i, row in enumerate(ids):
-            if not row:  # a tokenizer without special tokens can give nothing: no token, no mean
-                raise ValueError(f"texts[{i}] gives no tokens")
-            # an id past the embedding table would read out of bounds (mlx does not check gathers)
-            if max(row) >= self._vocab:
-                raise ModelIncompatible(
-                    f"the tokenizer gives id {max(row)}, the model has {self._vocab} embeddings"
-                )
-        vectors: list[list[float]] = [[] for _ in texts]
-        for chunk in _batches([len(row) for row in ids], batch_size):
-            pooled = self._embed_batch([ids[i] for i in chunk], normalize)
-            rows = cast("list[list[float]]", pooled.tolist())
-            for i, vector in zip(chunk, rows, strict=True):
-                vectors[i] = vector
-        return Embeddings(vectors, [len(row) for row in ids], truncated, self.dimensions)
 
     def _embed_batch(self, rows: list[list[int]], normalize: bool) -> mx.array:
         import mlx.core as mx
@@ -374,35 +271,52 @@ class Encoder:
         hidden = forward(self.arch, self._weights, ids, mask)
         pooled = pool(hidden.astype(mx.float32), mask, lengths, self.pooling)
         if normalize:
-            # as torch's F.normalize: a zero vector stays zero instead of becoming NaN
-            norms = mx.sqrt(mx.sum(pooled * pooled, axis=-1, keepdims=True))
-            pooled = pooled / mx.maximum(norms, 1e-12)
+            pooled = normalized(pooled)
         mx.eval(pooled)
         return pooled
 
 
-def _batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices of the texts, in batches of at most ``batch_size``. Texts go in order of length, and
-    a batch also ends where the next text is more than twice as long as its first: every text is
-    padded to the longest of its batch, and one long text would otherwise make a batch of short
-    ones cost as much as that many long ones."""
-    batches: list[list[int]] = []
-    batch: list[int] = []
-    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
-        if batch and (len(batch) == batch_size or lengths[i] > 2 * lengths[batch[0]] + 8):
-            batches.append(batch)
-            batch = []
-        batch.append(i)
-    if batch:
-        batches.append(batch)
-    return batches
+# erf(x) ~ x * P(x^2) / Q(x^2) on [-4, 4] (erf is +-1 in float32 beyond): the rational approximation
+# float32 math libraries use (Eigen's coefficients), within 1e-6 of erf everywhere
+ERF_CLAMP = 3.832506856900711
+ERF_NUMERATOR = (
+    -2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
+    -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02,
+)  # fmt: skip
+ERF_DENOMINATOR = (
+    -1.45660718464996e-05,
+    -2.13374055278905e-04,
+    -1.68282697438203e-03,
+    -7.37332916720468e-03,
+    -1.42647390514189e-02,
+)
+
+
+def erf(x: mx.array) -> mx.array:
+    """erf of float arrays. MLX's CPU backend computes its transcendental functions one element at a
+    time (measured here: mx.erf 20 times slower than a multiplication, and than numpy's ufuncs), so
+    on the CPU a rational approximation made of multiplications and one division is the fast way;
+    other devices have a vectorized mx.erf."""
+    import mlx.core as mx
+
+    if mx.default_device() != mx.cpu:
+        return mx.erf(x)
+    x = mx.clip(x, -ERF_CLAMP, ERF_CLAMP)
+    x2 = x * x
+    p = mx.array(ERF_NUMERATOR[0], dtype=x.dtype)
+    for c in ERF_NUMERATOR[1:]:
+        p = p * x2 + c
+    q = mx.array(ERF_DENOMINATOR[0], dtype=x.dtype)
+    for c in ERF_DENOMINATOR[1:]:
+        q = q * x2 + c
+    return x * p / q
 
 
 def _activation(name: str, x: mx.array) -> mx.array:
     import mlx.core as mx
 
     if name == "gelu":  # BERT's "gelu" is the exact one, through erf
-        return 0.5 * x * (1 + mx.erf(x * (1 / math.sqrt(2))))
+        return 0.5 * x * (1 + erf(x * (1 / math.sqrt(2))))
     if name in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):  # the tanh approximation
         return 0.5 * x * (1 + mx.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x * x * x)))
     if name == "relu":
@@ -444,33 +358,18 @@ def forward(arch: Architecture, w: Mapping[str, mx.array], ids: mx.array, mask: 
     return x
 
 
-def pool(hidden: mx.array, mask: mx.array, lengths: mx.array, mode: str) -> mx.array:
-    """One vector per sequence from ``hidden`` (batch, length, dim), over its real tokens only."""
-    import mlx.core as mx
-
-    if mode == "cls":
-        return hidden[:, 0]
-    if mode == "lasttoken":
-        return hidden[mx.arange(hidden.shape[0]), lengths - 1]
-    weights = mask[:, :, None].astype(hidden.dtype)
-    if mode == "max":
-        return mx.max(mx.where(weights > 0, hidden, mx.finfo(hidden.dtype).min), axis=1)
-    total = mx.sum(hidden * weights, axis=1)
-    counts = lengths[:, None].astype(hidden.dtype)
-    return total / (mx.sqrt(counts) if mode == "mean_sqrt_len" else counts)
-
-
 def load_encoder(path: str) -> Encoder:
     """The encoder in snapshot folder ``path``. ModelIncompatible when it is not one this module
     runs (family, pooling, weights); OSError when files cannot be read."""
     from tokenizers import Tokenizer
 
-    config = _read_json(os.path.join(path, "config.json"))
+    ensure_blas()  # before the first import of mlx.core: libmlx binds its BLAS when it loads
+    config = read_json(os.path.join(path, "config.json"))
     if not isinstance(config, dict):
         raise ModelIncompatible("the snapshot has no config.json object")
     arch = architecture(config)
-    pooling = _pooling(path)
-    max_length = _max_length(path, arch)
+    pooling = pooling_mode(path, "mean")
+    limit = max_length(path, arch.max_positions - arch.position_offset)
     tokenizer_path = os.path.join(path, "tokenizer.json")
     if not os.path.exists(tokenizer_path):
         raise ModelIncompatible("the snapshot has no tokenizer.json (the encoder needs a fast tokenizer)")
@@ -482,7 +381,7 @@ def load_encoder(path: str) -> Encoder:
     # to 128): batches are padded here, to their longest text, and truncation follows max_length.
     padding = tokenizer.padding
     tokenizer.no_padding()
-    tokenizer.enable_truncation(max_length)
+    tokenizer.enable_truncation(limit)
     pad_id = padding.get("pad_id") if isinstance(padding, dict) else None
     if not isinstance(pad_id, int):
         configured = config.get("pad_token_id")
@@ -491,4 +390,6 @@ def load_encoder(path: str) -> Encoder:
     vocab = weights["word"].shape[0]
     if not 0 <= pad_id < vocab:  # the padded positions are masked; the id only has to be valid
         pad_id = 0
-    return Encoder(arch, weights, tokenizer, pooling=pooling, max_length=max_length, pad_id=pad_id)
+    return Encoder(
+        arch, weights, tokenizer, pooling=pooling, max_length=limit, pad_id=pad_id, prompts=prompts(path)
+    )
