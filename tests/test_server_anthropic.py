@@ -289,6 +289,7 @@ BAD: list[tuple[str, Any, int, str]] = [
     ("/v1/messages", body(model=["x"]), 400, "model"),
     ("/v1/messages", "[1, 2]", 400, "JSON object"),
     ("/v1/messages", "{not json", 400, "JSON"),
+    ("/v1/messages", "[" * 100_000, 400, "JSON"),  # nesting deeper than any parser follows
     ("/v1/messages/count_tokens", {"model": MODEL, "messages": HELLO, "max_tokens": 3}, 400, "max_tokens"),
     ("/v1/messages/count_tokens", {"model": MODEL}, 400, "messages"),
 ]

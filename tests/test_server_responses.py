@@ -250,6 +250,7 @@ BAD: list[tuple[dict[str, Any] | str, int, str]] = [
     (body(conversation="conv_1"), 400, "conversation"),
     (body(input="x" * 2000), 400, "input"),
     ("[1]", 400, ""),
+    ("[" * 100_000, 400, ""),
 ]
 
 
