@@ -6,7 +6,11 @@ bearer token, model aliases, and bad requests answered with Anthropic's error ob
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +18,7 @@ import pytest
 
 from mlxk.generation.request import FunctionTool, GenerationRequest, Message, ToolCall
 from tests.modelfix import install
-from tests.servefix import ServerProcess, start_server
+from tests.servefix import ServerProcess, serve_env, start_server
 from tests.toolfix import TOOLS_TEMPLATE, WEATHER, with_template
 
 MODEL = "test/Tiny-Tools"
@@ -326,3 +330,18 @@ def test_the_sdk_raises_its_own_errors(server: ServerProcess, claude: Any) -> No
     with pytest.raises(anthropic.BadRequestError) as refused:
         claude.messages.create(model=MODEL, max_tokens=4, messages=HELLO, extra_body={"temperature": 3})
     assert refused.value.status_code == 400 and "temperature" in str(refused.value)
+
+
+@pytest.mark.parametrize("alias", ["claude-*", "=model", "claude-*=../x", "claude-*=a/b/c"])
+def test_model_alias_refuses_what_is_not_pattern_equals_model_name(tmp_path: Path, alias: str) -> None:
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "mlxk", "serve", "--json", "--port", "0", "--model-alias", alias],
+        capture_output=True,
+        env=serve_env(hub),
+        timeout=120,
+    )
+    envelope = json.loads(result.stdout)
+    assert result.returncode == 1 and envelope["error"]["type"] == "validation_error"
+    assert "--model-alias" in envelope["error"]["message"]
