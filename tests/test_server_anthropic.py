@@ -289,6 +289,12 @@ BAD: list[tuple[str, Any, int, str]] = [
     ("/v1/messages", body(stop_sequences="END"), 400, "stop_sequences"),
     ("/v1/messages", body(stop_sequences=[""]), 400, "stop_sequences"),
     ("/v1/messages", body(frequency_penalty=1), 400, "frequency_penalty"),
+    (
+        "/v1/messages",
+        body(messages=[*HELLO, {"role": "assistant", "content": "The answer is"}]),
+        400,
+        "prefill",
+    ),
     ("/v1/messages", body(messages=[{"role": "user", "content": "x" * 2000}]), 400, "prompt"),
     ("/v1/messages", body(model=["x"]), 400, "model"),
     ("/v1/messages", "[1, 2]", 400, "JSON object"),

@@ -247,6 +247,11 @@ def _conversation(body: dict[str, Any]) -> tuple[Message, ...]:
             messages.extend(_user_turn(array(content, f"{where}.content"), f"{where}.content"))
         else:
             messages.append(_assistant_turn(array(content, f"{where}.content"), f"{where}.content"))
+    if raw[-1].get("role") == "assistant":  # Anthropic continues such a turn; the templates start a new one
+        raise invalid(
+            f"messages[{len(raw) - 1}]",
+            "a conversation ending with an assistant turn (a prefill) is not supported",
+        )
     return tuple(messages)
 
 
