@@ -204,10 +204,10 @@ def test_no_prompt_and_no_terminal_is_an_error(models: Path) -> None:
 class Terminal:
     """mlxk on a pseudo-terminal (stdin and stdout), as a person would use it."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, program: tuple[str, ...] = ("-m", "mlxk")) -> None:
         self.master, slave = pty.openpty()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlxk", *args],
+            [sys.executable, *program, *args],
             stdin=slave,
             stdout=slave,
             stderr=slave,

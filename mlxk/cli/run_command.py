@@ -10,7 +10,7 @@ from cleo.helpers import argument, option
 from mlxk.cache.runnable import runnable_model
 from mlxk.cli.base import MlxkCommand
 from mlxk.errors import ExecutionError, MlxkError, ValidationError
-from mlxk.generation.request import GenerationRequest, Sampling
+from mlxk.generation.request import GenerationRequest, Message, Sampling
 from mlxk.output.emit import write_error
 from mlxk.output.generation import render_stats, run_data
 
@@ -73,6 +73,19 @@ class RunCommand(MlxkCommand):
             multiple=True,
         ),
         option(
+            "hide-reasoning",
+            None,
+            "Leave a thinking model's reasoning out (shown dimmed on a terminal, on stderr otherwise; "
+            "the 'reasoning' field with --json).",
+            flag=True,
+        ),
+        option(
+            "no-thinking",
+            None,
+            "Ask the model not to think (its chat template's enable_thinking switch, where it has one).",
+            flag=True,
+        ),
+        option(
             "no-chat-template",
             None,
             "Send the prompt as raw text, without the model's chat template.",
@@ -94,7 +107,8 @@ class RunCommand(MlxkCommand):
             seed=None if seed is None else _number(seed, "seed", int),
         )
         return GenerationRequest(
-            prompt="",
+            messages=(Message("user", ""),),  # each turn brings its own
+            thinking=False if self.option("no-thinking") else None,
             max_tokens=_number(self.option("max-tokens"), "max-tokens", int),
             sampling=sampling,
             stops=tuple(self.option("stop") or ()),
@@ -135,15 +149,23 @@ class RunCommand(MlxkCommand):
             ) from exc
         system = self.option("system")
         raw = bool(self.option("no-chat-template")) or not engine.has_chat_template
-        from mlxk.cli.chat import Conversation
+        if raw and settings.thinking is not None:
+            raise ValidationError("--no-thinking needs the model's chat template")
+        from mlxk.cli.chat import Conversation, ReasoningView
 
-        conversation = Conversation(engine, system, raw, settings)
+        hide = bool(self.option("hide-reasoning"))
+        view = ReasoningView.for_terminal(hide) if not json_mode else ReasoningView(None)
+        conversation = Conversation(engine, system, raw, settings, view)
         if prompt is None:
             return conversation.interactive()
         request = conversation.request_for(prompt)
         if json_mode:
-            response, finish, usage = conversation.collect(request)
-            self.emit(True, run_data(runnable.model.name, prompt, response, finish, usage), "")
+            answer = conversation.collect(request)
+            reasoning = None if hide or not answer.reasoning else answer.reasoning
+            data = run_data(
+                runnable.model.name, prompt, answer.content, answer.finish_reason, answer.usage, reasoning
+            )
+            self.emit(True, data, "")
             return 0
         finish, usage = conversation.stream(request, sys.stdout)
         if self.io.is_verbose():  # cleo's global --verbose / -v: load time, tokens/s, peak memory

@@ -98,6 +98,14 @@ class ServeCommand(MlxkCommand):
             flag=False,
             default=str(BODY_TIMEOUT_S),
         ),
+        option(
+            "tool-format",
+            None,
+            "MODEL=FORMAT: read MODEL's tool calls and reasoning in FORMAT instead of the one its chat "
+            "template shows (repeatable; 'none': all output is content; formats: docs/tools.md).",
+            flag=False,
+            multiple=True,
+        ),
         option("log-json", None, "Request logs on stderr as JSON lines.", flag=True),
         option(
             "log-level",
@@ -136,6 +144,7 @@ class ServeCommand(MlxkCommand):
         body_timeout = _int(self.option("body-timeout"), "body-timeout", 1, 3600)
         max_queue = _int(self.option("max-queue"), "max-queue", 1, 100_000)
         max_body_bytes = _int(self.option("max-body-bytes"), "max-body-bytes", 1024, 2**31)
+        output_formats = self._output_formats()
         from mlxk.server.listener import bind_listener
 
         listener = bind_listener(host, port, reuse_port=bool(self.option("reuse-port")))  # or a clear error
@@ -155,6 +164,7 @@ class ServeCommand(MlxkCommand):
             embedding_model=embedding_model,
             idle_timeout_s=idle_timeout,
             body_timeout_s=body_timeout,
+            output_formats=output_formats,
             model_aliases=aliases,
         )
         if host not in LOOPBACK:
@@ -173,6 +183,24 @@ class ServeCommand(MlxkCommand):
         from mlxk.server.launch import serve
 
         serve(settings, listener, log_level=str(self.option("log-level")))  # ends the process when stopped
+
+    def _output_formats(self) -> tuple[tuple[str, str], ...]:
+        """--tool-format's pairs, each model resolved to its cached name now (an unknown model or
+        format is refused at start, not at the first request)."""
+        from mlxk.cache.runnable import runnable_model
+        from mlxk.generation import list_formats
+        from mlxk.generation.engine import NO_FORMAT
+
+        known = [*list_formats(), NO_FORMAT]
+        pairs: dict[str, str] = {}
+        for given in self.option("tool-format") or ():
+            model, sep, fmt = str(given).rpartition("=")
+            if not sep or not model or fmt not in known:
+                raise ValidationError(
+                    f"--tool-format takes MODEL=FORMAT with FORMAT one of {', '.join(known)}, not {given!r}"
+                )
+            pairs[runnable_model(self.location(), model).model.name] = fmt
+        return tuple(pairs.items())
 
 
 def _int(value: object, name: str, low: int, high: int) -> int:

@@ -51,13 +51,41 @@ def render(tokenizer: Any, request: GenerationRequest, *, chat_template: bool) -
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **options)
     except Exception as exc:
         from jinja2 import TemplateError
+        from jinja2.exceptions import SecurityError
 
-        if isinstance(exc, TemplateError):  # the template's own raise_exception: a message for the caller
+        if isinstance(exc, SecurityError):  # a template that changes its own lists (Kimi K2's)
+            text = _render_mutable(tokenizer, messages, options)
+        elif isinstance(exc, TemplateError):  # the template's own raise_exception: a message for the caller
             raise ValidationError(f"the model's chat template refused the conversation: {exc}") from None
-        raise
+        else:
+            raise
     # the template wrote the special tokens itself: encoding adds none (as tokenize=True would)
     tokens = tokenizer.encode(text, add_special_tokens=False)
     return Prompt([int(t) for t in tokens], text[-PROMPT_TAIL_CHARS:])
+
+
+def _render_mutable(tokenizer: Any, messages: list[dict[str, Any]], options: dict[str, Any]) -> str:
+    """The template rendered in a sandbox that lets it change lists it made itself. Transformers
+    renders templates in an immutable sandbox, where Kimi K2's templates (which append the ids of
+    pending tool calls to a list) fail as soon as a conversation holds a tool call. The template's
+    helpers (``raise_exception``, ``tojson``, ...) are transformers' own."""
+    from jinja2.ext import loopcontrols
+    from jinja2.sandbox import SandboxedEnvironment
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    source = tokenizer.chat_template
+    if not isinstance(source, str):
+        raise ValidationError("the model's chat template changes its own lists and cannot be rendered here")
+    helpers = _compile_jinja_template(source).environment
+    env = SandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env.filters.update(helpers.filters)
+    env.globals.update(helpers.globals)
+    special = getattr(tokenizer, "special_tokens_map", None) or {}
+    variables = {**special, **options, "messages": messages, "add_generation_prompt": True}
+    try:
+        return str(env.from_string(source).render(**variables))
+    except Exception as exc:
+        raise ValidationError(f"the model's chat template refused the conversation: {exc}") from None
 
 
 def offered_tools(request: GenerationRequest) -> list[dict[str, Any]]:

@@ -8,11 +8,14 @@ if TYPE_CHECKING:
     from mlxk.generation.chunks import Usage
 
 
-def run_data(model: str, prompt: str, response: str, finish_reason: str, usage: Usage) -> dict[str, Any]:
+def run_data(
+    model: str, prompt: str, response: str, finish_reason: str, usage: Usage, reasoning: str | None = None
+) -> dict[str, Any]:
     return {
         "model": model,
         "prompt": prompt,
         "response": response,
+        "reasoning": reasoning,
         "tokens_generated": usage.completion_tokens,
         "prompt_tokens": usage.prompt_tokens,
         "generation_time_s": round(usage.prompt_seconds + usage.generation_seconds, 4),
