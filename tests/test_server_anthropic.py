@@ -242,6 +242,22 @@ def body(**extra: Any) -> dict[str, Any]:
 BAD: list[tuple[str, Any, int, str]] = [
     ("/v1/messages", {"model": MODEL, "messages": HELLO}, 400, "max_tokens"),
     ("/v1/messages", body(max_tokens="10"), 400, "max_tokens"),
+    ("/v1/messages", body(max_tokens=None), 400, "max_tokens"),
+    (
+        "/v1/messages",
+        body(
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image", "source": {"type": "url", "url": "https://x.example/a.png"}}
+                    ],
+                }
+            ]
+        ),
+        400,
+        "image",
+    ),
     ("/v1/messages", body(max_tokens=0), 400, "max_tokens"),
     ("/v1/messages", body(temperature=1.5), 400, "temperature"),
     ("/v1/messages", body(temperature=True), 400, "temperature"),

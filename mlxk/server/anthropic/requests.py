@@ -88,6 +88,8 @@ def parse_messages(body: dict[str, Any]) -> MessagesRequest:
     if "max_tokens" not in body:
         raise invalid("max_tokens", "'max_tokens' is required")
     max_tokens = integer(body["max_tokens"], "max_tokens")
+    if max_tokens is None:
+        raise invalid("max_tokens", "'max_tokens' is required")
     stops = array(body.get("stop_sequences") or [], "stop_sequences")
     return MessagesRequest(
         _model(body),
@@ -136,6 +138,8 @@ def _param(pipeline_param: str) -> str:
     """The pipeline's name of a field, in Messages' terms."""
     if pipeline_param.startswith("tools[") and ".function." in pipeline_param:
         return pipeline_param.replace(".function.", ".")
+    if pipeline_param.startswith("messages["):  # its index counts the system and tool messages
+        return "messages"
     return {"stop": "stop_sequences", "response_format": "output_config.format"}.get(
         pipeline_param, pipeline_param
     )
