@@ -335,6 +335,13 @@ def test_bad_requests_get_anthropic_error_objects(
     assert named in error["error"]["message"]
 
 
+def test_routes_anthropic_has_and_this_server_not_are_anthropic_404s(server: ServerProcess) -> None:
+    response = httpx.post(server.url + "/v1/messages/batches", json={}, headers={"x-api-key": KEY})
+    assert response.status_code == 404 and response.json()["error"]["type"] == "not_found_error"
+    wrong_method = httpx.get(server.url + "/v1/messages", headers={"x-api-key": KEY})
+    assert wrong_method.status_code == 405 and wrong_method.json()["type"] == "error"
+
+
 def test_a_body_over_the_limit_is_request_too_large(server: ServerProcess) -> None:
     huge = (
         b'{"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "'

@@ -10,6 +10,7 @@ from mlxk.server.errors import ANTHROPIC, OPENAI
 
 MODEL_PREFIX = "/v1/models/"
 RESPONSE_PREFIX = "/v1/responses/"
+ANTHROPIC_PREFIX = "/v1/messages/"
 UNMATCHED = "unmatched"
 
 
@@ -52,9 +53,12 @@ def match(path: str) -> tuple[Route | None, str | None]:
 
 
 def protocol(path: str) -> str:
-    """The protocol whose error objects the answers on ``path`` carry (OpenAI's for unknown paths)."""
+    """The protocol whose error objects the answers on ``path`` carry: Anthropic's under
+    /v1/messages (routes it has and we do not, such as message batches, included), else OpenAI's."""
     route, _ = match(path)
-    return route.protocol if route is not None else OPENAI
+    if route is not None:
+        return route.protocol
+    return ANTHROPIC if path.startswith(ANTHROPIC_PREFIX) else OPENAI
 
 
 def label(path: str) -> str:
