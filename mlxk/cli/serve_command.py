@@ -38,13 +38,22 @@ class ServeCommand(MlxkCommand):
         option(
             "api-key",
             None,
-            "Require 'Authorization: Bearer KEY' on every route but /health (or MLXK_API_KEY).",
+            "Require 'Authorization: Bearer KEY' (or 'x-api-key: KEY') on every route but /health "
+            "(or MLXK_API_KEY).",
             flag=False,
         ),
         option(
             "cors-origin",
             None,
             "Allow browser requests from this origin (repeatable; '*' allows every origin).",
+            flag=False,
+            multiple=True,
+        ),
+        option(
+            "model-alias",
+            None,
+            "PATTERN=MODEL: requests for a model name matching the glob PATTERN get MODEL, e.g. "
+            "'claude-*=mlx-community/Qwen3-8B-4bit' (repeatable; the first match wins).",
             flag=False,
             multiple=True,
         ),
@@ -139,6 +148,7 @@ class ServeCommand(MlxkCommand):
             problem = allow_host_problem(name)
             if problem is not None:
                 raise ValidationError(f"--allow-host takes {problem}, not {name!r}")
+        aliases = tuple(_alias(text) for text in self.option("model-alias") or ())
         idle_timeout = _int(self.option("idle-timeout"), "idle-timeout", 1, 3600)
         body_timeout = _int(self.option("body-timeout"), "body-timeout", 1, 3600)
         max_queue = _int(self.option("max-queue"), "max-queue", 1, 100_000)
@@ -168,6 +178,7 @@ class ServeCommand(MlxkCommand):
             body_timeout_s=body_timeout,
             web_ui=not self.option("no-ui"),
             output_formats=output_formats,
+            model_aliases=aliases,
         )
         if host not in LOOPBACK:
             sys.stderr.write(f"Warning: listening on {host}: the server is reachable from other machines\n")
@@ -210,3 +221,16 @@ def _int(value: object, name: str, low: int, high: int) -> int:
     if not text.isdigit() or not low <= int(text) <= high:
         raise ValidationError(f"--{name} takes a whole number from {low} to {high}, not {text!r}")
     return int(text)
+
+
+def _alias(text: str) -> tuple[str, str]:
+    """``PATTERN=MODEL`` of --model-alias (the model is a name, checked when a request uses it)."""
+    from mlxk.cache.names import name_problem
+
+    pattern, sep, model = text.partition("=")
+    if not sep or not pattern or not model:
+        raise ValidationError(f"--model-alias takes PATTERN=MODEL, not {text!r}")
+    problem = name_problem(model)
+    if problem is not None:
+        raise ValidationError(f"--model-alias {text!r}: {model!r} is not a model name ({problem})")
+    return pattern, model

@@ -25,6 +25,7 @@ class Usage:
     generation_seconds: float  # from the first token to the last
     peak_memory_bytes: int
     cached_tokens: int = 0  # prompt tokens served from the prefix cache (not prefilled again)
+    reasoning_tokens: int = 0  # generated tokens that went to the reasoning channel
 
     @property
     def tokens_per_second(self) -> float:
@@ -60,6 +61,7 @@ class Chunk:
     finish_reason: str | None = None  # stop | length | tool_calls | cancelled
     usage: Usage | None = None
     logprobs: tuple[TokenLogprob, ...] = ()  # the tokens up to this chunk, when asked for
+    stop_sequence: str | None = None  # the stop string that ended the answer (finish "stop")
 
     @property
     def empty(self) -> bool:
@@ -91,4 +93,5 @@ def merge(chunks: Sequence[Chunk]) -> Chunk:
         last_chunk.finish_reason,
         last_chunk.usage,
         tuple(entry for c in chunks for entry in c.logprobs),
+        last_chunk.stop_sequence,
     )

@@ -103,12 +103,14 @@ class Sequence:
         "prompt",
         "prompt_tail",
         "reason",
+        "reasoning_tokens",
         "sampler",
         "segmenter",
         "single_call",
         "solo_processors",
         "started",
         "stops",
+        "unsettled",
     )
 
     def __init__(
@@ -141,6 +143,10 @@ class Sequence:
         self.generated: list[int] = []
         self.reason: str | None = None  # set when the sequence must end
         self.cached_tokens = 0  # prompt tokens whose KV came from a prefix cache
+        # tokens whose text went to the reasoning channel; a token whose text is held back (a
+        # marker, part of one) counts with the chunk that its text, or the text after it, ends up in
+        self.reasoning_tokens = 0
+        self.unsettled = 0
         self.calls: set[int] = set()  # the tool calls of the answer (by index), but for failed ones
         # parallel_tool_calls false: the first call is the answer; a second one ends the sequence
         self.single_call = single_call
@@ -191,6 +197,9 @@ class Sequence:
         detokenizer.add_token(token)
         if self.segmenter is not None:
             chunk = self._segmented(self.segmenter.feed(detokenizer.last_segment))
+            self.unsettled += 1
+            if chunk is not None:
+                self._settle(chunk)
         else:
             stops = self.stops
             text = stops.feed(detokenizer.last_segment)
@@ -217,6 +226,7 @@ class Sequence:
             if self.segmenter is not None:
                 events = [*self.segmenter.feed(text), *self.segmenter.finish()]
                 tail = self._segmented(events, last=True) or tail
+                self._settle(tail)
             else:
                 text = self.stops.feed(text)
                 tail = Chunk(text + ("" if self.stops.stopped else self.stops.flush()))
@@ -232,9 +242,17 @@ class Sequence:
             now - first,
             int(mx.get_peak_memory()),
             self.cached_tokens,
+            self.reasoning_tokens,
         )
-        last = Chunk(tail.content, tail.reasoning, tail.tool_calls, reason, usage)
+        stop = self.stops.matched if reason == "stop" else None
+        last = Chunk(tail.content, tail.reasoning, tail.tool_calls, reason, usage, stop_sequence=stop)
         return self._with_logprobs(last) or last if self.logprobs is not None else last
+
+    def _settle(self, chunk: Chunk) -> None:
+        """The tokens since the last chunk made this one: reasoning tokens if it is all reasoning."""
+        if chunk.reasoning and not chunk.content and not chunk.tool_calls:
+            self.reasoning_tokens += self.unsettled
+        self.unsettled = 0
 
     def _segmented(self, events: Iterable[SegmentEvent], *, last: bool = False) -> Chunk | None:
         """The segmenter's events as one chunk; stop strings apply to the content channel, and

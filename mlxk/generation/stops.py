@@ -12,6 +12,7 @@ class StopMatcher:
         self._stops = tuple(s for s in stops if s)
         self._held = ""
         self.stopped = False
+        self.matched: str | None = None  # the stop string that ended the text
 
     def feed(self, text: str) -> str:
         """The text that is safe to emit now; sets ``stopped`` when a stop string completed."""
@@ -20,9 +21,9 @@ class StopMatcher:
         buffer = self._held + text
         # the match that ends first (then starts first): what feeding piece by piece would meet first,
         # so the result does not depend on how the text was split into tokens
-        found = [(i + len(s), i) for s in self._stops if (i := buffer.find(s)) >= 0]
+        found = [(i + len(s), i, s) for s in self._stops if (i := buffer.find(s)) >= 0]
         if found:
-            _end, cut = min(found)
+            _end, cut, self.matched = min(found)
             self._held = ""
             self.stopped = True
             return buffer[:cut]

@@ -1,8 +1,10 @@
 """The ASGI app: the safety checks, routing, the server's own routes, and one answer for errors.
 
 Each concern has its home: ``guard`` (host, origin, API key), ``routes`` (the route table),
-``models`` (which model a request gets), ``errors`` (errors as HTTP answers), ``generate`` (running
-requests on the engine thread, for any protocol) and ``openai`` (the OpenAI protocol adapter).
+``models`` (which model a request gets), ``errors`` (errors as HTTP answers, in the protocol of the
+route), ``generate`` (running requests on the engine thread, for any protocol) and the protocol
+adapters: ``openai`` (chat and completions), ``responses`` (OpenAI Responses) and ``anthropic``
+(Anthropic Messages).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import orjson
 
 from mlxk.server import routes
+from mlxk.server.anthropic.endpoints import MessagesEndpoints
 from mlxk.server.asgi import Receive, Scope, Send, Tracked, read_body, send_bytes, send_json
 from mlxk.server.disconnect import ClientGone
 from mlxk.server.embeddings import EmbeddingWorker
@@ -24,6 +27,7 @@ from mlxk.server.guard import Guard
 from mlxk.server.metrics import Metrics
 from mlxk.server.models import ModelPolicy
 from mlxk.server.openai.endpoints import Headers, OpenAIEndpoints
+from mlxk.server.responses.endpoints import ResponsesEndpoints
 from mlxk.server.settings import ServerSettings
 from mlxk.server.ui import WebUI
 from mlxk.server.worker import EngineWorker, Job
@@ -47,6 +51,10 @@ class App:
         self.openai = OpenAIEndpoints(
             self.models, self.generations, self.embedder, self.read_json, settings.default_max_tokens
         )
+        self.responses = ResponsesEndpoints(
+            self.models, self.generations, self.read_json, settings.default_max_tokens
+        )
+        self.messages = MessagesEndpoints(self.models, self.generations, self.read_json)
         self.web_ui = WebUI() if settings.web_ui else None
         self.started = False
         self.in_flight = 0
@@ -98,6 +106,7 @@ class App:
         status = 500
         path = scope.get("path", "")
         cors: Headers = []
+        protocol = routes.protocol(path)  # whose error objects the answer carries
         response = Tracked(send)
         self.in_flight += 1
         try:
@@ -112,11 +121,11 @@ class App:
             self.guard.check_key(scope, path)
             status = await self._route(scope, receive, response, path, cors)
         except HTTPError as error:
-            status = await send_error(response, error, cors)
+            status = await send_error(response, error, cors, protocol)
         except ClientGone:
             status = CLIENT_GONE
-        except Exception:  # a bug: logged with its traceback, answered as an OpenAI error
-            status = await send_error(response, internal(scope.get("method"), path), cors)
+        except Exception:  # a bug: logged with its traceback, answered as the protocol's error
+            status = await send_error(response, internal(scope.get("method"), path), cors, protocol)
         finally:
             self.in_flight -= 1
             seconds = time.perf_counter() - started
@@ -139,18 +148,25 @@ class App:
     # --- routes --------------------------------------------------------------------------------
 
     async def _route(self, scope: Scope, receive: Receive, send: Send, path: str, cors: Headers) -> int:
-        route, model_id = routes.match(path)
+        route, model_id = routes.match(path)  # model_id: the id in the path (a model's or a response's)
         if route is None:
             raise HTTPError(404, f"no route {path}", code="not_found")
-        if scope["method"] != route.method:
+        if scope["method"] not in route.methods:
+            allowed = ", ".join(route.methods)
             raise HTTPError(
-                405, f"{route.template} takes {route.method}", code="method_not_allowed",
-                headers=[("allow", route.method)],
-            )  # fmt: skip
-        if self.draining and route.method == "POST":
+                405,
+                f"{route.template} takes {allowed}",
+                code="method_not_allowed",
+                headers=[("allow", allowed)],
+            )
+        if self.draining and scope["method"] == "POST":
             raise shutting_down()
-        if model_id is not None:
+        if model_id is not None and route.template == "/v1/models/{id}":
             return await self.openai.retrieve_model(send, model_id, cors)
+        if model_id is not None:  # /v1/responses/{id}
+            if scope["method"] == "DELETE":
+                return await self.responses.delete(send, model_id, cors)
+            return await self.responses.retrieve(send, model_id, cors)
         if route.template == "/health":
             return await self._health(send, cors)
         if route.template == "/metrics":
@@ -161,6 +177,9 @@ class App:
             "/v1/chat/completions": self.openai.chat,
             "/v1/completions": self.openai.completions,
             "/v1/embeddings": self.openai.embeddings,
+            "/v1/responses": self.responses.create,
+            "/v1/messages": self.messages.messages,
+            "/v1/messages/count_tokens": self.messages.count_tokens,
         }
         return await handlers[route.template](scope, receive, send, cors)
 

@@ -46,7 +46,7 @@ class CorsPolicy:
             return []
         return [
             *found,
-            ("access-control-allow-methods", "GET, POST, OPTIONS"),
+            ("access-control-allow-methods", "GET, POST, DELETE, OPTIONS"),
             ("access-control-allow-headers", allowed_headers(asked_headers)),
             ("access-control-max-age", str(PREFLIGHT_MAX_AGE_S)),
         ]

@@ -1,5 +1,6 @@
-"""Errors as HTTP answers, in one place: the OpenAI error object, the status of each library error,
-and the answer to an exception that ends a request.
+"""Errors as HTTP answers, in one place: the error object of the request's protocol (OpenAI's, or
+Anthropic's on the Messages routes), the status of each library error, and the answer to an
+exception that ends a request.
 
 Every refusal the server makes is an ``HTTPError`` (its status, message, the request field it is
 about, a code clients can act on); library errors (``MlxkError``) become one through
@@ -21,8 +22,18 @@ log = logging.getLogger("mlxk.server")
 CLIENT_GONE = 499  # nginx's status for a client that closed the connection before the answer
 
 
+OPENAI = "openai"
+ANTHROPIC = "anthropic"
+# Anthropic's error types by status (its API documents these; 529 is its "overloaded")
+ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                   404: "not_found_error", 405: "invalid_request_error", 408: "timeout_error",
+                   413: "request_too_large", 429: "rate_limit_error", 503: "overloaded_error"}  # fmt: skip
+
+
 class HTTPError(Exception):
-    """An OpenAI-shaped error response: ``{"error": {"message", "type", "param", "code"}}``."""
+    """An error response, in the shape of the request's protocol: OpenAI's
+    ``{"error": {"message", "type", "param", "code"}}`` or Anthropic's
+    ``{"type": "error", "error": {"type", "message"}}``."""
 
     TYPES: ClassVar[dict[int, str]] = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
              404: "not_found_error", 405: "invalid_request_error", 408: "invalid_request_error",
@@ -44,7 +55,17 @@ class HTTPError(Exception):
         self.code = code
         self.headers = tuple(headers)
 
-    def body(self) -> dict[str, Any]:
+    def body(self, protocol: str = OPENAI) -> dict[str, Any]:
+        if protocol == ANTHROPIC:
+            kind = ANTHROPIC_TYPES.get(
+                self.status, "api_error" if self.status >= 500 else "invalid_request_error"
+            )
+            message = (
+                f"{self.param}: {self.message}"
+                if self.param and self.param not in self.message
+                else self.message
+            )
+            return {"type": "error", "error": {"type": kind, "message": message}}
         kind = self.TYPES.get(self.status, "server_error" if self.status >= 500 else "invalid_request_error")
         return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
 
@@ -90,15 +111,18 @@ def internal(method: Any, path: str) -> HTTPError:
     return HTTPError(500, "internal server error")
 
 
-async def send_error(response: Tracked, error: HTTPError, cors: Iterable[tuple[str, str]]) -> int:
-    """Answer with ``error`` (with the CORS headers, so that a browser lets the page see it); returns
-    the status logged: the client-gone status when the client left or the answer had begun."""
+async def send_error(
+    response: Tracked, error: HTTPError, cors: Iterable[tuple[str, str]], protocol: str = OPENAI
+) -> int:
+    """Answer with ``error`` in ``protocol``'s shape (with the CORS headers, so that a browser lets
+    the page see it); returns the status logged: the client-gone status when the client left or the
+    answer had begun."""
     from mlxk.server.asgi import send_json
 
     if response.started:
         return CLIENT_GONE if error.status == CLIENT_GONE else 500
     try:
-        await send_json(response, error.status, error.body(), [*error.headers, *cors])
+        await send_json(response, error.status, error.body(protocol), [*error.headers, *cors])
     except (OSError, RuntimeError):  # the client is gone (Granian raises RuntimeError for it)
         return CLIENT_GONE
     return error.status

@@ -37,6 +37,11 @@ class Running:
             asyncio.gather(*(_collect(f, s) for f, s in zip(self.firsts, self.streams, strict=True)))
         )
 
+    async def only(self) -> AsyncIterator[Chunk]:
+        """The chunks of a generation with one choice (the Responses and Messages protocols)."""
+        async for _index, chunk in self.chunks():
+            yield chunk
+
     async def chunks(self) -> AsyncIterator[tuple[int, Chunk]]:
         """The chunks of every choice as they come, each with its choice index: first the first
         chunk of each, then the rest interleaved; each choice's last chunk has its finish."""
@@ -89,10 +94,68 @@ class Generations:
         firsts = [await watch.race(_first(stream, param)) for stream in streams]
         return Running(firsts, streams, watch), jobs
 
+    async def prompt_size(
+        self, model: str, request: GenerationRequest, watch: DisconnectWatch, param: str
+    ) -> int:
+        """How many tokens ``request``'s prompt has for ``model`` (loaded for it, as a generation
+        would): the template rendered and tokenized on the engine thread, nothing generated."""
+        for _attempt in range(3):  # another request may switch the model between the load and the count
+            if model != self.worker.model:
+                await self._load(model, watch)
+            counted: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+
+            def count(counted: asyncio.Future[int | None] = counted) -> None:
+                try:
+                    engine = self.worker.engine if self.worker.model == model else None
+                    result: int | BaseException | None = (
+                        None if engine is None else len(engine.prompt(request).tokens)
+                    )
+                except BaseException as exc:  # the template refused the conversation...
+                    result = exc
+                counted.get_loop().call_soon_threadsafe(_settle, counted, result)
+
+            self.worker.call(count)
+            try:
+                size = await watch.race(counted)
+            except MlxkError as error:
+                raise from_library(error, param) from None
+            if size is not None:
+                return size
+        raise HTTPError(
+            503,
+            "the model changed while counting; retry",
+            code="model_switching",
+            headers=[("retry-after", "1")],
+        )
+
+    async def _load(self, model: str, watch: DisconnectWatch) -> None:
+        """Until ``model`` is loaded (or the error that came instead)."""
+        if self.draining:
+            raise shutting_down()
+        try:
+            await watch.race(asyncio.to_thread(self.models.check_runnable, model))
+        except MlxkError as error:
+            raise from_library(error, "model") from None
+        job = Job(model, None, asyncio.get_running_loop())
+        try:
+            self.worker.submit(job)
+        except Busy:
+            raise busy() from None
+        await watch.race(_first(chunks(job), "model"))
+
     def finish(self, jobs: list[Job]) -> None:
         for job in jobs:
             job.cancel.set()  # a client that left: its generations stop at the next step
         self._jobs.difference_update(jobs)
+
+
+def _settle(future: asyncio.Future[int | None], result: int | BaseException | None) -> None:
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
 
 
 async def _first(stream: AsyncIterator[Chunk], param: str) -> Chunk:

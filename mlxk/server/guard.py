@@ -42,9 +42,12 @@ class Guard:
     def check_key(self, scope: Scope, path: str) -> None:
         if self._key is None or path in OPEN_PATHS:
             return
+        # Anthropic's clients send the key as x-api-key, OpenAI's as a bearer token: either will do
         given = header(scope, b"authorization") or ""
-        token = given[7:] if given.lower().startswith("bearer ") else ""
+        token = given[7:] if given.lower().startswith("bearer ") else header(scope, b"x-api-key") or ""
         if not hmac.compare_digest(token.encode(), self._key):
             raise HTTPError(
-                401, "a valid API key is needed (Authorization: Bearer ...)", code="invalid_api_key"
+                401,
+                "a valid API key is needed (Authorization: Bearer ..., or x-api-key)",
+                code="invalid_api_key",
             )

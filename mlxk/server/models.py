@@ -2,7 +2,8 @@
 
 A request's ``model`` must be the exact name of a cached model this server may serve: never a path,
 a URL or an uncached repo (the server neither reads arbitrary folders nor downloads), and with
-``--single-model`` only the one it was started with. No name (or the default's own name) means the
+``--single-model`` only the one it was started with. A name that matches a ``--model-alias``
+pattern (a glob, the first match wins) stands for the alias's model, which passes the same checks. No name (or the default's own name) means the
 default: ``--model`` for generation, the embedding model ``--model`` named for embeddings. Loading
 goes through the same checks as ``mlxk run`` and ``mlxk embed`` (healthy, runnable here).
 """
@@ -10,6 +11,7 @@ goes through the same checks as ``mlxk run`` and ``mlxk embed`` (healthy, runnab
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +35,17 @@ class ModelPolicy:
 
     def for_generation(self, asked: Any) -> str:
         default = self.settings.model or self._running()
-        return self._pick(asked, default, "name a model: the server was started without --model")
+        return self._pick(
+            self.aliased(asked), default, "name a model: the server was started without --model"
+        )
+
+    def aliased(self, asked: Any) -> Any:
+        """The model an alias maps ``asked`` to, or ``asked`` itself (no pattern matches it)."""
+        if isinstance(asked, str):
+            for pattern, model in self.settings.model_aliases:
+                if fnmatch.fnmatchcase(asked, pattern):
+                    return model
+        return asked
 
     def for_embedding(self, asked: Any) -> str:
         default = self.settings.embedding_model

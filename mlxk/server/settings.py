@@ -29,6 +29,10 @@ class ServerSettings:
     # model's chat template; the format "none" makes the whole output content
     output_formats: tuple[tuple[str, str], ...] = ()
 
+    # --model-alias: (glob pattern, model name) pairs, tried in order, for the names clients send
+    # that the server has no model of (Claude Code asks for claude-*)
+    model_aliases: tuple[tuple[str, str], ...] = ()
+
     def output_format(self, model: str) -> str | None:
         """The format given for ``model`` at start, if any (None: read it from the template)."""
         return dict(self.output_formats).get(model)

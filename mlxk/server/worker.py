@@ -78,6 +78,11 @@ class EngineWorker:
         self._thread = threading.Thread(target=self._run, name="mlxk-engine", daemon=True)
 
     @property
+    def engine(self) -> Engine | None:
+        """The loaded engine (for work on the engine thread, inside a ``call``)."""
+        return self._runner.engine if self._runner is not None else None
+
+    @property
     def queue_depth(self) -> int:
         """Requests waiting or being generated."""
         return self._pending
