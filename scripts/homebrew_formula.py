@@ -63,7 +63,7 @@ MACOS_ENVIRONMENT = {
 # Packages that Homebrew formulae provide (depends_on) rather than resources.
 FROM_FORMULAE = {"mlx": "mlx", "mlx-metal": "mlx", "numpy": "numpy"}
 # What building the resources from source needs: Rust for the pyo3 packages (granian, orjson,
-# tokenizers, safetensors, hf-xet, pydantic-core), CMake for rapidfuzz and sentencepiece.
+# tokenizers, safetensors, hf-xet, pydantic-core, llguidance), CMake for rapidfuzz and sentencepiece.
 BUILD_FORMULAE = ("cmake", "pkgconf", "rust")
 RUNTIME_FORMULAE = ("libyaml", "sentencepiece")
 LOCK_HEADER = (
@@ -318,6 +318,9 @@ def problems(formula: str, lock: str, pyproject: Path = PYPROJECT, version: str 
     for name in sorted({FROM_FORMULAE[n] for n in pins if n in FROM_FORMULAE}):
         if f'depends_on "{name}"\n' not in formula:
             found.append(f"the formula does not depend on {name}, which provides what the lock pins")
+    for name in BUILD_FORMULAE:
+        if f'depends_on "{name}" => :build\n' not in formula:
+            found.append(f"the formula does not build with {name}, which building its resources needs")
     return found
 
 

@@ -121,6 +121,15 @@ def test_packages_homebrew_provides_are_dependencies_not_resources() -> None:
     ]
 
 
+def test_a_missing_build_dependency_is_found() -> None:
+    """llguidance (like granian and tokenizers) builds from its sdist with Rust."""
+    assert "llguidance" in script.formula_resources(FORMULA.read_text())
+    without_rust = FORMULA.read_text().replace('  depends_on "rust" => :build\n', "")
+    assert script.problems(without_rust, LOCK.read_text()) == [
+        "the formula does not build with rust, which building its resources needs"
+    ]
+
+
 def test_ruby_accepts_the_formula() -> None:
     done = subprocess.run([ruby(), "-c", str(FORMULA)], capture_output=True, text=True)
     assert (done.returncode, done.stdout.strip()) == (0, "Syntax OK"), done.stderr

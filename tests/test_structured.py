@@ -254,3 +254,26 @@ def test_json_object_on_completions_and_a_refused_schema(server: Any) -> None:
         assert error["param"] == "response_format" and 'Unimplemented keys: ["not"]' in error["message"]
 
     server(scenario)
+
+
+def test_a_token_the_grammar_refuses_ends_the_answer_with_length(
+    engine: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Masks allow only what the grammar accepts, so this needs a token fed past the mask: the
+    answer ends before it with ``length`` (never ``stop``, which promises a valid answer), and the
+    grammar's message is logged."""
+    seq = engine.sequence(ask("Hello", ResponseFormat("json_object"), tokens=50))
+    constraint = seq.constraint
+    assert constraint is not None
+    vocab = engine.vocabulary()
+    brace, letter = (vocab.pieces.index(text.encode()) for text in ("{", "x"))
+    constraint.skip_next = False
+    constraint.advance(brace)
+    assert seq.add(brace) is not None and constraint.broken is None
+    constraint.advance(letter)  # an object's key starts with a quote, never a letter
+    assert constraint.broken is not None
+    with caplog.at_level("WARNING", logger="mlxk.generation"):
+        assert seq.add(letter) is None
+    last = seq.finish()
+    assert (last.finish_reason, seq.generated) == ("length", [brace])
+    assert "the grammar refused token" in caplog.text

@@ -2,16 +2,18 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from cleo.helpers import argument, option
 
 from mlxk.cache.runnable import runnable_model
 from mlxk.cli.base import MlxkCommand
-from mlxk.errors import ExecutionError, MlxkError, ValidationError
-from mlxk.generation.request import GenerationRequest, Message, Sampling
+from mlxk.errors import ExecutionError, InvalidField, MlxkError, ValidationError
+from mlxk.generation.request import GenerationRequest, Message, ResponseFormat, Sampling
 from mlxk.output.emit import write_error
 from mlxk.output.generation import render_stats, run_data
 
@@ -26,6 +28,30 @@ def _number(value: Any, name: str, kind: type) -> Any:
         raise ValidationError(
             f"--{name} takes a {'whole ' if kind is int else ''}number, not {value!r}"
         ) from None
+
+
+JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", type(None): "null"}
+
+
+def read_schema(path: str) -> dict[str, Any] | bool:
+    """The JSON Schema in the file at ``path`` (an object, or true/false); a file that cannot be
+    read or holds no schema raises ValidationError saying which and why."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ValidationError(f"--json-schema {path}: cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ValidationError(f"--json-schema {path}: not UTF-8 text") from None
+    try:
+        schema = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(
+            f"--json-schema {path}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
+    if not isinstance(schema, dict | bool):
+        kind = JSON_KINDS.get(type(schema), type(schema).__name__)
+        raise ValidationError(f"--json-schema {path}: a JSON Schema is an object (or true/false), not {kind}")
+    return schema
 
 
 def _readable(text: str) -> str:
@@ -93,6 +119,13 @@ class RunCommand(MlxkCommand):
             "Send the prompt as raw text, without the model's chat template.",
             flag=True,
         ),
+        option(
+            "json-schema",
+            None,
+            "Hold the answer to this JSON Schema (a file): the output parses and validates.",
+            flag=False,
+        ),
+        option("json-object", None, "Hold the answer to one JSON object.", flag=True),
         option("prompt", None, "The prompt, as an option (after any prompt arguments).", flag=False),
         option("no-stream", None, "Print the answer whole when it is complete, not as it comes.", flag=True),
         option(
@@ -122,7 +155,20 @@ class RunCommand(MlxkCommand):
             max_tokens=_number(self.option("max-tokens"), "max-tokens", int),
             sampling=sampling,
             stops=tuple(self.option("stop") or ()),
+            response_format=self._response_format(),
         )
+
+    def _response_format(self) -> ResponseFormat:
+        """--json-schema FILE / --json-object as the request's response format (the file read
+        and checked now, before any model loads)."""
+        path, whole = self.option("json-schema"), bool(self.option("json-object"))
+        if path is not None and whole:
+            raise ValidationError("--json-schema and --json-object exclude each other")
+        if whole:
+            return ResponseFormat("json_object")
+        if path is None:
+            return ResponseFormat()
+        return ResponseFormat("json_schema", read_schema(path), Path(path).stem)
 
     def _prompt(self) -> str | None:
         """The one-shot prompt, or None for an interactive chat."""
@@ -172,6 +218,8 @@ class RunCommand(MlxkCommand):
         hide = bool(self.option("hide-reasoning") or self.option("no-reasoning"))
         view = ReasoningView.for_terminal(hide) if not json_mode else ReasoningView(None)
         conversation = Conversation(engine, system, raw, settings, view)
+        if settings.response_format.type != "text":
+            self._check_enforceable(engine, conversation.request_for(prompt or ""))
         if prompt is None or interactive:
             return conversation.interactive(first=prompt)
         request = conversation.request_for(prompt)
@@ -192,6 +240,15 @@ class RunCommand(MlxkCommand):
         if self.io.is_verbose():  # cleo's global --verbose / -v: load time, tokens/s, peak memory
             sys.stderr.write(render_stats(engine.load_seconds, usage))
         return 0 if finish != "cancelled" else EXIT_INTERRUPTED
+
+    def _check_enforceable(self, engine: Any, request: GenerationRequest) -> None:
+        """Compiles the answer's grammar now (it is cached for the answers), so that a schema the
+        grammar library cannot enforce is an error before any output, named by its file."""
+        try:
+            engine.constraint(request, engine.prompt(request))
+        except InvalidField as exc:
+            path = self.option("json-schema")
+            raise ValidationError(f"--json-schema {path}: {exc.message}" if path else exc.message) from None
 
     def handle(self) -> int:
         try:

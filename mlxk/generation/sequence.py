@@ -15,6 +15,7 @@ work beyond the detokenizer and the stop matcher.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable
@@ -32,6 +33,7 @@ CONTENT = "content"
 REASONING = "reasoning"
 TOOL_CALL = "tool_call"
 FAILED_CALL = "failed_call"
+log = logging.getLogger("mlxk.generation")
 
 
 class SegmentEvent(Protocol):
@@ -181,6 +183,9 @@ class Sequence:
         of the answer), a stop string, the budget."""
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
+        if self.constraint is not None and self.constraint.broken is not None:
+            self._refused(token)
+            return None
         if token in self.end_ids:
             self.reason = "stop"
             return None
@@ -189,6 +194,19 @@ class Sequence:
             pending.append(token_logprob(logprobs, token, top, vocab))
             return self._with_logprobs(self._add(token))
         return self._add(token)
+
+    def _refused(self, token: int) -> None:
+        """The grammar refused the token the sequence sampled (its mask allows only tokens the
+        grammar accepts, so this is a bug, ours or llguidance's): the answer ends before that
+        token with ``length``, the one finish under which a held answer may not parse, and the
+        cause goes to the log. Never a ``stop``: that promises an answer that validates."""
+        assert self.constraint is not None
+        log.warning(
+            "the grammar refused token %d (%s); the answer ends before it (finish_reason length)",
+            token,
+            self.constraint.broken,
+        )
+        self.reason = "length"
 
     def _add(self, token: int) -> Chunk | None:
         generated = self.generated
