@@ -56,7 +56,21 @@ def end_token(family: Family, message: parsers.Message) -> str:
     """The token that ends the scripted turn, as the model would write it."""
     if family.format == "harmony" and message.calls:
         return "<|call|>"
+    if family.format == "gemma4" and message.calls:
+        return "<|tool_response>"  # Gemma 4 stops there, for the result to follow in the turn
     return family.eos[0]
+
+
+def opening(family: Family) -> str:
+    """What the model writes before the rendered turn: DeepSeek R1's prompt opens a think block
+    that its history leaves out (the model closes it; these answers carry no reasoning)."""
+    return "</think>\n\n" if parser_family(family).history_drops else ""
+
+
+def template_kwargs(family: str, reasoning: bool) -> dict[str, Any]:
+    """The chat template variables the parser tests render this family's case with."""
+    rendering = parser_family(FAMILIES[family])
+    return {**rendering.kwargs, **({} if reasoning else rendering.plain_kwargs)}
 
 
 def key(family: str, case: str) -> str:
@@ -69,7 +83,7 @@ def scripts() -> dict[str, str]:
         for case, message in CASES.items():
             if applies(family, case):
                 output, _prompt = parsers.rendered(parser_family(family), message)
-                out[key(name, case)] = output + end_token(family, message)
+                out[key(name, case)] = opening(family) + output + end_token(family, message)
         answer = parsers.Message(content=AFTER_TOOL)  # as the template writes an answer (after thinking)
         out[key(name, "after")] = parsers.rendered(parser_family(family), answer)[0] + family.eos[0]
     return out
@@ -117,7 +131,7 @@ def chat_stream(server: ServerProcess, **body: Any) -> list[dict[str, Any]]:
 
 
 def request(family: str, case: str, **extra: Any) -> dict[str, Any]:
-    kwargs = parser_family(FAMILIES[family]).plain_kwargs if not CASES[case].reasoning else {}
+    kwargs = template_kwargs(family, bool(CASES[case].reasoning))
     body: dict[str, Any] = {
         "model": model_name(family),
         "messages": [{"role": "user", "content": f"{QUESTION} {key(family, case)}"}],
@@ -221,7 +235,7 @@ def test_tool_results_go_back_through_the_template(server: ServerProcess, family
             {"role": "assistant", "content": None, "tool_calls": [call]},
             {"role": "tool", "tool_call_id": call["id"], "content": f"{result} {key(family, 'after')}"},
         ]
-        kwargs = parser_family(FAMILIES[family]).plain_kwargs
+        kwargs = template_kwargs(family, False)
         return chat(
             server, model=model_name(family), messages=messages, tools=parsers.TOOLS, max_tokens=100,
             **({"chat_template_kwargs": kwargs} if kwargs else {}),
@@ -307,3 +321,67 @@ def test_tool_format_refuses_an_unknown_format_or_model(
         )  # fmt: skip
         assert proc.returncode != 0
         assert said in json.loads(proc.stdout)["error"]["message"]
+
+
+THOUGHT = "The user asks for Paris."
+
+
+def sent_back(server: ServerProcess, family: str, **reasoning: Any) -> httpx.Response:
+    """The second request of an agent loop: the assistant's call goes back with its reasoning."""
+    call = {"id": "call0000A", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+    messages = [
+        {"role": "user", "content": QUESTION},
+        {"role": "assistant", "content": None, "tool_calls": [call], **reasoning},
+        {"role": "tool", "tool_call_id": call["id"], "content": f"Sunny {key(family, 'after')}"},
+    ]
+    body = {"model": model_name(family), "messages": messages, "tools": parsers.TOOLS, "max_tokens": 100,
+            "chat_template_kwargs": template_kwargs(family, False)}  # fmt: skip
+    return httpx.post(server.url + "/v1/chat/completions", json=body, timeout=120)
+
+
+@pytest.mark.parametrize("name", ["reasoning_content", "reasoning"])
+def test_reasoning_sent_back_reaches_a_template_that_reads_it(server: ServerProcess, name: str) -> None:
+    """Qwen3's template shows the reasoning of the turn after the last user message: the prompt
+    grows by it (one token a character, with its think block)."""
+    without, both = (
+        sent_back(server, "hermes"),
+        sent_back(server, "hermes", reasoning_content=THOUGHT, reasoning=THOUGHT),
+    )
+    with_it = sent_back(server, "hermes", **{name: THOUGHT})
+    assert with_it.status_code == 200, with_it.text
+    grown = with_it.json()["usage"]["prompt_tokens"] - without.json()["usage"]["prompt_tokens"]
+    assert grown == len(THOUGHT) + len(["<think>", "\n", "\n", "</think>", "\n", "\n"])
+    assert both.json()["usage"]["prompt_tokens"] == with_it.json()["usage"]["prompt_tokens"]
+    assert with_it.json()["choices"][0]["message"]["content"] == AFTER_TOOL
+
+
+def test_reasoning_sent_back_is_refused_where_the_template_has_no_place(server: ServerProcess) -> None:
+    response = sent_back(server, "llama3_json", reasoning_content=THOUGHT)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == "messages[1].reasoning_content" and "no place" in error["message"]
+    assert sent_back(server, "llama3_json", reasoning_content="", reasoning=None).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("reasoning", "param"),
+    [
+        ({"reasoning_content": THOUGHT, "reasoning": "Other."}, "messages[1].reasoning"),
+        ({"reasoning_content": 3}, "messages[1].reasoning_content"),
+        ({"reasoning": ["a"]}, "messages[1].reasoning"),
+    ],
+)
+def test_bad_reasoning_fields_are_refused_by_name(
+    server: ServerProcess, reasoning: dict[str, Any], param: str
+) -> None:
+    response = sent_back(server, "hermes", **reasoning)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == param
+
+
+def test_reasoning_on_a_user_message_is_refused(server: ServerProcess) -> None:
+    body = {"model": model_name("hermes"), "messages": [{"role": "user", "content": "Hi",
+            "reasoning_content": THOUGHT}], "max_tokens": 5}  # fmt: skip
+    response = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=120)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "messages[0].reasoning_content"

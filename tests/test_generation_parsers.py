@@ -206,6 +206,7 @@ FAMILIES = [
     Family(
         "deepseek-ai-DeepSeek-V3.1.jinja",
         "deepseek_v31",
+        plain_kwargs={"thinking": False},  # mlx-lm switches it on for tokenizers with think tokens
         stops=("<｜end▁of▁sentence｜>",),
         marker_text="<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
     ),

@@ -12,10 +12,13 @@ parser needs to know whether the answer starts inside a reasoning block or a cha
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from mlxk.errors import ValidationError
+from mlxk.generation.past_reasoning import NOWHERE, ReasoningPlace, place_reasoning, reasoning_place
 from mlxk.generation.request import GenerationRequest, Message, NamedFunction
 
 PROMPT_TAIL_CHARS = 256
@@ -38,6 +41,9 @@ def render(tokenizer: Any, request: GenerationRequest, *, chat_template: bool) -
     if not chat_template:  # a base model: the turns as plain text
         if request.tools or request.thinking is not None or request.template_kwargs:
             raise ValidationError("this model has no chat template: it takes no tools or template options")
+        for index, message in enumerate(request.messages):  # the turns as text have no place for it
+            if message.reasoning:
+                place_reasoning({}, message.reasoning, NOWHERE, index)
         text = "\n\n".join(m.text for m in request.messages)
         return Prompt([int(t) for t in tokenizer.encode(text)], text[-PROMPT_TAIL_CHARS:])
     options: dict[str, Any] = dict(request.template_kwargs)
@@ -46,9 +52,18 @@ def render(tokenizer: Any, request: GenerationRequest, *, chat_template: bool) -
         options["tools"] = tools
     if request.thinking is not None:
         options["enable_thinking"] = request.thinking
-    messages = [template_message(m) for m in request.messages]
+    source = getattr(tokenizer, "chat_template", None)
+    place, as_text = reasoning_place(source), pastes_calls(source)
+    messages = [
+        template_message(m, i, place=place, calls_as_text=as_text) for i, m in enumerate(request.messages)
+    ]
     try:
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **options)
+        if as_text:  # transformers drops keys whose value is None, and these templates need content: null
+            text = _render_mutable(tokenizer, messages, options)
+        else:
+            text = tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False, **options
+            )
     except Exception as exc:
         from jinja2 import TemplateError
         from jinja2.exceptions import SecurityError
@@ -65,10 +80,11 @@ def render(tokenizer: Any, request: GenerationRequest, *, chat_template: bool) -
 
 
 def _render_mutable(tokenizer: Any, messages: list[dict[str, Any]], options: dict[str, Any]) -> str:
-    """The template rendered in a sandbox that lets it change lists it made itself. Transformers
-    renders templates in an immutable sandbox, where Kimi K2's templates (which append the ids of
-    pending tool calls to a list) fail as soon as a conversation holds a tool call. The template's
-    helpers (``raise_exception``, ``tojson``, ...) are transformers' own."""
+    """The template rendered by us, with the messages as they are, in a sandbox that lets it change
+    lists it made itself. Transformers renders templates in an immutable sandbox, where Kimi K2's
+    templates (which append the ids of pending tool calls to a list) fail as soon as a conversation
+    holds a tool call, and drops message keys whose value is None. The template's helpers
+    (``raise_exception``, ``tojson``, ...) are transformers' own."""
     from jinja2.ext import loopcontrols
     from jinja2.sandbox import SandboxedEnvironment
     from transformers.utils.chat_template_utils import _compile_jinja_template
@@ -99,7 +115,11 @@ def offered_tools(request: GenerationRequest) -> list[dict[str, Any]]:
     return [t.as_openai() for t in request.tools]
 
 
-def template_message(message: Message) -> dict[str, Any]:
+def template_message(
+    message: Message, index: int = 0, *, place: ReasoningPlace = NOWHERE, calls_as_text: bool = False
+) -> dict[str, Any]:
+    """``message`` (at ``index`` in the conversation) as chat templates take it: its reasoning where
+    ``place`` says; with ``calls_as_text``, its calls as OpenAI sends them (see ``pastes_calls``)."""
     out: dict[str, Any] = {"role": message.role, "content": message.text}
     if message.name is not None:
         out["name"] = message.name
@@ -108,13 +128,33 @@ def template_message(message: Message) -> dict[str, Any]:
             {
                 "id": call.id,
                 "type": "function",
-                "function": {"name": call.name, "arguments": _arguments(call.arguments)},
+                "function": {
+                    "name": call.name,
+                    "arguments": call.arguments if calls_as_text else _arguments(call.arguments),
+                },
             }
             for call in message.tool_calls
         ]
+        if calls_as_text and not message.text:
+            out["content"] = None
     if message.tool_call_id is not None:
         out["tool_call_id"] = message.tool_call_id
+    if message.reasoning:
+        place_reasoning(out, message.reasoning, place, index)
     return out
+
+
+# `... + tool['function']['arguments'] + ...`: the template pastes the arguments into its text
+_PASTED_ARGUMENTS = re.compile(r"\[\s*['\"]arguments['\"]\s*\]\s*\+")
+
+
+@lru_cache(maxsize=32)
+def pastes_calls(template: str | None) -> bool:
+    """Whether ``template`` pastes a call's arguments into its text as they are, as DeepSeek R1's
+    does: such templates were written for OpenAI's own message shape (arguments as JSON text, and
+    ``content: null`` on a message of calls only, which is the only one they render calls for);
+    the others read the arguments as an object and take the empty string for no content."""
+    return isinstance(template, str) and _PASTED_ARGUMENTS.search(template) is not None
 
 
 def _arguments(text: str) -> Any:

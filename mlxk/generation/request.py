@@ -119,6 +119,7 @@ class Message:
     tool_calls: tuple[ToolCall, ...] = ()  # assistant messages only
     tool_call_id: str | None = None  # tool messages: the call this is the result of
     name: str | None = None  # the speaker's name, or the function a tool result comes from
+    reasoning: str | None = None  # assistant messages: the reasoning that came with the answer
 
     @property
     def text(self) -> str:
@@ -227,6 +228,8 @@ def _check_message(index: int, message: Message) -> None:
         raise InvalidField(f"{where}.content", "image content parts are not supported (text models only)")
     if message.tool_calls and message.role != "assistant":
         raise InvalidField(f"{where}.tool_calls", "only assistant messages carry tool_calls")
+    if message.reasoning and message.role != "assistant":
+        raise InvalidField(f"{where}.reasoning_content", "only assistant messages carry reasoning")
     if message.tool_call_id is not None and message.role != "tool":
         raise InvalidField(f"{where}.tool_call_id", "only tool messages carry a tool_call_id")
 

@@ -147,9 +147,23 @@ def _messages(body: dict[str, Any]) -> tuple[Message, ...]:
                 _tool_calls(item.get("tool_calls"), f"{where}.tool_calls"),
                 optional["tool_call_id"],
                 optional["name"],
+                _reasoning(item, where),
             )
         )
     return tuple(messages)
+
+
+def _reasoning(message: dict[str, Any], where: str) -> str | None:
+    """The reasoning a client sends back with an assistant message, as ``reasoning_content`` or
+    ``reasoning`` (the two names of our replies' field; either, or both with the same text)."""
+    given = {}
+    for key in ("reasoning_content", "reasoning"):
+        value = message.get(key)
+        if value is not None:
+            given[key] = _string(value, f"{where}.{key}")
+    if len(set(given.values())) > 1:
+        raise _bad(f"{where}.reasoning", "reasoning_content and reasoning differ; send one of them")
+    return next(iter(given.values()), None) or None
 
 
 def _tools(body: dict[str, Any]) -> tuple[FunctionTool, ...]:
