@@ -65,7 +65,7 @@ def _flat_words(t: dict[str, np.ndarray]) -> None:
 
 
 # damage -> (what it does to a tiny BERT snapshot, the words the refusal must contain)
-DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
+DAMAGE: dict[str, tuple[Callable[[Path], object], str]] = {
     "no config.json": (lambda f: (f / "config.json").unlink(), "no config.json object"),
     "config.json not JSON": (lambda f: (f / "config.json").write_text("{"), "cannot read config.json"),
     "a decoder config": (lambda f: edit_config(f, is_decoder=True), "decoder configuration"),
