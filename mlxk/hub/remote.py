@@ -39,10 +39,6 @@ class RemoteRepo:
     commit: str
     files: tuple[RemoteFile, ...]
 
-    @property
-    def size(self) -> int:
-        return sum(f.size for f in self.files)
-
 
 def hub_error(exc: Exception, repo_id: str, revision: str | None) -> MlxkError:
     """huggingface_hub's exceptions -> mlxk's error types (one place for pull and download)."""
