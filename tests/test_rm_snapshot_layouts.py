@@ -12,12 +12,13 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import jsonschema
 import pytest
 from huggingface_hub import scan_cache_dir
 
 from benchmarks import cachegen as gen
 from tests.conftest import CliResult
-from tests.test_rm import NAME, NEW, OLD, TwoRevisions, envelope, error_type, trash, tree
+from tests.test_rm import NAME, NEW, OLD, SCHEMA, TwoRevisions, envelope, error_type, trash, tree
 
 Cli = Callable[..., CliResult]
 
@@ -78,4 +79,38 @@ def test_a_link_where_a_snapshot_folder_belongs_goes_alone(
     envelope(cli("rm", f"{NAME}@{two.prefix}", "-f", "--json"), 0)
     assert not os.path.lexists(two.old.snapshot)
     assert tree(outside) == outside_before
+    assert two.blobs() == two.new_blobs
+
+
+def test_a_prefix_shared_by_two_snapshots_deletes_nothing(cli: Cli, hub: Path) -> None:
+    files = {"config.json": b"{}"}
+    first = gen.add_model(hub, NAME, files, commit="abcd" + "1" * 36, ref="v1")
+    gen.add_model(hub, NAME, {"config.json": b"[]"}, commit="abcd" + "2" * 36, ref="main")
+    gen.add_model(hub, NAME, {"config.json": b"1"}, commit="9" * 40, ref="v0")
+    before = tree(hub)
+    result = cli("rm", f"{NAME}@abcd", "-f", "--json")
+    assert error_type(result, 1) == "ambiguous_match"  # as show and health say it
+    out = result.json()
+    assert out["error"]["matches"] == out["data"]["matches"] == [f"{NAME}@abcd1111", f"{NAME}@abcd2222"]
+    assert out["data"]["action"] == "ambiguous"
+    jsonschema.validate(out, SCHEMA, cls=jsonschema.Draft7Validator)
+    assert cli("show", f"{NAME}@abcd", "--json").json()["error"]["type"] == "ambiguous_match"
+    assert tree(hub) == before
+    envelope(cli("rm", f"{NAME}@abcd1", "-f", "--json"), 0)  # more of the hash: one snapshot
+    assert not os.path.lexists(first.snapshot)
+
+
+def test_a_ref_that_is_a_link_is_never_read_or_followed(
+    cli: Cli, hub: Path, two: TwoRevisions, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside-ref"
+    outside.write_text(OLD)  # says OLD, but through a link: not a ref of this cache
+    (two.repo_dir / "refs" / "v1").unlink()
+    os.symlink(outside, two.repo_dir / "refs" / "v1")
+    os.mkfifo(two.old.snapshot / "a-fifo")  # neither a file nor a link: counts for nothing, goes
+    data = envelope(cli("rm", f"{NAME}@{two.prefix}", "--dry-run", "--json"), 0)["data"]
+    assert data["refs"] == []
+    envelope(cli("rm", f"{NAME}@{two.prefix}", "-f", "--json"), 0)
+    assert outside.read_text() == OLD
+    assert not os.path.lexists(two.old.snapshot)
     assert two.blobs() == two.new_blobs
