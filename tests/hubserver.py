@@ -103,7 +103,9 @@ class FakeHub:
     ranges with a full 200; ``slow_bps`` throttles bodies; ``stall`` paths never get their body; ``deny``
     paths are refused (403, as the Hub refuses a gated file to a token without access); ``hold`` paths
     get theirs once taken out of the set (a download that is surely under way while a test does
-    something, however slow the machine).
+    something, however slow the machine); ``fail`` {what: status} answers with that HTTP status and
+    no error code, as an overloaded Hub or a proxy in front of it does (``"api"``: the model info,
+    else a file path).
     """
 
     def __init__(self, root: Path, token: str = "hf_test_token") -> None:
@@ -122,6 +124,7 @@ class FakeHub:
         self.stall: set[str] = set()
         self.deny: set[str] = set()
         self.hold: set[str] = set()
+        self.fail: dict[str, int] = {}
         self.requests: list[tuple[str, str]] = []
         self.ranges: list[tuple[str, str]] = []  # (file path, Range header) of every GET that had one
         self.errors: list[str] = []  # tracebacks of unexpected server-side exceptions (never printed)
@@ -315,6 +318,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _api(self, rest: list[str], query: dict[str, str], head: bool) -> None:
         with self.hub.lock:
             two = "/".join(rest[:2]) in self.hub.repos
+            failing = self.hub.fail.get("api")
+        if failing is not None:
+            self._error(failing, "", "Service Unavailable", head)
+            return
         n = 2 if len(rest) >= 2 and (two or rest[1] not in ("revision", "tree")) else 1
         repo_id, tail = "/".join(rest[:n]), rest[n:]
         if not tail:
@@ -380,6 +387,10 @@ class _Handler(BaseHTTPRequestHandler):
         _, sha, commit = found
         with hub.lock:
             denied = path in hub.deny
+            failing = hub.fail.get(path)
+        if failing is not None:
+            self._error(failing, "", "Service Unavailable", head)
+            return
         if denied:
             msg = f"Access to model {repo_id} is restricted and you are not in the authorized list."
             self._error(403, "GatedRepo", msg, head)

@@ -18,7 +18,7 @@ from mlxk.cache.locks import lock_dir, lock_is_held
 from mlxk.cache.names import dirname_to_name
 from mlxk.cache.nofollow import read_without_links
 from mlxk.cache.trash import Journal, is_blob_name, pending_journals
-from mlxk.errors import DeletionFailed, HashNotFound
+from mlxk.errors import AmbiguousMatch, DeletionFailed, HashNotFound
 
 INCOMPLETE_SUFFIX = ".incomplete"
 # the folders of a repo that rm deletes in; each must be a real folder for one snapshot's removal
@@ -222,7 +222,9 @@ def _pick(commits: list[str], pending: list[str], name: str, revision: str) -> s
             f"{name} has no snapshot starting with {revision}", available_hashes=[c[:8] for c in commits]
         )
     if len(going) > 1:
-        raise DeletionFailed(f"{revision} matches several snapshots of {name}: name more of the hash")
+        raise AmbiguousMatch(  # as every other command says it (mlxk.cache.build)
+            f"{revision} matches several snapshots of {name}", matches=[f"{name}@{c[:8]}" for c in going]
+        )
     return going[0]
 
 

@@ -248,7 +248,10 @@ def _apply(plan: BlasPlan) -> BlasPlan:
     expected = plan.forwarder or plan.path
     if provider is None or not os.path.samefile(provider, expected):
         # the library lacks the CBLAS names, or another library in the global scope had them first
-        return BlasPlan("reference", "mlx", None, None, f"cblas_sgemm resolves to {provider}, not {expected}")
+        problem = f"cblas_sgemm resolves to {provider}, not {expected}"
+        return BlasPlan(
+            "reference", "mlx", None, None, problem, warning=problem if plan.source == ENV else None
+        )
     # a library named by MLXK_BLAS is most often an OpenBLAS; if it has no such setter, it decides
     kind = "openblas" if plan.library == "custom" else plan.library
     threads: int | None

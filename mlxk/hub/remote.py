@@ -39,10 +39,6 @@ class RemoteRepo:
     commit: str
     files: tuple[RemoteFile, ...]
 
-    @property
-    def size(self) -> int:
-        return sum(f.size for f in self.files)
-
 
 def hub_error(exc: Exception, repo_id: str, revision: str | None) -> MlxkError:
     """huggingface_hub's exceptions -> mlxk's error types (one place for pull and download)."""
@@ -62,6 +58,10 @@ def hub_error(exc: Exception, repo_id: str, revision: str | None) -> MlxkError:
         return ModelNotFound(f"{repo_id} has no revision {revision!r} on the Hub")
     if isinstance(exc, RepositoryNotFoundError):
         return ModelNotFound(f"{repo_id} is not on the Hub (or it is private: set HF_TOKEN)")
+    if isinstance(exc, LocalEntryNotFoundError) and isinstance(exc.__cause__, Exception):
+        # a file's HEAD that failed, hidden by huggingface_hub behind "not in the local cache either":
+        # the Hub's own answer (a status, a refused connection) says what went wrong
+        return hub_error(exc.__cause__, repo_id, revision)
     if isinstance(exc, OfflineModeIsEnabled):
         return NetworkError("offline mode is on (HF_HUB_OFFLINE); nothing can be downloaded")
     if isinstance(exc, HfHubHTTPError):

@@ -7,12 +7,14 @@ _UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
 
 def human_size(num_bytes: int) -> str:
     """Decimal units, like the Hub shows them: 1234567 -> '1.2 MB'."""
-    value = float(num_bytes)
-    for unit in _UNITS:
-        if value < 1000 or unit == _UNITS[-1]:
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+    if num_bytes < 1000:
+        return f"{int(num_bytes)} B"
+    value = num_bytes / 1000
+    for unit in _UNITS[1:-1]:
+        if value < 1000:
+            return f"{value:.1f} {unit}"
         value /= 1000
-    raise AssertionError("unreachable")
+    return f"{value:.1f} {_UNITS[-1]}"  # the largest unit takes any size
 
 
 def human_age(seconds: float) -> str:
