@@ -9,6 +9,7 @@ from mlxk.cli.base import MlxkCommand
 from mlxk.errors import ValidationError
 from mlxk.generation.request import BOUNDS
 from mlxk.server.app import ServerSettings
+from mlxk.server.drain import DRAIN_TIMEOUT_S
 from mlxk.server.hosts import LOOPBACK, allow_host_problem
 from mlxk.server.limits import BODY_TIMEOUT_S, IDLE_TIMEOUT_S
 
@@ -91,6 +92,14 @@ class ServeCommand(MlxkCommand):
             default=str(BODY_TIMEOUT_S),
         ),
         option(
+            "drain-timeout",
+            None,
+            "On SIGTERM or SIGINT: seconds open requests may take to finish while new ones get 503 "
+            "(then they end with a proper last chunk; a second signal ends them at once).",
+            flag=False,
+            default=str(int(DRAIN_TIMEOUT_S)),
+        ),
+        option(
             "max-tokens",
             None,
             "Tokens a request may generate when it sets no max_tokens.",
@@ -141,6 +150,7 @@ class ServeCommand(MlxkCommand):
                 raise ValidationError(f"--allow-host takes {problem}, not {name!r}")
         idle_timeout = _int(self.option("idle-timeout"), "idle-timeout", 1, 3600)
         body_timeout = _int(self.option("body-timeout"), "body-timeout", 1, 3600)
+        drain_timeout = _int(self.option("drain-timeout"), "drain-timeout", 0, 3600)
         max_queue = _int(self.option("max-queue"), "max-queue", 1, 100_000)
         max_body_bytes = _int(self.option("max-body-bytes"), "max-body-bytes", 1024, 2**31)
         tokens = BOUNDS["max_tokens"]  # the bounds of a request's own max_tokens
@@ -166,6 +176,7 @@ class ServeCommand(MlxkCommand):
             embedding_model=embedding_model,
             idle_timeout_s=idle_timeout,
             body_timeout_s=body_timeout,
+            drain_timeout_s=drain_timeout,
             web_ui=not self.option("no-ui"),
             output_formats=output_formats,
         )

@@ -17,6 +17,7 @@ import orjson
 from mlxk.server import routes
 from mlxk.server.asgi import Receive, Scope, Send, Tracked, read_body, send_bytes, send_json
 from mlxk.server.disconnect import ClientGone
+from mlxk.server.drain import OpenWork
 from mlxk.server.embeddings import EmbeddingWorker
 from mlxk.server.errors import CLIENT_GONE, HTTPError, internal, send_error, shutting_down
 from mlxk.server.generate import Generations
@@ -50,6 +51,7 @@ class App:
         self.web_ui = WebUI() if settings.web_ui else None
         self.started = False
         self.in_flight = 0
+        self.open_work = OpenWork()  # what a drain waits for
         self._stopping = asyncio.Event()  # for bodies still arriving when the stop comes
 
     @property
@@ -72,10 +74,16 @@ class App:
                 self.worker.submit(Job(self.settings.model, None, asyncio.get_running_loop()))
 
     def drain(self) -> None:
-        """The server is stopping: every generation in progress ends at its next step (its
-        response with a proper last chunk), and new generation requests get 503."""
+        """The server is stopping: /health and new requests get 503 from now on (a body still on its
+        way is not waited for); the requests in progress go on to their end (``open_work``)."""
         self._stopping.set()
         self.generations.drain()
+
+    def end_open(self) -> None:
+        """The drain is over: every generation in progress ends at its next step (its response with
+        a proper last chunk)."""
+        self.drain()
+        self.generations.end_open()
 
     def close(self) -> None:
         """Stop the engine thread (waits for it); safe to call more than once."""
@@ -162,13 +170,18 @@ class App:
             "/v1/completions": self.openai.completions,
             "/v1/embeddings": self.openai.embeddings,
         }
-        return await handlers[route.template](scope, receive, send, cors)
+        self.open_work.enter()
+        try:
+            return await handlers[route.template](scope, receive, send, cors)
+        finally:
+            self.open_work.leave()
 
     async def _health(self, send: Send, cors: Headers) -> int:
         loading = self.worker.loading
-        status = 503 if loading else 200
+        state = "draining" if self.draining else "loading" if loading else "ok"
+        status = 200 if state == "ok" else 503  # a load balancer sends no new requests meanwhile
         body = {
-            "status": "loading" if loading else "ok",
+            "status": state,
             "model": loading or self.worker.model,
             "queue": self.worker.queue_depth,
         }
