@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from cleo.helpers import option
 
@@ -12,6 +13,9 @@ from mlxk.server.app import ServerSettings
 from mlxk.server.drain import DRAIN_TIMEOUT_S
 from mlxk.server.hosts import LOOPBACK, allow_host_problem
 from mlxk.server.limits import BODY_TIMEOUT_S, IDLE_TIMEOUT_S
+
+if TYPE_CHECKING:
+    from mlxk.generation.lockstep import Group
 
 
 class ServeCommand(MlxkCommand):
@@ -108,6 +112,20 @@ class ServeCommand(MlxkCommand):
         ),
         option("no-ui", None, "Do not serve the web chat page at /.", flag=True),
         option(
+            "distributed",
+            None,
+            "Shard --model over the ranks of an mx.distributed group (start every rank with mlx.launch); "
+            "rank 0 serves HTTP, the others follow its batch steps.",
+            flag=True,
+        ),
+        option(
+            "backend",
+            None,
+            "With --distributed: the mx.distributed backend (any, ring, jaccl, nccl, mpi).",
+            flag=False,
+            default="any",
+        ),
+        option(
             "tool-format",
             None,
             "MODEL=FORMAT: read MODEL's tool calls and reasoning in FORMAT instead of the one its chat "
@@ -131,8 +149,11 @@ class ServeCommand(MlxkCommand):
         model = self.option("model")
         if self.option("single-model") and not model:
             raise ValidationError("--single-model needs --model")
+        group = None
+        if self.option("distributed"):
+            group, model = self._join_group(model)
         embedding_model = None
-        if model:  # refused now, not at the first request
+        if model and group is None:  # refused now, not at the first request
             from mlxk.cache.runnable import runnable_model
             from mlxk.embedding.embeddable import embedding_model as find_embedding_model
             from mlxk.errors import ModelIncompatible
@@ -156,6 +177,12 @@ class ServeCommand(MlxkCommand):
         tokens = BOUNDS["max_tokens"]  # the bounds of a request's own max_tokens
         default_max_tokens = _int(self.option("max-tokens"), "max-tokens", int(tokens.low), int(tokens.high))
         output_formats = self._output_formats()
+        if group is not None and group.rank != 0:
+            from mlxk.cli.serve_group import follow_rank_0
+
+            assert model is not None
+            follow_rank_0(group, self.location(), model, dict(output_formats).get(model))
+            return 0
         from mlxk.server.listener import bind_listener
 
         listener = bind_listener(host, port, reuse_port=bool(self.option("reuse-port")))  # or a clear error
@@ -165,7 +192,7 @@ class ServeCommand(MlxkCommand):
             host=host,
             port=port,
             model=model,
-            single_model=bool(self.option("single-model")),
+            single_model=bool(self.option("single-model")) or group is not None,
             api_key=self.option("api-key") or os.environ.get("MLXK_API_KEY") or None,
             cors_origins=cors_origins,
             max_queue=max_queue,
@@ -179,6 +206,7 @@ class ServeCommand(MlxkCommand):
             drain_timeout_s=drain_timeout,
             web_ui=not self.option("no-ui"),
             output_formats=output_formats,
+            group_size=group.size if group is not None else 1,
         )
         if host not in LOOPBACK:
             sys.stderr.write(f"Warning: listening on {host}: the server is reachable from other machines\n")
@@ -195,7 +223,19 @@ class ServeCommand(MlxkCommand):
         )
         from mlxk.server.launch import serve
 
-        serve(settings, listener, log_level=str(self.option("log-level")))  # ends the process when stopped
+        serve(settings, listener, log_level=str(self.option("log-level")), group=group)  # ends the process
+
+    def _join_group(self, model: str | None) -> tuple[Group, str]:
+        from mlxk.generation.cluster import BACKENDS
+
+        backend = str(self.option("backend"))
+        if backend not in ("any", *BACKENDS):
+            raise ValidationError(f"--backend takes one of any, {', '.join(BACKENDS)}, not {backend!r}")
+        if not model:
+            raise ValidationError("--distributed needs --model (the model to shard over the ranks)")
+        from mlxk.cli.serve_group import join_group
+
+        return join_group(self.location(), model, backend)
 
     def _output_formats(self) -> tuple[tuple[str, str], ...]:
         """--tool-format's pairs, each model resolved to its cached name now (an unknown model or

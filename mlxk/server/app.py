@@ -10,24 +10,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from mlxk.errors import MlxkError
 from mlxk.server import routes
 from mlxk.server.asgi import Receive, Scope, Send, Tracked, read_body, send_bytes, send_json
 from mlxk.server.disconnect import ClientGone
 from mlxk.server.drain import OpenWork
 from mlxk.server.embeddings import EmbeddingWorker
-from mlxk.server.errors import CLIENT_GONE, HTTPError, internal, send_error, shutting_down
+from mlxk.server.errors import CLIENT_GONE, HTTPError, from_library, internal, send_error, shutting_down
 from mlxk.server.generate import Generations
 from mlxk.server.guard import Guard
-from mlxk.server.metrics import Metrics
+from mlxk.server.metrics import Metrics, group_lines
 from mlxk.server.models import ModelPolicy
 from mlxk.server.openai.endpoints import Headers, OpenAIEndpoints
 from mlxk.server.settings import ServerSettings
 from mlxk.server.ui import WebUI
 from mlxk.server.worker import EngineWorker, Job
+
+if TYPE_CHECKING:
+    from mlxk.generation.lockstep import Group
 
 __all__ = ["App", "ServerSettings", "create_app"]
 
@@ -35,13 +39,29 @@ log = logging.getLogger("mlxk.server")
 
 
 class App:
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: ServerSettings, group: Group | None = None) -> None:
         self.settings = settings
+        self.group = group  # serve --distributed: the model is sharded over this group's ranks
         self.metrics = Metrics()
-        self.models = ModelPolicy(settings, lambda: self.worker.model)
-        self.worker = EngineWorker(
-            self.models.load_engine, settings.max_queue, finished=self.metrics.generated
-        )
+        if group is None:
+            self.models = ModelPolicy(settings, lambda: self.worker.model)
+            self.worker = EngineWorker(
+                self.models.load_engine, settings.max_queue, finished=self.metrics.generated
+            )
+        else:
+            from mlxk.generation.cluster import load_sharded
+            from mlxk.generation.lockstep import HEARTBEAT_S, LockstepRunner
+
+            self.models = ModelPolicy(
+                settings, lambda: self.worker.model, lambda path: load_sharded(group, path)
+            )
+            self.worker = EngineWorker(
+                self.models.load_engine,
+                settings.max_queue,
+                finished=self.metrics.generated,
+                runner=lambda engine, max_batch: LockstepRunner(engine, group, max_batch),  # type: ignore[arg-type,return-value]
+                idle_step_s=HEARTBEAT_S,
+            )
         self.embedder = EmbeddingWorker(self.models.load_embedder, self.worker.call)
         self.generations = Generations(self.worker, self.models)
         self.guard = Guard(settings.host, settings.extra_hosts, settings.cors_origins, settings.api_key)
@@ -123,6 +143,9 @@ class App:
             status = await send_error(response, error, cors)
         except ClientGone:
             status = CLIENT_GONE
+        except MlxkError as error:  # after the answer began (a rank of the group lost mid-stream)
+            log.warning("%s %s ended: %s", scope.get("method"), path, error.message)
+            status = await send_error(response, from_library(error), cors)
         except Exception:  # a bug: logged with its traceback, answered as an OpenAI error
             status = await send_error(response, internal(scope.get("method"), path), cors)
         finally:
@@ -178,18 +201,23 @@ class App:
 
     async def _health(self, send: Send, cors: Headers) -> int:
         loading = self.worker.loading
-        state = "draining" if self.draining else "loading" if loading else "ok"
+        lost = self.group is not None and self.group.lost is not None
+        state = "group_lost" if lost else "draining" if self.draining else "loading" if loading else "ok"
         status = 200 if state == "ok" else 503  # a load balancer sends no new requests meanwhile
-        body = {
+        body: dict[str, Any] = {
             "status": state,
             "model": loading or self.worker.model,
             "queue": self.worker.queue_depth,
         }
+        if self.group is not None:
+            body["group"] = {"size": self.group.size, "backend": self.group.backend, "rank": self.group.rank}
         await send_json(send, status, body, cors)
         return status
 
     async def _metrics(self, send: Send, cors: Headers) -> int:
         text = self.metrics.render(self.worker.queue_depth, self.in_flight)
+        if self.group is not None:
+            text += "\n".join(group_lines(self.group.size, self.group.rank, self.group.backend)) + "\n"
         await send_bytes(send, 200, text.encode(), [("content-type", "text/plain; version=0.0.4"), *cors])
         return 200
 

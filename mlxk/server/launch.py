@@ -21,7 +21,7 @@ import signal
 import socket
 import sys
 import threading
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mlxk.server.app import App, ServerSettings
 from mlxk.server.drain import Drain
@@ -29,19 +29,30 @@ from mlxk.server.limits import connection_limit, raise_descriptor_limit
 from mlxk.server.listener import BACKLOG
 from mlxk.server.logs import configure
 
+if TYPE_CHECKING:
+    from mlxk.generation.lockstep import Group
+
 STOP_GRACE_S = 20.0
 EXPERIMENTAL_NOTICE = "Embedded server is experimental"
 
 
-def serve(settings: ServerSettings, listener: socket.socket, *, log_level: str = "warning") -> NoReturn:
+def serve(
+    settings: ServerSettings,
+    listener: socket.socket,
+    *,
+    log_level: str = "warning",
+    group: Group | None = None,
+) -> NoReturn:
     """Serve on ``listener`` (see ``listener.bind_listener``) until SIGINT or SIGTERM, then end
-    the process (exit status 0)."""
+    the process (exit status 0; 1 when ``group``, the distributed group whose rank 0 this is,
+    lost a rank)."""
     configure(settings.log_json)
-    asyncio.run(_serve(App(settings), listener, settings, log_level))
-    _leave_without_finalizing()
+    app = App(settings, group)
+    asyncio.run(_serve(app, listener, settings, log_level))
+    _leave_without_finalizing(1 if group is not None and group.lost is not None else 0)
 
 
-def _leave_without_finalizing() -> NoReturn:
+def _leave_without_finalizing(status: int) -> NoReturn:
     """Granian's native threads may still be on their way out of a call into Python when the
     server has stopped; the interpreter's finalization would end such a thread mid-call, and the
     process would abort ("panic in a function that cannot unwind"). Everything of ours is closed
@@ -49,7 +60,7 @@ def _leave_without_finalizing() -> NoReturn:
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(status)
 
 
 async def _serve(app: App, listener: socket.socket, settings: ServerSettings, log_level: str) -> None:
@@ -64,6 +75,12 @@ async def _serve(app: App, listener: socket.socket, settings: ServerSettings, lo
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, drain.signal)
+    if app.group is not None:
+
+        def lost(why: str) -> None:  # from the engine thread: nothing can be generated any more
+            loop.call_soon_threadsafe(_stop, app, server)
+
+        app.group.on_lost = lost
     try:
         await server.serve()
     finally:

@@ -26,6 +26,7 @@ class ServerSettings:
     idle_timeout_s: float = IDLE_TIMEOUT_S
     body_timeout_s: float = BODY_TIMEOUT_S
     drain_timeout_s: float = DRAIN_TIMEOUT_S  # on SIGTERM: how long open requests may go on
+    group_size: int = 1  # serve --distributed: the ranks the model is sharded over
     web_ui: bool = True  # the chat page at / (serve --no-ui turns it off)
     # --tool-format: (model name, output format) pairs that override the format read from the
     # model's chat template; the format "none" makes the whole output content

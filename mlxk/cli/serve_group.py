@@ -1,0 +1,35 @@
+"""``serve --distributed``: what every rank does before serving, and what the ranks other than 0
+do instead of serving (they follow rank 0's batch steps with their shard of the model)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mlxk.cache.scan import CacheLocation
+
+if TYPE_CHECKING:
+    from mlxk.generation.lockstep import Group
+
+
+def join_group(location: CacheLocation, model: str, backend: str) -> tuple[Group, str]:
+    """This rank's group and the model's cached name, once every rank has checked the model in
+    its own cache (one error naming each host with a problem, on every rank, otherwise)."""
+    from mlxk.cache.runnable import runnable_model
+    from mlxk.generation.cluster import agree_on_model, join
+
+    group = join(backend)
+    found = agree_on_model(group, lambda name: runnable_model(location, name, shards=group.size), model)
+    return group, str(found.model.name)
+
+
+def follow_rank_0(group: Group, location: CacheLocation, model: str, output_format: str | None) -> None:
+    """Load this rank's shard, then step with rank 0 until it stops (returns) or a rank is lost
+    (raises GroupLost: the command exits non-zero)."""
+    from mlxk.cache.runnable import runnable_model
+    from mlxk.generation.cluster import load_sharded
+    from mlxk.generation.lockstep import follow
+
+    engine = load_sharded(group, str(runnable_model(location, model, shards=group.size).path))
+    if output_format is not None:  # the same segmenter as rank 0's: the same finishing decisions
+        engine.use_format(output_format)
+    follow(engine, group)
