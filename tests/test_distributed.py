@@ -167,10 +167,16 @@ def _chat(url: str, **extra: Any) -> dict[str, Any]:
     return answer
 
 
-def _streamed(url: str, content: str = "Hello", max_tokens: int = 40) -> tuple[str, str | None]:
-    """The text of a streamed answer and its finish reason."""
+def _streamed(
+    url: str,
+    content: str = "Hello",
+    max_tokens: int = 40,
+    started: threading.Event | None = None,
+    model: str = CHAT,
+) -> tuple[str, str | None]:
+    """The text of a streamed answer and its finish reason (``started``: set at its first text)."""
     body = {
-        "model": CHAT,
+        "model": model,
         "messages": [{"role": "user", "content": content}],
         "max_tokens": max_tokens,
         "temperature": 0,
@@ -184,6 +190,8 @@ def _streamed(url: str, content: str = "Hello", max_tokens: int = 40) -> tuple[s
                 continue
             choice = json.loads(line[6:])["choices"][0]
             text.append(choice["delta"].get("content") or "")
+            if started is not None and text[-1]:
+                started.set()
             finish = choice["finish_reason"] or finish
     return "".join(text), finish
 
@@ -283,5 +291,32 @@ def test_a_model_missing_on_one_rank_stops_the_start_naming_that_host(cache: Pat
         # neither rank serves: each exits non-zero (or is ended by the launcher once the other has)
         assert re.search(r"rank 0 exited with code -?[1-9]", launched.stderr())
         assert re.search(r"rank 1 exited with code -?[1-9]", launched.stderr())
+    finally:
+        launched.stop()
+
+
+def test_a_stop_signal_to_every_rank_drains_then_all_exit_0(cache: Path, tmp_path: Path) -> None:
+    tokens = 300  # several seconds on two ranks here: still running when the signals come
+    launched = launch(cache, tmp_path / "launch.log", "--model", LONG, "--drain-timeout", "600")
+    try:
+        wait_for(lambda: _health(launched.url) == 200, "rank 0 to load its shard", 120)
+        ranks = [launched.rank_pid(0), launched.rank_pid(1)]
+        answers: list[tuple[str, str | None]] = []
+        started = threading.Event()
+
+        def stream() -> None:
+            answers.append(_streamed(launched.url, "Hello", tokens, started, LONG))
+
+        reader = threading.Thread(target=stream)
+        reader.start()
+        assert started.wait(60)
+        for pid in ranks:  # as Ctrl-C on mlx.launch's terminal, or an orchestrator, does
+            os.kill(pid, signal.SIGTERM)
+        reader.join(120)
+        text, finish = answers[0]
+        assert finish == "length" and len(text) == tokens  # the open stream ran to its end (a char a token)
+        launched.proc.wait(timeout=60)
+        assert "exited with code" not in launched.stderr()  # the launcher reports only failures
+        assert "rank 1 stops with rank 0" in launched.stderr()
     finally:
         launched.stop()

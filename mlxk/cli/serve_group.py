@@ -3,6 +3,9 @@ do instead of serving (they follow rank 0's batch steps with their shard of the 
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 from typing import TYPE_CHECKING
 
 from mlxk.cache.scan import CacheLocation
@@ -32,4 +35,23 @@ def follow_rank_0(group: Group, location: CacheLocation, model: str, output_form
     engine = load_sharded(group, str(runnable_model(location, model, shards=group.size).path))
     if output_format is not None:  # the same segmenter as rank 0's: the same finishing decisions
         engine.use_format(output_format)
+    _leave_with_rank_0(group.rank)
     follow(engine, group)
+
+
+def _leave_with_rank_0(rank: int) -> None:
+    """A stop signal reaches every rank at once (Ctrl-C on mlx.launch, an orchestrator): this rank
+    stays while rank 0 drains, and leaves when rank 0 tells it to; a second signal leaves now."""
+    signals = 0
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            os._exit(1)
+        sys.stderr.write(
+            f"mlxk serve: rank {rank} stops with rank 0 (it drains); a second signal exits now\n"
+        )
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
