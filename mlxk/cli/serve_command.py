@@ -126,6 +126,14 @@ class ServeCommand(MlxkCommand):
             default="any",
         ),
         option(
+            "group-timeout",
+            None,
+            "With --distributed: seconds one batch step may take before the group counts as hung and "
+            "the service ends (raise it for very long prompts on large models).",
+            flag=False,
+            default="60",
+        ),
+        option(
             "tool-format",
             None,
             "MODEL=FORMAT: read MODEL's tool calls and reasoning in FORMAT instead of the one its chat "
@@ -235,7 +243,8 @@ class ServeCommand(MlxkCommand):
             raise ValidationError("--distributed needs --model (the model to shard over the ranks)")
         from mlxk.cli.serve_group import join_group
 
-        return join_group(self.location(), model, backend)
+        stall_s = _int(self.option("group-timeout"), "group-timeout", 1, 86_400)
+        return join_group(self.location(), model, backend, stall_s)
 
     def _output_formats(self) -> tuple[tuple[str, str], ...]:
         """--tool-format's pairs, each model resolved to its cached name now (an unknown model or

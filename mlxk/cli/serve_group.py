@@ -14,14 +14,16 @@ if TYPE_CHECKING:
     from mlxk.generation.lockstep import Group
 
 
-def join_group(location: CacheLocation, model: str, backend: str) -> tuple[Group, str]:
+def join_group(location: CacheLocation, model: str, backend: str, stall_s: float) -> tuple[Group, str]:
     """This rank's group and the model's cached name, once every rank has checked the model in
     its own cache (one error naming each host with a problem, on every rank, otherwise)."""
     from mlxk.cache.runnable import runnable_model
     from mlxk.generation.cluster import agree_on_model, join
 
     group = join(backend)
+    group.stall_s = stall_s
     found = agree_on_model(group, lambda name: runnable_model(location, name, shards=group.size), model)
+    group.watch()
     return group, str(found.model.name)
 
 
@@ -36,6 +38,13 @@ def follow_rank_0(group: Group, location: CacheLocation, model: str, output_form
     if output_format is not None:  # the same segmenter as rank 0's: the same finishing decisions
         engine.use_format(output_format)
     _leave_with_rank_0(group.rank)
+
+    def lost(why: str) -> None:  # from the watchdog: the main thread may wait on the lost rank for ever
+        sys.stderr.write(f"mlxk serve: rank {group.rank}: {why}\n")
+        sys.stderr.flush()
+        os._exit(1)
+
+    group.on_lost = lost
     follow(engine, group)
 
 

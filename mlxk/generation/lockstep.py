@@ -2,7 +2,7 @@
 group, every rank running the same batch steps in the same order.
 
 Rank 0 decides (which requests join the batch, which leave because their client went away) and
-shares those decisions with the other ranks through the group itself before each step: an
+shares those decisions with the other ranks through the group itself every few steps: an
 ``all_sum`` of two integers (what comes next, and the length of the decisions that follow), then,
 only when something changed, an ``all_sum`` of the decisions' bytes. The other ranks contribute
 zeros, so the sum is rank 0's message. Everything else a step does (prompts, sampling, stop
@@ -22,7 +22,8 @@ import itertools
 import logging
 import pickle
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,8 @@ log = logging.getLogger("mlxk.generation")
 
 STEP, STOP = 1, 2  # what the ranks do after a share: one batch step, or leave
 HEARTBEAT_S = 1.0  # an idle rank 0 steps an empty batch this often, so a lost rank shows at once
+STALL_S = 60.0  # a share or step that takes longer: a rank hangs (a long prompt's prefill is one step)
+STEPS_PER_SHARE = 8  # batch steps between two shares of rank 0's decisions (see LockstepRunner)
 
 
 class GroupLost(MlxkError):
@@ -62,6 +65,31 @@ class Group:
     hosts: tuple[str, ...] = ()  # by rank, as each rank named itself at start
     on_lost: Callable[[str], None] = lambda why: None
     lost: str | None = None
+    stall_s: float = STALL_S
+    _busy_since: float | None = None
+
+    @contextlib.contextmanager
+    def working(self) -> Iterator[None]:
+        """Around each share and step: the watchdog's measure of progress."""
+        self._busy_since = time.monotonic()
+        try:
+            yield
+        finally:
+            self._busy_since = None
+
+    def watch(self) -> None:
+        """A daemon thread that declares the group lost when one share or step makes no progress
+        for ``stall_s`` seconds. MLX raises for a peer that closed its connection in most places,
+        but an evaluation already queued when it happens may wait for ever; this bounds that."""
+
+        def run() -> None:
+            while self.lost is None:
+                time.sleep(min(1.0, self.stall_s / 4))
+                since = self._busy_since
+                if since is not None and time.monotonic() - since > self.stall_s:
+                    self.lose(TimeoutError(f"a step made no progress for {self.stall_s:g} s"))
+
+        threading.Thread(target=run, name="mlxk-group-watchdog", daemon=True).start()
 
     @property
     def rank(self) -> int:
@@ -141,14 +169,21 @@ class _Open:
 
 
 class LockstepRunner:
-    """Rank 0's batch runner: a ``BatchRunner`` whose every change is shared before each step."""
+    """Rank 0's batch runner: a ``BatchRunner`` whose changes are shared with the other ranks.
+
+    Sharing is a synchronisation point (every rank waits for the slowest, and mlx-lm's loops stop
+    overlapping one step's computation with the next step's bookkeeping), so the ranks share once
+    every ``STEPS_PER_SHARE`` steps, and whenever the batch runs empty: a request joins, or leaves
+    for a client that went away, at most that many steps later. Between two shares every rank
+    steps on its own while its batch has work (the same batch everywhere, so the same count)."""
 
     def __init__(self, engine: Engine, group: Group, max_batch: int = DEFAULT_MAX_BATCH) -> None:
         self._runner = BatchRunner(engine, max_batch)
         self._group = group
         self._keys = itertools.count()
         self._open: dict[int, _Open] = {}
-        self._joined: list[tuple[int, GenerationRequest]] = []
+        self._pending: list[tuple[int, GenerationRequest, Sink]] = []  # checked, joining at the next share
+        self._since_share = 0
 
     @property
     def engine(self) -> Engine:
@@ -156,28 +191,42 @@ class LockstepRunner:
 
     @property
     def active(self) -> int:
-        return self._runner.active
+        return self._runner.active + len(self._pending)
 
     def add(self, request: GenerationRequest, sink: Sink, cancel: threading.Event) -> None:
+        """Check now (raises as ``BatchRunner.add`` does); join at the next share, on every rank."""
         if self._group.lost is not None:
             raise GroupLost(self._group.lost)
+        self.engine.sequence(request)  # a prompt the context cannot hold is refused here, at once
         key = next(self._keys)
-        entry = _Open(cancel)
-        self._runner.add(request, _tracked(sink, self._open, key), entry.shared)  # raises before joining
-        self._open[key] = entry
-        self._joined.append((key, request))
+        self._open[key] = _Open(cancel)
+        self._pending.append((key, request, _tracked(sink, self._open, key)))
 
     def step(self) -> None:
-        """Share what changed, then step (also when the batch is empty: a heartbeat that finds a
-        lost rank while the service is idle)."""
+        """One step of the batch, after a share when one is due (also when the batch is empty: a
+        heartbeat that finds a lost rank while the service is idle)."""
+        with self._group.working():
+            if self._since_share >= STEPS_PER_SHARE or not self._runner.active:
+                self._share()
+            if self._runner.active:
+                self._step()
+                self._since_share += 1
+
+    def _share(self) -> None:
         asked = [key for key, entry in self._open.items() if entry.asked is not None and entry.asked.is_set()]
+        pending, self._pending = self._pending, []
         decisions = Decisions(
-            tuple(self._joined), tuple(k for k in asked if not self._open[k].shared.is_set())
+            tuple((key, request) for key, request, _sink in pending),
+            tuple(key for key in asked if not self._open[key].shared.is_set()),
         )
-        self._joined = []
         share(self._group, STEP, decisions)
+        self._since_share = 0
+        for key, request, sink in pending:
+            try:
+                self._runner.add(request, sink, self._open[key].shared)
+            except Exception as exc:  # checked in add(): only a bug gets here, on every rank alike
+                sink(exc)
         _apply_cancels(self._open, decisions)
-        self._step()
 
     def _step(self) -> None:
         try:
@@ -189,6 +238,9 @@ class LockstepRunner:
 
     def fail(self, exc: BaseException) -> None:
         self._runner.fail(exc)
+        pending, self._pending = self._pending, []
+        for _key, _request, sink in pending:
+            sink(exc)
         self._open.clear()
 
     def close(self) -> None:
@@ -206,16 +258,22 @@ def follow(engine: Engine, group: Group, max_batch: int = DEFAULT_MAX_BATCH) -> 
     open_requests: dict[int, _Open] = {}
     try:
         while True:
-            what, decisions = share(group, 0)
+            what, decisions = share(group, 0)  # waits for rank 0 as long as it takes (idle)
             if what == STOP:
                 return
             for key, request in decisions.joined:
-                entry = _Open(None)
-                runner.add(request, _tracked(_discard, open_requests, key), entry.shared)
-                open_requests[key] = entry
+                entry = open_requests[key] = _Open(None)
+                try:
+                    runner.add(request, _tracked(_discard, open_requests, key), entry.shared)
+                except Exception:  # as on rank 0, where add() raised the same before sharing
+                    open_requests.pop(key, None)
             _apply_cancels(open_requests, decisions)
             try:
-                runner.step()
+                with group.working():
+                    for _ in range(STEPS_PER_SHARE):  # as rank 0 steps until its next share
+                        if not runner.active:
+                            break
+                        runner.step()
             except RuntimeError as exc:
                 raise group.lose(exc) from None
             except Exception as exc:  # as rank 0 does: the batch ends, a new one starts

@@ -107,7 +107,8 @@ class App:
 
     def close(self) -> None:
         """Stop the engine thread (waits for it); safe to call more than once."""
-        self.worker.stop()
+        if self.group is None or self.group.lost is None:  # else it may wait on a lost rank for ever
+            self.worker.stop()
         self.embedder.stop()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

@@ -71,6 +71,13 @@ class Generations:
         for job in list(self._jobs):
             job.cancel.set()
 
+    def fail_open(self, error: BaseException) -> None:
+        """Nothing can be generated any more (a lost rank): every open generation ends with
+        ``error`` now, from here, whatever the engine thread is doing."""
+        self.draining = self.ending = True
+        for job in list(self._jobs):
+            job.out.put_nowait(error)
+
     async def start(
         self, model: str, requests: tuple[GenerationRequest, ...], watch: DisconnectWatch, param: str
     ) -> tuple[Running, list[Job]]:

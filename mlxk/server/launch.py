@@ -77,8 +77,8 @@ async def _serve(app: App, listener: socket.socket, settings: ServerSettings, lo
         loop.add_signal_handler(signum, drain.signal)
     if app.group is not None:
 
-        def lost(why: str) -> None:  # from the engine thread: nothing can be generated any more
-            loop.call_soon_threadsafe(_stop, app, server)
+        def lost(why: str) -> None:  # from the engine or watchdog thread: nothing can run any more
+            loop.call_soon_threadsafe(_end_lost, app, server, why)
 
         app.group.on_lost = lost
     try:
@@ -150,6 +150,15 @@ def _granian_logs_to_stderr() -> dict[str, Any]:
 def _drop_experimental_notice(record: logging.LogRecord) -> bool:
     # the embedded server is our deliberate choice (see the module docstring), not news to a user
     return not str(record.msg).startswith(EXPERIMENTAL_NOTICE)
+
+
+def _end_lost(app: App, server: Any, why: str) -> None:
+    """A rank of the group is lost: open generations end with that error, new requests get 503,
+    the server stops (the exit status is 1)."""
+    from mlxk.generation.lockstep import GroupLost
+
+    app.generations.fail_open(GroupLost(why))
+    _stop(app, server)
 
 
 def _stop(app: App, server: Any) -> None:
