@@ -1,10 +1,12 @@
 """``mlxk serve`` as a process that keeps its promises: it dies whole, it never shares a port by
-accident, it ends open streams properly when told to stop, it stops generating for clients that
-left, and it keeps its model when a request names one it cannot run. Real processes on loopback."""
+accident, it drains when told to stop (new requests refused, open ones finished, what outlives the
+drain ended properly), it stops generating for clients that left, and it keeps its model when a
+request names one it cannot run. Real processes on loopback."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -31,6 +33,7 @@ from tests.servefix import (
 CHAT, LONG = "test/Tiny-Chat", "test/Tiny-Long"
 HELLO = [{"role": "user", "content": "Hello"}]
 MANY_TOKENS = 500_000  # far more than a test ever waits for: the answer ends because it is told to
+FINISHES_IN_DRAIN = 1500  # seconds of generation here: still running when the signal comes
 
 
 @pytest.fixture
@@ -114,41 +117,95 @@ def _stream_lines(url: str, body: dict[str, Any], started: threading.Event, line
                 started.set()
 
 
-def test_sigterm_ends_open_streams_with_a_last_chunk_and_exits(
+def _last_events(lines: list[str]) -> tuple[list[dict[str, Any]], str]:
+    """A stream's JSON chunks and its last event."""
+    events = [line[6:] for line in lines if line.startswith("data: ")]
+    return [json.loads(event) for event in events[:-1]], events[-1]
+
+
+def _ended_properly(lines: list[str]) -> dict[str, Any]:
+    """Asserts that a stream ended with one finish ("length": it was ended, not finished), its
+    usage and [DONE]; returns the usage."""
+    chunks, last = _last_events(lines)
+    assert last == "[DONE]"
+    finish = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
+    assert finish[-1] == "length" and finish.count(None) == len(finish) - 1
+    usage: dict[str, Any] = chunks[-1]["usage"]
+    return usage
+
+
+def test_sigterm_drains_open_requests_refuses_new_ones_and_a_second_signal_ends_the_rest(
     long_cache: Path, tmp_path: Path, servers: list[ServerProcess]
 ) -> None:
-    server = start_server(long_cache, "--model", LONG, log=tmp_path / "serve.log")
+    server = start_server(long_cache, "--model", LONG, "--drain-timeout", "600", log=tmp_path / "serve.log")
     servers.append(server)
-    body = {"model": LONG, "messages": HELLO, "max_tokens": MANY_TOKENS, "temperature": 0}
+    endless = {"model": LONG, "messages": HELLO, "max_tokens": MANY_TOKENS, "temperature": 0}
+    bounded = {**endless, "max_tokens": FINISHES_IN_DRAIN}
     started = threading.Event()
     lines: list[str] = []
     whole: list[httpx.Response] = []
     errors: list[BaseException] = []
-    streamed = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    streamed = {**endless, "stream": True, "stream_options": {"include_usage": True}}
     streaming = _in_thread(lambda: _stream_lines(server.url, streamed, started, lines), errors)
     assert started.wait(60), f"the stream did not start: {errors}"
     waiting = _in_thread(
-        lambda: whole.append(httpx.post(server.url + "/v1/chat/completions", json=body, timeout=120)), errors
+        lambda: whole.append(httpx.post(server.url + "/v1/chat/completions", json=bounded, timeout=120)),
+        errors,
     )
-    wait_for(lambda: httpx.get(server.url + "/health").json()["queue"] == 2, "the second request to queue")
-    seen = len(lines)  # two deliveries later, the engine has stepped with the second request in
-    wait_for(lambda: len(lines) >= seen + 2, "the stream to go on")
+    wait_for(lambda: httpx.get(server.url + "/health").json()["queue"] == 2, "the second request to run")
 
-    assert server.stop(signal.SIGTERM) == 0
-    streaming.join(60)
-    waiting.join(60)
-    assert errors == []
-    events = [line[6:] for line in lines if line.startswith("data: ")]
-    assert events[-1] == "[DONE]"
-    chunks = [json.loads(event) for event in events[:-1]]
-    finish = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
-    assert finish[-1] == "length" and finish.count(None) == len(finish) - 1
-    usage = chunks[-1]["usage"]
-    assert 0 < usage["completion_tokens"] < MANY_TOKENS
+    os.kill(server.pid, signal.SIGTERM)
+    wait_for(lambda: httpx.get(server.url + "/health").status_code == 503, "/health to turn 503")
+    health = httpx.get(server.url + "/health")
+    assert health.json()["status"] == "draining"
+    refused = httpx.post(server.url + "/v1/chat/completions", json=bounded, timeout=60)
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert refused.json()["error"]["code"] == "shutting_down"
+    assert set(refused.json()["error"]) == {"message", "type", "param", "code"}
+
+    waiting.join(120)  # the open whole request runs to its own end
+    assert errors == [] and whole[0].status_code == 200
     answer = whole[0].json()
-    assert whole[0].status_code == 200 and answer["choices"][0]["finish_reason"] == "length"
-    assert answer["usage"]["completion_tokens"] < MANY_TOKENS
-    assert "Killing" not in server.stderr()
+    assert answer["choices"][0]["finish_reason"] == "length"
+    assert answer["usage"]["completion_tokens"] == FINISHES_IN_DRAIN
+    seen = len(lines)  # the endless stream goes on after it, the server with it
+    wait_for(lambda: len(lines) >= seen + 2, "the stream to go on while the server drains")
+    assert server.proc.poll() is None and _last_events(lines)[1] != "[DONE]"
+
+    assert server.stop(signal.SIGTERM) == 0  # the second signal ends the drain
+    streaming.join(60)
+    assert errors == []
+    assert 0 < _ended_properly(lines)["completion_tokens"] < MANY_TOKENS
+    assert "Killing" not in server.stderr() and "second signal" in server.stderr()
+
+
+def test_the_drain_timeout_ends_open_streams_properly_and_exits_0(
+    long_cache: Path, tmp_path: Path, servers: list[ServerProcess]
+) -> None:
+    server = start_server(long_cache, "--model", LONG, "--drain-timeout", "1", log=tmp_path / "serve.log")
+    servers.append(server)
+    body = {"model": LONG, "messages": HELLO, "max_tokens": MANY_TOKENS, "temperature": 0}
+    started = threading.Event()
+    lines: list[str] = []
+    errors: list[BaseException] = []
+    streamed = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    streaming = _in_thread(lambda: _stream_lines(server.url, streamed, started, lines), errors)
+    assert started.wait(60), f"the stream did not start: {errors}"
+    os.kill(server.pid, signal.SIGTERM)
+    assert server.proc.wait(timeout=60) == 0  # no second signal: the timeout ends the drain
+    streaming.join(60)
+    assert errors == []
+    assert 0 < _ended_properly(lines)["completion_tokens"] < MANY_TOKENS
+    assert "drain timeout" in server.stderr()
+
+
+def test_an_idle_server_exits_at_once_on_sigterm(
+    cache: Path, tmp_path: Path, servers: list[ServerProcess]
+) -> None:
+    server = start_server(cache, "--model", CHAT, "--drain-timeout", "600", log=tmp_path / "serve.log")
+    servers.append(server)
+    os.kill(server.pid, signal.SIGTERM)
+    assert server.proc.wait(timeout=60) == 0  # nothing open: the drain does not wait for its timeout
 
 
 def test_a_client_that_leaves_a_whole_request_frees_its_place(

@@ -30,8 +30,11 @@ class Runnable:
     path: str  # the snapshot folder mlx-lm loads
 
 
-def runnable_model(location: CacheLocation, spec: str, *, purpose: str = "generation") -> Runnable:
-    """The snapshot ``spec`` names, if mlx-lm can run it for ``purpose`` on this machine."""
+def runnable_model(
+    location: CacheLocation, spec: str, *, purpose: str = "generation", shards: int = 1
+) -> Runnable:
+    """The snapshot ``spec`` names, if mlx-lm can run it for ``purpose`` on this machine (holding
+    one of ``shards`` equal parts of its weights, when it is sharded over several machines)."""
     from mlxk.cache.pick import pick_model
 
     model = pick_model(location, spec, healthy=True)
@@ -42,9 +45,10 @@ def runnable_model(location: CacheLocation, spec: str, *, purpose: str = "genera
     if not model.runtime_compatible:
         raise ModelIncompatible(f"{model.name} cannot run with this mlx-lm: {model.runtime_reason}")
     total = total_memory_bytes()
-    if total is not None and model.size_bytes > total * MEMORY_HEADROOM:
+    if total is not None and model.size_bytes / shards > total * MEMORY_HEADROOM:
+        part = "its weights alone" if shards == 1 else f"its share of the weights on {shards} machines"
         raise InsufficientMemory(
-            f"{model.name} needs {model.size_bytes / 1e9:.1f} GB for its weights alone; "
+            f"{model.name} needs {model.size_bytes / shards / 1e9:.1f} GB for {part}; "
             f"this machine has {total / 1e9:.1f} GB"
         )
     assert model.hash is not None  # a healthy model has a snapshot

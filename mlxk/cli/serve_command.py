@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from cleo.helpers import option
 
@@ -9,8 +10,12 @@ from mlxk.cli.base import MlxkCommand
 from mlxk.errors import ValidationError
 from mlxk.generation.request import BOUNDS
 from mlxk.server.app import ServerSettings
+from mlxk.server.drain import DRAIN_TIMEOUT_S
 from mlxk.server.hosts import LOOPBACK, allow_host_problem
 from mlxk.server.limits import BODY_TIMEOUT_S, IDLE_TIMEOUT_S
+
+if TYPE_CHECKING:
+    from mlxk.generation.lockstep import Group
 
 
 class ServeCommand(MlxkCommand):
@@ -100,6 +105,14 @@ class ServeCommand(MlxkCommand):
             default=str(BODY_TIMEOUT_S),
         ),
         option(
+            "drain-timeout",
+            None,
+            "On SIGTERM or SIGINT: seconds open requests may take to finish while new ones get 503 "
+            "(then they end with a proper last chunk; a second signal ends them at once).",
+            flag=False,
+            default=str(int(DRAIN_TIMEOUT_S)),
+        ),
+        option(
             "max-tokens",
             None,
             "Tokens a request may generate when it sets no max_tokens.",
@@ -107,6 +120,28 @@ class ServeCommand(MlxkCommand):
             default=str(ServerSettings.default_max_tokens),
         ),
         option("no-ui", None, "Do not serve the web chat page at /.", flag=True),
+        option(
+            "distributed",
+            None,
+            "Shard --model over the ranks of an mx.distributed group (start every rank with mlx.launch); "
+            "rank 0 serves HTTP, the others follow its batch steps.",
+            flag=True,
+        ),
+        option(
+            "backend",
+            None,
+            "With --distributed: the mx.distributed backend (any, ring, jaccl, nccl, mpi).",
+            flag=False,
+            default="any",
+        ),
+        option(
+            "group-timeout",
+            None,
+            "With --distributed: seconds one batch step may take before the group counts as hung and "
+            "the service ends (raise it for very long prompts on large models).",
+            flag=False,
+            default="60",
+        ),
         option(
             "tool-format",
             None,
@@ -131,8 +166,11 @@ class ServeCommand(MlxkCommand):
         model = self.option("model")
         if self.option("single-model") and not model:
             raise ValidationError("--single-model needs --model")
+        group = None
+        if self.option("distributed"):
+            group, model = self._join_group(model)
         embedding_model = None
-        if model:  # refused now, not at the first request
+        if model and group is None:  # refused now, not at the first request
             from mlxk.cache.runnable import runnable_model
             from mlxk.embedding.embeddable import embedding_model as find_embedding_model
             from mlxk.errors import ModelIncompatible
@@ -151,11 +189,18 @@ class ServeCommand(MlxkCommand):
         aliases = tuple(_alias(text) for text in self.option("model-alias") or ())
         idle_timeout = _int(self.option("idle-timeout"), "idle-timeout", 1, 3600)
         body_timeout = _int(self.option("body-timeout"), "body-timeout", 1, 3600)
+        drain_timeout = _int(self.option("drain-timeout"), "drain-timeout", 0, 3600)
         max_queue = _int(self.option("max-queue"), "max-queue", 1, 100_000)
         max_body_bytes = _int(self.option("max-body-bytes"), "max-body-bytes", 1024, 2**31)
         tokens = BOUNDS["max_tokens"]  # the bounds of a request's own max_tokens
         default_max_tokens = _int(self.option("max-tokens"), "max-tokens", int(tokens.low), int(tokens.high))
         output_formats = self._output_formats()
+        if group is not None and group.rank != 0:
+            from mlxk.cli.serve_group import follow_rank_0
+
+            assert model is not None
+            follow_rank_0(group, self.location(), model, dict(output_formats).get(model))
+            return 0
         from mlxk.server.listener import bind_listener
 
         listener = bind_listener(host, port, reuse_port=bool(self.option("reuse-port")))  # or a clear error
@@ -165,7 +210,7 @@ class ServeCommand(MlxkCommand):
             host=host,
             port=port,
             model=model,
-            single_model=bool(self.option("single-model")),
+            single_model=bool(self.option("single-model")) or group is not None,
             api_key=self.option("api-key") or os.environ.get("MLXK_API_KEY") or None,
             cors_origins=cors_origins,
             max_queue=max_queue,
@@ -176,9 +221,11 @@ class ServeCommand(MlxkCommand):
             embedding_model=embedding_model,
             idle_timeout_s=idle_timeout,
             body_timeout_s=body_timeout,
+            drain_timeout_s=drain_timeout,
             web_ui=not self.option("no-ui"),
             output_formats=output_formats,
             model_aliases=aliases,
+            group_size=group.size if group is not None else 1,
         )
         if host not in LOOPBACK:
             sys.stderr.write(f"Warning: listening on {host}: the server is reachable from other machines\n")
@@ -195,7 +242,20 @@ class ServeCommand(MlxkCommand):
         )
         from mlxk.server.launch import serve
 
-        serve(settings, listener, log_level=str(self.option("log-level")))  # ends the process when stopped
+        serve(settings, listener, log_level=str(self.option("log-level")), group=group)  # ends the process
+
+    def _join_group(self, model: str | None) -> tuple[Group, str]:
+        from mlxk.generation.cluster import BACKENDS
+
+        backend = str(self.option("backend"))
+        if backend not in ("any", *BACKENDS):
+            raise ValidationError(f"--backend takes one of any, {', '.join(BACKENDS)}, not {backend!r}")
+        if not model:
+            raise ValidationError("--distributed needs --model (the model to shard over the ranks)")
+        from mlxk.cli.serve_group import join_group
+
+        stall_s = _int(self.option("group-timeout"), "group-timeout", 1, 86_400)
+        return join_group(self.location(), model, backend, stall_s)
 
     def _output_formats(self) -> tuple[tuple[str, str], ...]:
         """--tool-format's pairs, each model resolved to its cached name now (an unknown model or

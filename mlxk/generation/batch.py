@@ -30,6 +30,7 @@ from mlxk.generation.request import GenerationRequest
 from mlxk.generation.sequence import Sequence
 
 PROMPT_CACHE_ENTRIES = 16
+DEFAULT_MAX_BATCH = 16  # sequences decoded together by the server (every rank of a group alike)
 PROMPT_CACHE_BYTES = 2 << 30  # KV kept for reuse: a repeated system prompt is not prefilled again
 
 Sink = Callable[[Chunk | BaseException], None]  # an exception ends that request's stream

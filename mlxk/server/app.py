@@ -12,19 +12,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from mlxk.errors import MlxkError
 from mlxk.server import routes
 from mlxk.server.anthropic.endpoints import MessagesEndpoints
 from mlxk.server.asgi import Receive, Scope, Send, Tracked, read_body, send_bytes, send_json
 from mlxk.server.disconnect import ClientGone
+from mlxk.server.drain import OpenWork
 from mlxk.server.embeddings import EmbeddingWorker
-from mlxk.server.errors import CLIENT_GONE, HTTPError, internal, send_error, shutting_down
+from mlxk.server.errors import CLIENT_GONE, HTTPError, from_library, internal, send_error, shutting_down
 from mlxk.server.generate import Generations
 from mlxk.server.guard import Guard
-from mlxk.server.metrics import Metrics
+from mlxk.server.metrics import Metrics, group_lines
 from mlxk.server.models import ModelPolicy
 from mlxk.server.openai.endpoints import Headers, OpenAIEndpoints
 from mlxk.server.responses.endpoints import ResponsesEndpoints
@@ -32,19 +34,38 @@ from mlxk.server.settings import ServerSettings
 from mlxk.server.ui import WebUI
 from mlxk.server.worker import EngineWorker, Job
 
+if TYPE_CHECKING:
+    from mlxk.generation.lockstep import Group
+
 __all__ = ["App", "ServerSettings", "create_app"]
 
 log = logging.getLogger("mlxk.server")
 
 
 class App:
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: ServerSettings, group: Group | None = None) -> None:
         self.settings = settings
+        self.group = group  # serve --distributed: the model is sharded over this group's ranks
         self.metrics = Metrics()
-        self.models = ModelPolicy(settings, lambda: self.worker.model)
-        self.worker = EngineWorker(
-            self.models.load_engine, settings.max_queue, finished=self.metrics.generated
-        )
+        if group is None:
+            self.models = ModelPolicy(settings, lambda: self.worker.model)
+            self.worker = EngineWorker(
+                self.models.load_engine, settings.max_queue, finished=self.metrics.generated
+            )
+        else:
+            from mlxk.generation.cluster import load_sharded
+            from mlxk.generation.lockstep import HEARTBEAT_S, LockstepRunner
+
+            self.models = ModelPolicy(
+                settings, lambda: self.worker.model, lambda path: load_sharded(group, path)
+            )
+            self.worker = EngineWorker(
+                self.models.load_engine,
+                settings.max_queue,
+                finished=self.metrics.generated,
+                runner=lambda engine, max_batch: LockstepRunner(engine, group, max_batch),  # type: ignore[arg-type,return-value]
+                idle_step_s=HEARTBEAT_S,
+            )
         self.embedder = EmbeddingWorker(self.models.load_embedder, self.worker.call)
         self.generations = Generations(self.worker, self.models)
         self.guard = Guard(settings.host, settings.extra_hosts, settings.cors_origins, settings.api_key)
@@ -58,6 +79,7 @@ class App:
         self.web_ui = WebUI() if settings.web_ui else None
         self.started = False
         self.in_flight = 0
+        self.open_work = OpenWork()  # what a drain waits for
         self._stopping = asyncio.Event()  # for bodies still arriving when the stop comes
 
     @property
@@ -80,14 +102,21 @@ class App:
                 self.worker.submit(Job(self.settings.model, None, asyncio.get_running_loop()))
 
     def drain(self) -> None:
-        """The server is stopping: every generation in progress ends at its next step (its
-        response with a proper last chunk), and new generation requests get 503."""
+        """The server is stopping: /health and new requests get 503 from now on (a body still on its
+        way is not waited for); the requests in progress go on to their end (``open_work``)."""
         self._stopping.set()
         self.generations.drain()
 
+    def end_open(self) -> None:
+        """The drain is over: every generation in progress ends at its next step (its response with
+        a proper last chunk)."""
+        self.drain()
+        self.generations.end_open()
+
     def close(self) -> None:
         """Stop the engine thread (waits for it); safe to call more than once."""
-        self.worker.stop()
+        if self.group is None or self.group.lost is None:  # else it may wait on a lost rank for ever
+            self.worker.stop()
         self.embedder.stop()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -124,6 +153,9 @@ class App:
             status = await send_error(response, error, cors, protocol)
         except ClientGone:
             status = CLIENT_GONE
+        except MlxkError as error:  # after the answer began (a rank of the group lost mid-stream)
+            log.warning("%s %s ended: %s", scope.get("method"), path, error.message)
+            status = await send_error(response, from_library(error), cors, protocol)
         except Exception:  # a bug: logged with its traceback, answered as the protocol's error
             status = await send_error(response, internal(scope.get("method"), path), cors, protocol)
         finally:
@@ -181,21 +213,31 @@ class App:
             "/v1/messages": self.messages.messages,
             "/v1/messages/count_tokens": self.messages.count_tokens,
         }
-        return await handlers[route.template](scope, receive, send, cors)
+        self.open_work.enter()
+        try:
+            return await handlers[route.template](scope, receive, send, cors)
+        finally:
+            self.open_work.leave()
 
     async def _health(self, send: Send, cors: Headers) -> int:
         loading = self.worker.loading
-        status = 503 if loading else 200
-        body = {
-            "status": "loading" if loading else "ok",
+        lost = self.group is not None and self.group.lost is not None
+        state = "group_lost" if lost else "draining" if self.draining else "loading" if loading else "ok"
+        status = 200 if state == "ok" else 503  # a load balancer sends no new requests meanwhile
+        body: dict[str, Any] = {
+            "status": state,
             "model": loading or self.worker.model,
             "queue": self.worker.queue_depth,
         }
+        if self.group is not None:
+            body["group"] = {"size": self.group.size, "backend": self.group.backend, "rank": self.group.rank}
         await send_json(send, status, body, cors)
         return status
 
     async def _metrics(self, send: Send, cors: Headers) -> int:
         text = self.metrics.render(self.worker.queue_depth, self.in_flight)
+        if self.group is not None:
+            text += "\n".join(group_lines(self.group.size, self.group.rank, self.group.backend)) + "\n"
         await send_bytes(send, 200, text.encode(), [("content-type", "text/plain; version=0.0.4"), *cors])
         return 200
 

@@ -82,7 +82,9 @@ def from_library(error: MlxkError, param: str | None = None) -> HTTPError:
         return HTTPError(400, error.message, param=param, code="context_length_exceeded")
     if isinstance(error, InvalidField):
         return invalid(error.param, error.message)
-    status = error.http_status if error.http_status < 500 else 500
+    # 503 (the service cannot generate now: a lost rank) is for the client to act on; other 5xx
+    # are the server's trouble
+    status = error.http_status if error.http_status < 500 or error.http_status == 503 else 500
     return HTTPError(status, error.message, param=param, code=error.error_type)
 
 

@@ -60,15 +60,28 @@ class Generations:
     def __init__(self, worker: EngineWorker, models: ModelPolicy) -> None:
         self.worker = worker
         self.models = models
-        self.draining = False  # stopping: open generations end now, new ones are refused
+        self.draining = False  # stopping: new generations are refused, open ones go on
+        self.ending = False  # the drain is over: open generations end at their next step
         self._jobs: set[Job] = set()
 
     def drain(self) -> None:
-        """The server is stopping: every generation in progress ends at its next step (its response
-        with a proper last chunk), and new ones are refused."""
+        """The server is stopping: new generations are refused from now on (503); those in
+        progress go on to their own end."""
         self.draining = True
+
+    def end_open(self) -> None:
+        """The drain is over: every generation in progress ends at its next step (its response with
+        a proper last chunk)."""
+        self.draining = self.ending = True
         for job in list(self._jobs):
             job.cancel.set()
+
+    def fail_open(self, error: BaseException) -> None:
+        """Nothing can be generated any more (a lost rank): every open generation ends with
+        ``error`` now, from here, whatever the engine thread is doing."""
+        self.draining = self.ending = True
+        for job in list(self._jobs):
+            job.out.put_nowait(error)
 
     async def start(
         self, model: str, requests: tuple[GenerationRequest, ...], watch: DisconnectWatch, param: str
@@ -81,6 +94,8 @@ class Generations:
                 await watch.race(asyncio.to_thread(self.models.check_runnable, model))
             except MlxkError as error:
                 raise from_library(error, "model") from None
+        if self.draining:  # the stop began while this request was read: it has not started yet
+            raise shutting_down()
         loop = asyncio.get_running_loop()
         jobs = [Job(model, request, loop) for request in requests]
         try:
@@ -88,8 +103,6 @@ class Generations:
         except Busy:
             raise busy() from None
         self._jobs.update(jobs)
-        if self.draining:  # the stop began while this request was being read
-            self.drain()
         streams = [chunks(job) for job in jobs]
         firsts = [await watch.race(_first(stream, param)) for stream in streams]
         return Running(firsts, streams, watch), jobs

@@ -6,9 +6,10 @@ among them) had to travel to it through the environment. Granian's embedded serv
 Rust HTTP core inside our own event loop instead, so ``mlxk serve`` is one process: it cannot be
 orphaned, the settings are plain values in memory, and the signals are ours to handle.
 
-On SIGINT or SIGTERM the app ends every open generation with a proper last chunk, the server stops
-accepting and closes idle connections, and the process exits once the responses are out. A second
-signal, or a stop that takes longer than ``STOP_GRACE_S``, ends the process at once.
+On SIGINT or SIGTERM the server drains (``drain.py``): new requests get 503 while the open ones
+run to their end, for up to ``drain_timeout_s``; then the app ends what is still open with a proper
+last chunk, the server stops accepting and closes idle connections, and the process exits once the
+responses are out. A stop that takes longer than ``STOP_GRACE_S`` after that ends the process at once.
 """
 
 from __future__ import annotations
@@ -20,26 +21,38 @@ import signal
 import socket
 import sys
 import threading
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mlxk.server.app import App, ServerSettings
+from mlxk.server.drain import Drain
 from mlxk.server.limits import connection_limit, raise_descriptor_limit
 from mlxk.server.listener import BACKLOG
 from mlxk.server.logs import configure
+
+if TYPE_CHECKING:
+    from mlxk.generation.lockstep import Group
 
 STOP_GRACE_S = 20.0
 EXPERIMENTAL_NOTICE = "Embedded server is experimental"
 
 
-def serve(settings: ServerSettings, listener: socket.socket, *, log_level: str = "warning") -> NoReturn:
+def serve(
+    settings: ServerSettings,
+    listener: socket.socket,
+    *,
+    log_level: str = "warning",
+    group: Group | None = None,
+) -> NoReturn:
     """Serve on ``listener`` (see ``listener.bind_listener``) until SIGINT or SIGTERM, then end
-    the process (exit status 0)."""
+    the process (exit status 0; 1 when ``group``, the distributed group whose rank 0 this is,
+    lost a rank)."""
     configure(settings.log_json)
-    asyncio.run(_serve(App(settings), listener, settings, log_level))
-    _leave_without_finalizing()
+    app = App(settings, group)
+    asyncio.run(_serve(app, listener, settings, log_level))
+    _leave_without_finalizing(1 if group is not None and group.lost is not None else 0)
 
 
-def _leave_without_finalizing() -> NoReturn:
+def _leave_without_finalizing(status: int) -> NoReturn:
     """Granian's native threads may still be on their way out of a call into Python when the
     server has stopped; the interpreter's finalization would end such a thread mid-call, and the
     process would abort ("panic in a function that cannot unwind"). Everything of ours is closed
@@ -47,15 +60,27 @@ def _leave_without_finalizing() -> NoReturn:
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(status)
 
 
 async def _serve(app: App, listener: socket.socket, settings: ServerSettings, log_level: str) -> None:
     server = _server(app, listener, settings, log_level)
-    stop = _Stop(app, server)
+    drain = Drain(
+        settings.drain_timeout_s,
+        begin=app.drain,
+        open_work=app.open_work,
+        end=lambda: _stop(app, server),
+        exit_now=_exit_now,
+    )
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.request)
+        loop.add_signal_handler(signum, drain.signal)
+    if app.group is not None:
+
+        def lost(why: str) -> None:  # from the engine or watchdog thread: nothing can run any more
+            loop.call_soon_threadsafe(_end_lost, app, server, why)
+
+        app.group.on_lost = lost
     try:
         await server.serve()
     finally:
@@ -127,23 +152,22 @@ def _drop_experimental_notice(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith(EXPERIMENTAL_NOTICE)
 
 
-class _Stop:
-    """The first signal ends open generations and stops the server; a second one exits at once."""
+def _end_lost(app: App, server: Any, why: str) -> None:
+    """A rank of the group is lost: open generations end with that error, new requests get 503,
+    the server stops (the exit status is 1)."""
+    from mlxk.generation.lockstep import GroupLost
 
-    def __init__(self, app: App, server: Any) -> None:
-        self.app = app
-        self.server = server
-        self.requested = False
+    app.generations.fail_open(GroupLost(why))
+    _stop(app, server)
 
-    def request(self) -> None:
-        if self.requested:
-            _exit_now("a second signal: exiting without waiting for open responses")
-        self.requested = True
-        self.app.drain()
-        self.server.stop()
-        timer = threading.Timer(STOP_GRACE_S, _exit_now, args=(f"not stopped after {STOP_GRACE_S:.0f} s",))
-        timer.daemon = True
-        timer.start()
+
+def _stop(app: App, server: Any) -> None:
+    """The drain is over: open generations end at their next step, the server stops."""
+    app.end_open()
+    server.stop()
+    timer = threading.Timer(STOP_GRACE_S, _exit_now, args=(f"not stopped after {STOP_GRACE_S:.0f} s",))
+    timer.daemon = True
+    timer.start()
 
 
 def _exit_now(why: str) -> None:

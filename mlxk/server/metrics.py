@@ -98,6 +98,18 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
+def group_lines(size: int, rank: int, backend: str) -> list[str]:
+    """The distributed group this server leads (serve --distributed)."""
+    return [
+        "# TYPE mlxk_group_size gauge",
+        f"mlxk_group_size {size}",
+        "# TYPE mlxk_group_rank gauge",
+        f"mlxk_group_rank {rank}",
+        "# TYPE mlxk_group_info gauge",
+        f"mlxk_group_info{{backend={_quoted(backend)}}} 1",
+    ]
+
+
 def _quoted(value: str) -> str:
     """A label value in the text format's quotes, with its backslashes, quotes and newlines escaped."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'

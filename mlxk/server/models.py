@@ -26,9 +26,15 @@ if TYPE_CHECKING:
 
 
 class ModelPolicy:
-    def __init__(self, settings: ServerSettings, running: Callable[[], str | None]) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        running: Callable[[], str | None],
+        load: Callable[[str], Engine] | None = None,
+    ) -> None:
         self.settings = settings
         self._running = running  # the generation model loaded now, if any
+        self._load = load  # how a snapshot path is loaded (None: mlx-lm's load; a group: its shard)
         self._location = CacheLocation(settings.hub_root, None)
 
     # --- names ---------------------------------------------------------------------------------
@@ -95,13 +101,14 @@ class ModelPolicy:
         the running model for it)."""
         from mlxk.cache.runnable import runnable_model
 
-        runnable_model(self._location, name)
+        runnable_model(self._location, name, shards=self.settings.group_size)
 
     def load_engine(self, name: str) -> Engine:
         from mlxk.cache.runnable import runnable_model
         from mlxk.generation.engine import load_engine
 
-        engine = load_engine(runnable_model(self._location, name).path)
+        shards = self.settings.group_size
+        engine = (self._load or load_engine)(runnable_model(self._location, name, shards=shards).path)
         chosen = self.settings.output_format(name)
         if chosen is not None:
             engine.use_format(chosen)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mlxk.server.drain import DRAIN_TIMEOUT_S
 from mlxk.server.limits import BODY_TIMEOUT_S, IDLE_TIMEOUT_S
 
 
@@ -24,6 +25,8 @@ class ServerSettings:
     embedding_model: str | None = None  # the default for /v1/embeddings (serve --model <an embedding model>)
     idle_timeout_s: float = IDLE_TIMEOUT_S
     body_timeout_s: float = BODY_TIMEOUT_S
+    drain_timeout_s: float = DRAIN_TIMEOUT_S  # on SIGTERM: how long open requests may go on
+    group_size: int = 1  # serve --distributed: the ranks the model is sharded over
     web_ui: bool = True  # the chat page at / (serve --no-ui turns it off)
     # --tool-format: (model name, output format) pairs that override the format read from the
     # model's chat template; the format "none" makes the whole output content

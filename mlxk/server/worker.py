@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from mlxk.generation.batch import BatchRunner
+from mlxk.generation.batch import DEFAULT_MAX_BATCH, BatchRunner
 from mlxk.generation.chunks import Chunk, Usage, merge
 from mlxk.generation.engine import Engine
 from mlxk.generation.request import GenerationRequest
@@ -27,6 +27,8 @@ from mlxk.generation.request import GenerationRequest
 log = logging.getLogger("mlxk.server")
 Item = Chunk | BaseException
 Task = Callable[[], None]  # MLX work of another kind, run on the engine thread between steps
+# what runs the batch of a loaded engine: a BatchRunner, or one that keeps other ranks in step
+RunnerFactory = Callable[[Engine, int], BatchRunner]
 # Chunks wait at most this long on the engine thread, so the event loop wakes ~200 times a second
 # at most instead of once per token (on a small machine the wake-ups compete with generation).
 DELIVERY_INTERVAL_S = 0.005
@@ -58,10 +60,16 @@ class EngineWorker:
         self,
         load: Callable[[str], Engine],
         max_queue: int,
-        max_batch: int = 16,
+        max_batch: int = DEFAULT_MAX_BATCH,
         finished: Callable[[Usage, str], None] = lambda usage, reason: None,
+        runner: RunnerFactory = BatchRunner,
+        idle_step_s: float | None = None,
     ) -> None:
         self._load = load
+        self._new_runner = runner
+        # None: an idle worker waits for work; a number: it steps an empty batch that often (a
+        # distributed runner's heartbeat, which finds a lost rank while nothing is generated)
+        self._idle_step_s = idle_step_s
         self._finished = finished  # told of every generation's end, whether or not a client still reads
         self._max_queue = max_queue
         self._max_batch = max_batch
@@ -129,12 +137,12 @@ class EngineWorker:
                 return
             self._run_tasks()
             self._admit(waiting)
-            if self._runner is not None and self._runner.active:
+            if self._runner is not None and (self._runner.active or self._idle_step_s is not None):
                 try:
                     self._runner.step()
                 except Exception as exc:  # a failed step ends every request in it; the worker lives on
                     failed = self._runner
-                    self._runner = BatchRunner(failed.engine, self._max_batch)
+                    self._runner = self._new_runner(failed.engine, self._max_batch)
                     failed.fail(exc)
             self._deliver()
 
@@ -169,7 +177,7 @@ class EngineWorker:
             return True  # the common case while generating: nothing new, no exception raised
         try:
             while True:
-                job = self._jobs.get(block=block)
+                job = self._jobs.get(block=block, timeout=self._idle_step_s if block else None)
                 block = False
                 if job is None:
                     for pending in waiting:
@@ -236,7 +244,7 @@ class EngineWorker:
         self.loading = job.model
         try:
             engine = self._load(job.model)
-            self._runner = BatchRunner(engine, self._max_batch)
+            self._runner = self._new_runner(engine, self._max_batch)
             self.model = job.model
             return True
         except BaseException as exc:

@@ -1,0 +1,324 @@
+"""``mlxk serve --distributed`` on two ranks of MLX's ring backend over loopback, started by
+``mlx.launch`` as a user would: the tiny model is sharded tensor-parallel, rank 0 serves HTTP, and
+the answers equal the single-process server's. A rank that dies ends the service within a bounded
+time; a model missing on one rank stops the start, naming that host."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.modelfix import build_tiny_chat_model, install
+from tests.servefix import ServerProcess, alive, descendants, metric, serve_env, start_server, wait_for
+
+CHAT, LONG = "test/Tiny-Chat", "test/Tiny-Long"
+LAUNCHER = Path(sys.executable).parent / "mlx.launch"
+HELLO = [{"role": "user", "content": "Hello"}]
+
+
+@dataclass
+class Launched:
+    """``mlx.launch -n 2 --backend ring -- mlxk serve --distributed ...``: the launcher, and rank
+    0's start-up envelope (its URL and pid)."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+    envelope: dict[str, Any]
+
+    @property
+    def url(self) -> str:
+        return str(self.envelope["data"]["url"])
+
+    def rank_pid(self, rank: int) -> int:
+        for pid in descendants(self.proc.pid):
+            try:
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if f"MLX_RANK={rank}".encode() in environ and b"mlxk" in command:
+                return pid
+        raise AssertionError(f"no process of rank {rank}")
+
+    def stderr(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        for pid in descendants(self.proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def launch(hub: Path, log: Path, *args: str, command: list[str] | None = None) -> Launched:
+    """Both ranks on loopback; waits for an envelope on the launcher's stdout (rank 0's, or the
+    error every rank gives)."""
+    serve = command or [
+        sys.executable,
+        "-m",
+        "mlxk",
+        "serve",
+        "--json",
+        "--port",
+        "0",
+        "--distributed",
+        *args,
+    ]
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [
+                str(LAUNCHER),
+                "-n",
+                "2",
+                "--backend",
+                "ring",
+                "--starting-port",
+                str(_free_port_pair()),
+                "--",
+                *serve,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+            env=serve_env(hub),
+        )
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 120)
+    line = proc.stdout.readline() if ready else b""
+    if not line:
+        proc.kill()
+        proc.wait(timeout=30)
+        proc.stdout.close()
+        raise AssertionError(f"no envelope from mlx.launch: {log.read_text(errors='replace')}")
+    return Launched(proc, log, json.loads(line))
+
+
+def _free_port_pair() -> int:
+    """A port whose next one is free too (the ring backend listens on consecutive ports)."""
+    for _ in range(100):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = int(first.getsockname()[1])
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+                return port
+    raise AssertionError("no two consecutive free ports")
+
+
+@pytest.fixture
+def cache(hub: Path, tiny_models: dict[str, dict[str, bytes]]) -> Path:
+    install(hub, CHAT, tiny_models["chat"])
+    install(hub, LONG, build_tiny_chat_model(max_position_embeddings=10_000_000))
+    return hub
+
+
+@pytest.fixture
+def group(cache: Path, tmp_path: Path) -> Iterator[Launched]:
+    launched = launch(cache, tmp_path / "launch.log", "--model", CHAT)
+    try:
+        wait_for(lambda: _health(launched.url) == 200, "rank 0 to load its shard", 120)
+        yield launched
+    finally:
+        launched.stop()
+
+
+@pytest.fixture
+def single(cache: Path, tmp_path: Path) -> Iterator[ServerProcess]:
+    server = start_server(cache, "--model", CHAT, log=tmp_path / "single.log")
+    try:
+        yield server
+    finally:
+        server.stop(signal.SIGKILL)
+
+
+def _health(url: str) -> int:
+    try:
+        return httpx.get(url + "/health", timeout=5).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def _chat(url: str, **extra: Any) -> dict[str, Any]:
+    body = {"model": CHAT, "messages": HELLO, "max_tokens": 40, "temperature": 0, **extra}
+    response = httpx.post(url + "/v1/chat/completions", json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def _streamed(
+    url: str,
+    content: str = "Hello",
+    max_tokens: int = 40,
+    started: threading.Event | None = None,
+    model: str = CHAT,
+) -> tuple[str, str | None]:
+    """The text of a streamed answer and its finish reason (``started``: set at its first text)."""
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+    }
+    text, finish = [], None
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=120) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            choice = json.loads(line[6:])["choices"][0]
+            text.append(choice["delta"].get("content") or "")
+            if started is not None and text[-1]:
+                started.set()
+            finish = choice["finish_reason"] or finish
+    return "".join(text), finish
+
+
+def test_two_ranks_answer_as_one_process_does(group: Launched, single: ServerProcess) -> None:
+    health = httpx.get(group.url + "/health").json()
+    assert health["group"] == {"size": 2, "backend": "ring", "rank": 0}
+    text = httpx.get(group.url + "/metrics").text
+    assert metric(text, "mlxk_group_size") == 2 and metric(text, 'mlxk_group_info{backend="ring"}') == 1
+
+    alone = _chat(single.url)["choices"][0]["message"]["content"]
+    sharded = _chat(group.url)
+    assert sharded["choices"][0]["message"]["content"] == alone
+    assert sharded["usage"]["completion_tokens"] == 40
+    assert _streamed(group.url) == (alone, "length")
+    seeded = {"temperature": 0.9, "seed": 7}  # sampling on both ranks picks the same tokens
+    assert (
+        _chat(group.url, **seeded)["choices"][0]["message"]
+        == _chat(single.url, **seeded)["choices"][0]["message"]
+    )
+
+
+def test_four_concurrent_streams_on_two_ranks(group: Launched, single: ServerProcess) -> None:
+    prompts = ["Hello", "What is MLX?", "Tell me a story", "abc"]
+    expected = {p: _streamed(single.url, p, 30) for p in prompts}  # one at a time, on one process
+    results: dict[str, tuple[str, str | None]] = {}
+    errors: list[BaseException] = []
+
+    def stream(prompt: str) -> None:
+        try:
+            results[prompt] = _streamed(group.url, prompt, 30)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=stream, args=(p,)) for p in prompts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    assert all(finish == "length" for _text, finish in results.values())
+    # batched on the ranks (a batch sums in another order than one sequence): the same first tokens
+    assert all(results[p][0][:8] == expected[p][0][:8] for p in prompts), (results, expected)
+    assert _chat(group.url)["usage"]["completion_tokens"] == 40  # the group serves on
+
+
+def test_a_rank_that_dies_ends_the_service_within_a_bounded_time(cache: Path, tmp_path: Path) -> None:
+    # MLX raises for a lost peer in most places, but a step already queued may wait for ever: the
+    # group timeout bounds that (60 s by default; 5 here)
+    launched = launch(cache, tmp_path / "launch.log", "--model", LONG, "--group-timeout", "5")
+    try:
+        wait_for(lambda: _health(launched.url) == 200, "rank 0 to load its shard", 120)
+        rank0 = int(launched.envelope["data"]["pid"])
+        body = {"model": LONG, "messages": HELLO, "max_tokens": 500_000, "temperature": 0, "stream": True}
+        lines: list[str] = []
+        started = threading.Event()
+        errors: list[BaseException] = []
+
+        def stream() -> None:
+            try:
+                with httpx.stream("POST", launched.url + "/v1/chat/completions", json=body, timeout=120) as r:
+                    for line in r.iter_lines():
+                        lines.append(line)
+                        started.set()
+            except httpx.HTTPError as exc:
+                errors.append(exc)
+
+        reader = threading.Thread(target=stream)
+        reader.start()
+        assert started.wait(60)
+        os.kill(launched.rank_pid(1), signal.SIGKILL)
+        reader.join(60)
+        assert not reader.is_alive(), "the open stream never ended"
+        assert "data: [DONE]" not in lines  # cut short (the client's read fails), not ended as if whole
+        assert _health(launched.url) in (503, 0)  # refused, or the process is gone already
+        wait_for(lambda: not alive(rank0), "rank 0 to exit", 60)
+        launched.proc.wait(timeout=60)
+        log = launched.stderr()
+        assert "lost a rank (rank 1" in log
+        assert "Node with rank 0 exited with code 1" in log
+    finally:
+        launched.stop()
+
+
+def test_a_model_missing_on_one_rank_stops_the_start_naming_that_host(cache: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "rank1-hub"
+    empty.mkdir()
+    # each rank reads its own cache: rank 1's has no model (a host where it was never pulled)
+    script = f'if [ "$MLX_RANK" = 1 ]; then export HF_HUB_CACHE={empty}; fi; exec "$@"'
+    serve = [sys.executable, "-m", "mlxk", "serve", "--json", "--port", "0", "--distributed", "--model", CHAT]
+    launched = launch(cache, tmp_path / "launch.log", command=["sh", "-c", script, "sh", *serve])
+    try:
+        launched.proc.wait(timeout=120)
+        envelope = launched.envelope
+        assert envelope["status"] == "error"
+        message = envelope["error"]["message"]
+        assert f"{socket.gethostname()} (rank 1)" in message and CHAT in message
+        assert "(rank 0)" not in message  # rank 0 has it: only the host with the problem is named
+        # neither rank serves: each exits non-zero (or is ended by the launcher once the other has)
+        assert re.search(r"rank 0 exited with code -?[1-9]", launched.stderr())
+        assert re.search(r"rank 1 exited with code -?[1-9]", launched.stderr())
+    finally:
+        launched.stop()
+
+
+def test_a_stop_signal_to_every_rank_drains_then_all_exit_0(cache: Path, tmp_path: Path) -> None:
+    tokens = 300  # several seconds on two ranks here: still running when the signals come
+    launched = launch(cache, tmp_path / "launch.log", "--model", LONG, "--drain-timeout", "600")
+    try:
+        wait_for(lambda: _health(launched.url) == 200, "rank 0 to load its shard", 120)
+        ranks = [launched.rank_pid(0), launched.rank_pid(1)]
+        answers: list[tuple[str, str | None]] = []
+        started = threading.Event()
+
+        def stream() -> None:
+            answers.append(_streamed(launched.url, "Hello", tokens, started, LONG))
+
+        reader = threading.Thread(target=stream)
+        reader.start()
+        assert started.wait(60)
+        for pid in ranks:  # as Ctrl-C on mlx.launch's terminal, or an orchestrator, does
+            os.kill(pid, signal.SIGTERM)
+        reader.join(120)
+        text, finish = answers[0]
+        assert finish == "length" and len(text) == tokens  # the open stream ran to its end (a char a token)
+        launched.proc.wait(timeout=60)
+        assert "exited with code" not in launched.stderr()  # the launcher reports only failures
+        assert "rank 1 stops with rank 0" in launched.stderr()
+    finally:
+        launched.stop()
