@@ -1,4 +1,4 @@
-"""Reading request bodies for the Responses and Messages adapters: exact JSON types (``true`` is not
+"""Reading request bodies for the protocol adapters (OpenAI, Responses, Messages): exact JSON types (``true`` is not
 a number, ``"10"`` is not an integer), fields refused by name when a protocol's endpoint neither
 implements them nor may ignore them, each refusal a 400 naming the field (``param``)."""
 

@@ -15,10 +15,10 @@ completions model with its model settings).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from mlxk.server.errors import HTTPError
+from mlxk.server.values import NoEffect, check_known
 
 SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty",
             "frequency_penalty", "seed")  # fmt: skip
@@ -43,7 +43,7 @@ IMPLEMENTED: Mapping[str, frozenset[str]] = {
 
 
 # field -> (which values have no effect here, what the field is for)
-NO_EFFECT: Mapping[str, tuple[Callable[[Any], bool], str]] = {
+NO_EFFECT: NoEffect = {
     "user": (lambda v: isinstance(v, str), "a label of the end user, for OpenAI's abuse monitoring"),
     "safety_identifier": (lambda v: isinstance(v, str), "the newer name of user"),
     "metadata": (lambda v: isinstance(v, dict), "labels for OpenAI's stored completions"),
@@ -59,16 +59,4 @@ def check_fields(body: dict[str, Any], endpoint: str) -> None:
     """Raises HTTPError (400, the field named) for a field this endpoint neither implements nor may
     ignore, or a no-effect field whose value would ask for an effect."""
     implemented = EMBEDDINGS if endpoint == "embeddings" else IMPLEMENTED[endpoint]
-    for name in body:
-        if name in implemented:
-            continue
-        no_effect = NO_EFFECT.get(name)
-        if no_effect is None:
-            raise HTTPError(
-                400, f"'{name}' is not supported by this server", param=name, code="unsupported_field"
-            )
-        accepts, meaning = no_effect
-        if not accepts(body[name]):
-            raise HTTPError(
-                400, f"'{name}' is accepted only as {meaning}", param=name, code="unsupported_value"
-            )
+    check_known(body, implemented, NO_EFFECT)
