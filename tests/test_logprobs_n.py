@@ -88,7 +88,11 @@ def test_n_choices_have_their_own_index_streamed_and_not(server: Any) -> None:
         choices = r.json()["choices"]
         assert [c["index"] for c in choices] == [0, 1, 2, 3]
         assert len({c["message"]["content"] for c in choices}) == 4
-        assert r.json()["usage"]["completion_tokens"] == 4 * 16
+        # sampled at temperature 1, a choice may end early on the end-of-turn token: the usage counts
+        # every choice's tokens, the whole budget exactly when each ran to its length
+        used = r.json()["usage"]["completion_tokens"]
+        assert used <= 4 * 16
+        assert (used == 4 * 16) == all(c["finish_reason"] == "length" for c in choices)
         seeded = (await call("POST", "/v1/chat/completions", json={**body, "seed": 7})).json()["choices"]
         again = (await call("POST", "/v1/chat/completions", json={**body, "seed": 7})).json()["choices"]
         assert [c["message"]["content"] for c in seeded] == [c["message"]["content"] for c in again]
