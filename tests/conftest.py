@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +26,12 @@ from mlxk.core.blas import ensure_blas
 # the tests build and run models in this process: MLX multiplies with the BLAS mlxk would choose,
 # which the fixtures' own ``import mlx.core`` would otherwise fix to the reference one first
 ensure_blas()
+
+# A shell without job control starts background commands with SIGINT ignored, and a process
+# inherits that across exec: the CLIs under test would then ignore the Ctrl-C the tests send
+# them. The suite itself answers to Ctrl-C, so its children do too, however it was started.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def native_module() -> Core | None:
