@@ -25,6 +25,7 @@ import pytest
 
 from tests.modelfix import build_tiny_chat_model, install
 from tests.servefix import ServerProcess, alive, descendants, metric, serve_env, start_server, wait_for
+from tests.toolfix import WEATHER
 
 CHAT, LONG = "test/Tiny-Chat", "test/Tiny-Long"
 LAUNCHER = Path(sys.executable).parent / "mlx.launch"
@@ -207,6 +208,8 @@ def test_two_ranks_answer_as_one_process_does(group: Launched, single: ServerPro
     assert sharded["choices"][0]["message"]["content"] == alone
     assert sharded["usage"]["completion_tokens"] == 40
     assert _streamed(group.url) == (alone, "length")
+    tools = {"tools": [WEATHER], "tool_choice": "auto"}  # a request with tools crosses to rank 1 whole
+    assert _chat(group.url, **tools)["choices"][0] == _chat(single.url, **tools)["choices"][0]
     seeded = {"temperature": 0.9, "seed": 7}  # sampling on both ranks picks the same tokens
     assert (
         _chat(group.url, **seeded)["choices"][0]["message"]

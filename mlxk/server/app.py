@@ -63,7 +63,7 @@ class App:
                 self.models.load_engine,
                 settings.max_queue,
                 finished=self.metrics.generated,
-                runner=lambda engine, max_batch: LockstepRunner(engine, group, max_batch),  # type: ignore[arg-type,return-value]
+                runner=lambda engine, max_batch: LockstepRunner(engine, group, max_batch),
                 idle_step_s=HEARTBEAT_S,
             )
         self.embedder = EmbeddingWorker(self.models.load_embedder, self.worker.call)

@@ -18,8 +18,9 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from mlxk.generation.batch import DEFAULT_MAX_BATCH, BatchRunner
+from mlxk.generation.batch import DEFAULT_MAX_BATCH, BatchRunner, Sink
 from mlxk.generation.chunks import Chunk, Usage, merge
 from mlxk.generation.engine import Engine
 from mlxk.generation.request import GenerationRequest
@@ -27,8 +28,23 @@ from mlxk.generation.request import GenerationRequest
 log = logging.getLogger("mlxk.server")
 Item = Chunk | BaseException
 Task = Callable[[], None]  # MLX work of another kind, run on the engine thread between steps
-# what runs the batch of a loaded engine: a BatchRunner, or one that keeps other ranks in step
-RunnerFactory = Callable[[Engine, int], BatchRunner]
+
+
+class Runner(Protocol):
+    """What runs the batch of a loaded engine: a ``BatchRunner``, or a ``LockstepRunner`` that
+    keeps the other ranks of a distributed group in step."""
+
+    @property
+    def engine(self) -> Engine: ...
+    @property
+    def active(self) -> int: ...
+    def add(self, request: GenerationRequest, sink: Sink, cancel: threading.Event) -> None: ...
+    def step(self) -> None: ...
+    def fail(self, exc: BaseException) -> None: ...
+    def close(self) -> None: ...
+
+
+RunnerFactory = Callable[[Engine, int], Runner]
 # Chunks wait at most this long on the engine thread, so the event loop wakes ~200 times a second
 # at most instead of once per token (on a small machine the wake-ups compete with generation).
 DELIVERY_INTERVAL_S = 0.005
@@ -77,7 +93,7 @@ class EngineWorker:
         self._tasks: list[Task] = []
         self._pending = 0
         self._lock = threading.Lock()
-        self._runner: BatchRunner | None = None
+        self._runner: Runner | None = None
         self._outbox: list[tuple[Job, Item]] = []
         self._last_delivery = 0.0
         self._urgent = False  # the outbox holds a first or last chunk: deliver without waiting
