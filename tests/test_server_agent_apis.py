@@ -32,11 +32,14 @@ END = "<|im_end|>"
 CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
 TWO_CALLS = CALL + '\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Rome"}}\n</tool_call>'
 ANSWER = "It is sunny in Paris, 21 C."
+HELLO = "Hello from the tiny model."
 SCRIPTS = {
     # the last message of a request holds the key: its answer follows the script
     "weather in Paris": "Paris? I will look it up.</think>\n\n" + CALL + END,  # thinking on or off alike
     "Paris and Rome": "</think>\n\n" + TWO_CALLS + END,
     "Sunny, 21 C": ANSWER + END,
+    # the README's examples ask this: sampled freely, a random model may end at once
+    "Say hello.": HELLO + END,
 }
 QUESTION = "What is the weather in Paris?"
 ANTHROPIC_TOOL = {
@@ -273,6 +276,6 @@ def test_the_readme_examples_run_against_the_server(server: ServerProcess) -> No
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
         outputs.append(done.stdout.strip())
-    assert outputs[0] and outputs[1]  # text from the tiny model
+    assert outputs[0] == outputs[1] == HELLO  # the answer, through Messages and Responses
     assert outputs[2] == ANSWER  # the agent called the tool and answered with its result
     assert "'name': 'get_weather'" in outputs[3] and "'city': 'Paris'" in outputs[3]
