@@ -37,3 +37,9 @@ def serve_fake_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
 def repo_dir(hub: Path, name: str = REPO) -> Path:
     return hub / ("models--" + name.replace("/", "--"))
+
+
+def finished_files(hub: Path, name: str = REPO) -> set[str]:
+    """The files a pull completed: each gets its snapshot link once its blob is whole. A pull's
+    files download concurrently, so when one fails the others may or may not have finished."""
+    return {path.name for path in repo_dir(hub, name).glob("snapshots/*/*")}

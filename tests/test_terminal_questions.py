@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.cachefix import healthy_model
-from tests.hubfix import BIG, REPO, model_files, repo_dir
+from tests.hubfix import BIG, REPO, finished_files, model_files, repo_dir
 from tests.hubserver import FakeHub
 from tests.test_rm import NAME
 
@@ -89,9 +89,7 @@ def test_a_partial_download_resumes_when_the_person_agrees(hub: Path, fake: Fake
     assert first.returncode == 2
     fake.fail = {}
     fetched = {path: fake.gets(path) for path in model_files()}
-    # The files run concurrently: when the weights fail, a small file may still be on its way and
-    # is abandoned. What the first pull finished sits in the snapshot; only the rest is fetched again.
-    finished = {p.name for p in repo_dir(hub).glob("snapshots/*/*")}
+    finished = finished_files(hub)  # only the rest is fetched again
     assert BIG not in finished
 
     terminal = Terminal("pull", REPO)
