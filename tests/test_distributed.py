@@ -29,6 +29,7 @@ from tests.toolfix import WEATHER
 
 CHAT, LONG = "test/Tiny-Chat", "test/Tiny-Long"
 LAUNCHER = Path(sys.executable).parent / "mlx.launch"
+MLXK_LAUNCH = [sys.executable, "-m", "mlxk", "launch"]
 HELLO = [{"role": "user", "content": "Hello"}]
 
 
@@ -65,13 +66,17 @@ class Launched:
                 os.kill(pid, signal.SIGKILL)
         self.proc.kill()
         self.proc.wait(timeout=30)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        for pipe in (self.proc.stdout, self.proc.stdin):
+            if pipe is not None:
+                pipe.close()
 
 
-def launch(hub: Path, log: Path, *args: str, command: list[str] | None = None) -> Launched:
+def launch(
+    hub: Path, log: Path, *args: str, command: list[str] | None = None, launcher: list[str] | None = None
+) -> Launched:
     """Both ranks on loopback; waits for an envelope on the launcher's stdout (rank 0's, or the
-    error every rank gives)."""
+    error every rank gives). ``launcher``: what starts the ranks instead of ``mlx.launch -n 2``
+    (the rank command follows it)."""
     serve = command or [
         sys.executable,
         "-m",
@@ -83,22 +88,14 @@ def launch(hub: Path, log: Path, *args: str, command: list[str] | None = None) -
         "--distributed",
         *args,
     ]
+    ring = ["--backend", "ring", "--starting-port", str(_free_port_pair())]
     with log.open("wb") as stderr:
         proc = subprocess.Popen(
-            [
-                str(LAUNCHER),
-                "-n",
-                "2",
-                "--backend",
-                "ring",
-                "--starting-port",
-                str(_free_port_pair()),
-                "--",
-                *serve,
-            ],
+            [*(launcher or [str(LAUNCHER), "-n", "2"]), *ring, "--", *serve],
             stdout=subprocess.PIPE,
             stderr=stderr,
-            stdin=subprocess.DEVNULL,
+            # a pipe that stays open: at the end of its stdin, mlx.launch's loop would spin a core
+            stdin=subprocess.PIPE,
             env=serve_env(hub),
         )
     assert proc.stdout is not None
@@ -108,7 +105,7 @@ def launch(hub: Path, log: Path, *args: str, command: list[str] | None = None) -
         proc.kill()
         proc.wait(timeout=30)
         proc.stdout.close()
-        raise AssertionError(f"no envelope from mlx.launch: {log.read_text(errors='replace')}")
+        raise AssertionError(f"no envelope from the launcher: {log.read_text(errors='replace')}")
     return Launched(proc, log, json.loads(line))
 
 
@@ -322,6 +319,50 @@ def test_a_stop_signal_to_every_rank_drains_then_all_exit_0(cache: Path, tmp_pat
         assert finish == "length" and len(text) == tokens  # the open stream ran to its end (a char a token)
         launched.proc.wait(timeout=60)
         assert "exited with code" not in launched.stderr()  # the launcher reports only failures
+        assert "rank 1 stops with rank 0" in launched.stderr()
+    finally:
+        launched.stop()
+
+
+def test_mlxk_launch_serves_on_the_hosts_of_a_hostfile_and_a_sigterm_drains_every_rank(
+    cache: Path, tmp_path: Path
+) -> None:
+    hostfile = tmp_path / "hosts.json"
+    hostfile.write_text(json.dumps([{"ssh": "127.0.0.1", "ips": ["127.0.0.1"]}] * 2))  # both on this machine
+    serve = [
+        "serve",
+        "--json",
+        "--port",
+        "0",
+        "--model",
+        LONG,
+        "--drain-timeout",
+        "600",
+    ]  # --distributed: added
+    launched = launch(
+        cache, tmp_path / "launch.log", command=serve, launcher=[*MLXK_LAUNCH, "--hostfile", str(hostfile)]
+    )
+    try:
+        wait_for(lambda: _health(launched.url) == 200, "rank 0 to load its shard", 120)
+        assert httpx.get(launched.url + "/health").json()["group"] == {
+            "size": 2,
+            "backend": "ring",
+            "rank": 0,
+        }
+        assert _chat(launched.url, model=LONG)["usage"]["completion_tokens"] == 40
+        answers: list[tuple[str, str | None]] = []
+        started = threading.Event()
+        reader = threading.Thread(
+            target=lambda: answers.append(_streamed(launched.url, "Hi", 300, started, LONG))
+        )
+        reader.start()
+        assert started.wait(60)
+        # the way an orchestrator stops it: mlxk launch passes the signal to every rank, which drain
+        os.kill(launched.proc.pid, signal.SIGTERM)
+        reader.join(120)
+        text, finish = answers[0]
+        assert finish == "length" and len(text) == 300  # the open stream ran to its end
+        assert launched.proc.wait(timeout=60) == 0  # every rank exited 0
         assert "rank 1 stops with rank 0" in launched.stderr()
     finally:
         launched.stop()
