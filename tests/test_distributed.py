@@ -31,6 +31,13 @@ CHAT, LONG = "test/Tiny-Chat", "test/Tiny-Long"
 LAUNCHER = Path(sys.executable).parent / "mlx.launch"
 MLXK_LAUNCH = [sys.executable, "-m", "mlxk", "launch"]
 HELLO = [{"role": "user", "content": "Hello"}]
+ENDLESS = 500_000  # tokens: a generation still running whenever the test needs it to
+# a stream of each protocol, by route
+STREAMS: dict[str, dict[str, Any]] = {
+    "/v1/chat/completions": {"model": LONG, "messages": HELLO, "max_tokens": ENDLESS, "stream": True},
+    "/v1/messages": {"model": LONG, "messages": HELLO, "max_tokens": ENDLESS, "stream": True},
+    "/v1/responses": {"model": LONG, "input": "Hello", "max_output_tokens": ENDLESS, "stream": True},
+}
 
 
 @dataclass
@@ -245,27 +252,48 @@ def test_a_rank_that_dies_ends_the_service_within_a_bounded_time(cache: Path, tm
     try:
         wait_for(lambda: _health(launched.url) == 200, "rank 0 to load its shard", 120)
         rank0 = int(launched.envelope["data"]["pid"])
-        body = {"model": LONG, "messages": HELLO, "max_tokens": 500_000, "temperature": 0, "stream": True}
-        lines: list[str] = []
-        started = threading.Event()
-        errors: list[BaseException] = []
+        body = {"model": LONG, "messages": HELLO, "max_tokens": ENDLESS, "temperature": 0}
+        whole: list[httpx.Response] = []
+        streamed: dict[str, list[str]] = {}  # each protocol's stream, line by line
+        started = {path: threading.Event() for path in STREAMS}
 
-        def stream() -> None:
-            try:
-                with httpx.stream("POST", launched.url + "/v1/chat/completions", json=body, timeout=120) as r:
-                    for line in r.iter_lines():
-                        lines.append(line)
-                        started.set()
-            except httpx.HTTPError as exc:
-                errors.append(exc)
+        def answer() -> None:  # a whole answer, open when the rank dies
+            whole.append(httpx.post(launched.url + "/v1/chat/completions", json=body, timeout=120))
 
-        reader = threading.Thread(target=stream)
-        reader.start()
-        assert started.wait(60)
+        def stream(path: str) -> None:
+            lines = streamed.setdefault(path, [])
+            with httpx.stream("POST", launched.url + path, json=STREAMS[path], timeout=120) as r:
+                for line in r.iter_lines():
+                    lines.append(line)
+                    started[path].set()
+
+        readers = [threading.Thread(target=answer)]
+        readers[0].start()
+        wait_for(lambda: httpx.get(launched.url + "/health").json()["queue"] == 1, "the answer to start")
+        readers += [threading.Thread(target=stream, args=(path,)) for path in STREAMS]
+        for reader in readers[1:]:
+            reader.start()
+        assert all(event.wait(60) for event in started.values())
         os.kill(launched.rank_pid(1), signal.SIGKILL)
-        reader.join(60)
-        assert not reader.is_alive(), "the open stream never ended"
-        assert "data: [DONE]" not in lines  # cut short (the client's read fails), not ended as if whole
+        for reader in readers:
+            reader.join(60)
+            assert not reader.is_alive(), "an open request never ended"
+        # the whole answer: 503 with OpenAI's error object
+        assert whole[0].status_code == 503
+        assert whole[0].json()["error"]["code"] == "group_lost"
+        # each stream (its 200 sent long ago) ends with its protocol's error event: not cut short,
+        # and not ended as if whole
+        chat = streamed["/v1/chat/completions"]
+        assert "data: [DONE]" not in chat
+        error = json.loads(chat[-2][6:])["error"]  # the last event (and the blank line after it)
+        assert error["type"] == "server_error" and error["code"] == "group_lost"
+        assert "lost a rank (rank 1" in error["message"]
+        messages = streamed["/v1/messages"]
+        assert messages[-3] == "event: error"
+        assert json.loads(messages[-2][6:])["error"]["type"] == "overloaded_error"  # Anthropic's 503
+        responses = streamed["/v1/responses"]
+        assert responses[-3] == "event: response.failed"
+        assert json.loads(responses[-2][6:])["response"]["error"]["code"] == "group_lost"
         assert _health(launched.url) in (503, 0)  # refused, or the process is gone already
         wait_for(lambda: not alive(rank0), "rank 0 to exit", 60)
         launched.proc.wait(timeout=60)

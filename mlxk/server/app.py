@@ -191,6 +191,10 @@ class App:
                 code="method_not_allowed",
                 headers=[("allow", allowed)],
             )
+        if self.group is not None and self.group.lost is not None and scope["method"] == "POST":
+            from mlxk.generation.lockstep import GroupLost
+
+            raise from_library(GroupLost(self.group.lost))  # nothing can be generated any more
         if self.draining and scope["method"] == "POST":
             raise shutting_down()
         if model_id is not None and route.template == "/v1/models/{id}":
