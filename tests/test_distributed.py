@@ -32,11 +32,12 @@ LAUNCHER = Path(sys.executable).parent / "mlx.launch"
 MLXK_LAUNCH = [sys.executable, "-m", "mlxk", "launch"]
 HELLO = [{"role": "user", "content": "Hello"}]
 ENDLESS = 500_000  # tokens: a generation still running whenever the test needs it to
-# a stream of each protocol, by route
+# a stream of each protocol, by route (greedy: a sampled end-of-turn token could end one early)
+GREEDY = {"model": LONG, "temperature": 0, "stream": True}
 STREAMS: dict[str, dict[str, Any]] = {
-    "/v1/chat/completions": {"model": LONG, "messages": HELLO, "max_tokens": ENDLESS, "stream": True},
-    "/v1/messages": {"model": LONG, "messages": HELLO, "max_tokens": ENDLESS, "stream": True},
-    "/v1/responses": {"model": LONG, "input": "Hello", "max_output_tokens": ENDLESS, "stream": True},
+    "/v1/chat/completions": {**GREEDY, "messages": HELLO, "max_tokens": ENDLESS},
+    "/v1/messages": {**GREEDY, "messages": HELLO, "max_tokens": ENDLESS},
+    "/v1/responses": {**GREEDY, "input": "Hello", "max_output_tokens": ENDLESS},
 }
 
 
@@ -394,3 +395,56 @@ def test_mlxk_launch_serves_on_the_hosts_of_a_hostfile_and_a_sigterm_drains_ever
         assert "rank 1 stops with rank 0" in launched.stderr()
     finally:
         launched.stop()
+
+
+def test_a_rank_that_hangs_while_idle_ends_the_service(cache: Path, tmp_path: Path) -> None:
+    # nothing is generated: only the heartbeat of the idle group can find that rank 1 stopped
+    # answering (as a host cut off the network would), within the group timeout
+    serve = ["serve", "--json", "--port", "0", "--model", CHAT, "--group-timeout", "3"]
+    launched = launch(cache, tmp_path / "launch.log", command=serve, launcher=[*MLXK_LAUNCH, "-n", "2"])
+    try:
+        wait_for(lambda: _health(launched.url) == 200, "rank 0 to load its shard", 120)
+        rank0, rank1 = launched.rank_pid(0), launched.rank_pid(1)
+        os.kill(rank1, signal.SIGSTOP)
+        wait_for(lambda: _health(launched.url) != 200, "rank 0 to find the hung rank", 60)
+        assert _health(launched.url) in (503, 0)  # refused, or the process is gone already
+        wait_for(lambda: not alive(rank0), "rank 0 to exit", 60)
+        os.kill(rank1, signal.SIGKILL)  # mlx.launch waits for a stopped rank to end for ever
+        assert launched.proc.wait(timeout=60) == 1  # mlxk launch: a rank failed
+        log = launched.stderr()
+        assert "lost a rank (rank 1" in log and "made no progress for 3 s" in log
+        assert "Node with rank 0 exited with code 1" in log
+    finally:
+        launched.stop()
+
+
+def test_rank_0_finds_a_rank_that_died_while_idle_by_itself(cache: Path, tmp_path: Path) -> None:
+    # the ranks started without a launcher (as MLX documents for the ring backend), so that none
+    # ends rank 0 when rank 1 exits: rank 0's own heartbeat has to find it
+    port = _free_port_pair()
+    ring = tmp_path / "ring.json"
+    ring.write_text(json.dumps([[f"127.0.0.1:{port}"], [f"127.0.0.1:{port + 1}"]]))
+    serve = [sys.executable, "-m", "mlxk", "serve", "--json", "--port", "0", "--distributed", "--model", CHAT]
+    logs = [tmp_path / f"rank{rank}.log" for rank in (0, 1)]
+    ranks = []
+    for rank, log in enumerate(logs):
+        with log.open("wb") as stderr:
+            env = serve_env(cache, MLX_RANK=str(rank), MLX_HOSTFILE=str(ring))
+            ranks.append(subprocess.Popen(serve, stdout=subprocess.PIPE, stderr=stderr, env=env))
+    try:
+        stdout = ranks[0].stdout
+        assert stdout is not None
+        ready, _, _ = select.select([stdout], [], [], 120)
+        url = json.loads(stdout.readline())["data"]["url"] if ready else ""
+        wait_for(lambda: _health(url) == 200, "rank 0 to load its shard", 120)
+        ranks[1].kill()
+        ranks[1].wait(timeout=30)
+        assert ranks[0].wait(timeout=60) == 1  # with no request to send: found by the heartbeat
+        assert "lost a rank (rank 1" in logs[0].read_text(errors="replace")
+    finally:
+        for proc in ranks:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+            if proc.stdout is not None:
+                proc.stdout.close()

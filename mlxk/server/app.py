@@ -54,7 +54,7 @@ class App:
             )
         else:
             from mlxk.generation.cluster import load_sharded
-            from mlxk.generation.lockstep import HEARTBEAT_S, LockstepRunner
+            from mlxk.generation.lockstep import LockstepRunner
 
             self.models = ModelPolicy(
                 settings, lambda: self.worker.model, lambda path: load_sharded(group, path)
@@ -64,7 +64,6 @@ class App:
                 settings.max_queue,
                 finished=self.metrics.generated,
                 runner=lambda engine, max_batch: LockstepRunner(engine, group, max_batch),
-                idle_step_s=HEARTBEAT_S,
             )
         self.embedder = EmbeddingWorker(self.models.load_embedder, self.worker.call)
         self.generations = Generations(self.worker, self.models)
