@@ -27,7 +27,7 @@ from tests.modelfix import build_tiny_chat_model, install
 from tests.servefix import ServerProcess, alive, descendants, metric, serve_env, start_server, wait_for
 from tests.toolfix import WEATHER
 
-CHAT, LONG = "test/Tiny-Chat", "test/Tiny-Long"
+CHAT, LONG, PIPELINE = "test/Tiny-Chat", "test/Tiny-Long", "test/Tiny-Pipeline"
 LAUNCHER = Path(sys.executable).parent / "mlx.launch"
 MLXK_LAUNCH = [sys.executable, "-m", "mlxk", "launch"]
 HELLO = [{"role": "user", "content": "Hello"}]
@@ -448,3 +448,36 @@ def test_rank_0_finds_a_rank_that_died_while_idle_by_itself(cache: Path, tmp_pat
                 proc.wait(timeout=30)
             if proc.stdout is not None:
                 proc.stdout.close()
+
+
+def test_a_model_sharded_as_a_pipeline_answers_as_one_process_does(cache: Path, tmp_path: Path) -> None:
+    from mlx_lm.models import qwen3_next
+
+    # the family mlx-lm can only split by layers: its model has pipeline() and no shard()
+    assert hasattr(qwen3_next.Qwen3NextModel, "pipeline") and not hasattr(qwen3_next.Model, "shard")
+    install(cache, PIPELINE, build_tiny_chat_model(pipeline_only=True))
+    single = start_server(cache, "--model", PIPELINE, log=tmp_path / "single.log")
+    try:
+        prompts = ["Hello", "What is MLX?", "abc"]
+        alone = {p: _streamed(single.url, p, 30, model=PIPELINE) for p in prompts}
+    finally:
+        single.stop(signal.SIGKILL)
+    launched = launch(cache, tmp_path / "launch.log", "--model", PIPELINE)
+    try:
+        wait_for(lambda: _health(launched.url) == 200, "the ranks to load their layers", 120)
+        assert _streamed(launched.url, "Hello", 30, model=PIPELINE) == alone["Hello"]
+        results: dict[str, tuple[str, str | None]] = {}
+        threads = [
+            threading.Thread(
+                target=lambda p=p: results.__setitem__(p, _streamed(launched.url, p, 30, model=PIPELINE))
+            )
+            for p in prompts
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        # batched on the ranks: the same first tokens (a batch sums in another order than one sequence)
+        assert all(results[p][1] == "length" and results[p][0][:8] == alone[p][0][:8] for p in prompts)
+    finally:
+        launched.stop()
