@@ -7,13 +7,17 @@ milliseconds under load, so only the ratio of paired rounds says something.
 - tokens/s of the tiny model: 1 process vs 2 ranks (tensor parallel), and on 2 ranks the step
   time with the batch changes shared (``LockstepRunner``) vs without (the issue's goal: <= 5 %);
 - aggregate tokens/s of 16 streams: one ``mlxk serve`` vs HAProxy (docs/scale-out.md's config)
-  before two.
+  before two;
+- an idle group (``mlxk launch -n 2``): the CPU seconds of each process over 30 s, and the time of
+  a one-token request that finds the group idle (the other ranks asleep between heartbeats).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import random
 import signal
 import statistics
 import subprocess
@@ -28,7 +32,8 @@ import pytest
 
 from benchmarks.gates import QUICK
 from tests.modelfix import build_tiny_chat_model, install
-from tests.servefix import ServerProcess, serve_env, start_server, wait_for
+from tests.servefix import ServerProcess, descendants, serve_env, start_server, wait_for
+from tests.test_distributed import MLXK_LAUNCH, launch
 from tests.test_scale_out_doc import (
     GUIDE,
     _free_port,
@@ -155,3 +160,49 @@ def _up(url: str) -> bool:
         return httpx.get(url + "/health", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_an_idle_group_and_a_request_that_finds_it_idle(hub: Path, tmp_path: Path) -> None:
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("reads CPU times from /proc")
+    serve = ["serve", "--json", "--port", "0", "--model", MODEL, "--no-ui"]
+    launched = launch(hub, tmp_path / "launch.log", command=serve, launcher=[*MLXK_LAUNCH, "-n", "2"])
+    try:
+        wait_for(lambda: _up(launched.url), "the group", 120)
+        shim = next(p for p in descendants(launched.proc.pid) if b"mlxk.cli.launcher" in _cmdline(p))
+        processes = {"mlx.launch": shim, "rank 0": launched.rank_pid(0), "rank 1": launched.rank_pid(1)}
+        time.sleep(3)  # past the start-up's last requests
+        before = {name: _cpu_s(pid) for name, pid in processes.items()}
+        time.sleep(30)
+        used = {name: _cpu_s(pid) - before[name] for name, pid in processes.items()}
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+        gaps = random.Random(1)
+        times = []
+        with httpx.Client(timeout=60) as http:
+            for _ in range(30):
+                time.sleep(gaps.uniform(0.3, 1.3))
+                started = time.perf_counter()
+                assert http.post(launched.url + "/v1/chat/completions", json=body).status_code == 200
+                times.append(time.perf_counter() - started)
+        times.sort()
+        print(
+            "\nidle group, CPU s over 30 s: "
+            + ", ".join(f"{name} {seconds:.2f}" for name, seconds in used.items())
+            + f"; a 1-token request after 0.3-1.3 s idle: median {statistics.median(times) * 1000:.0f} ms, "
+            f"p90 {times[26] * 1000:.0f} ms, max {times[-1] * 1000:.0f} ms"
+        )
+    finally:
+        launched.stop()
+
+
+def _cpu_s(pid: int) -> float:
+    """User and system CPU seconds of a process so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""

@@ -26,6 +26,8 @@ Two changes to the fresh initialisation (seeded with ``mx.random.seed(seed)``):
   repeats one character ("\n\n\nCCCC..."); stronger layers give varied printable text.
 
 ``stop_at_once`` zeroes the final norm: all logits are 0 and greedy argmax picks id 0, eos.
+``pipeline_only`` builds a tiny qwen3_next instead (same tokenizer, same two changes): a family
+that mlx-lm can shard over ranks only as a pipeline.
 Greedy decoding is deterministic. ``DEFAULT_SEED`` (124) was picked among 200 seeds for the widest
 top-1/top-2 logit gap over the first 20 greedy tokens of the "chat" model for "Hello" under the
 chat template (>= 0.11; >= 0.03 over 64 tokens), so ``DEFAULT_GREEDY`` (its first 20 characters)
@@ -188,6 +190,41 @@ def model_config(vocab_size: int, max_position_embeddings: int = 512, width: int
     }
 
 
+def pipeline_config(vocab_size: int, max_position_embeddings: int = 512) -> dict[str, Any]:
+    """A tiny qwen3_next (linear attention every other layer, a mixture of 4 experts): a family
+    that mlx-lm shards only as a pipeline (its model implements ``pipeline``, not ``shard``)."""
+    return {
+        "architectures": ["Qwen3NextForCausalLM"],
+        "model_type": "qwen3_next",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 4,
+        "full_attention_interval": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "partial_rotary_factor": 0.25,
+        "linear_num_key_heads": 2,
+        "linear_num_value_heads": 4,
+        "linear_key_head_dim": 16,
+        "linear_value_head_dim": 16,
+        "linear_conv_kernel_dim": 4,
+        "num_experts": 4,
+        "num_experts_per_tok": 2,
+        "decoder_sparse_step": 1,
+        "mlp_only_layers": [],
+        "moe_intermediate_size": 32,
+        "shared_expert_intermediate_size": 64,
+        "vocab_size": vocab_size,
+        "tie_word_embeddings": True,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "max_position_embeddings": max_position_embeddings,
+        "eos_token_id": EOS_ID,
+        "torch_dtype": "float32",
+    }
+
+
 def _json(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()
 
@@ -202,23 +239,30 @@ def build_tiny_chat_model(
     seed: int = DEFAULT_SEED,
     width: int = 1,
     added_tokens: tuple[str, ...] = (),
+    pipeline_only: bool = False,
 ) -> dict[str, bytes]:
     """The files of one tiny MLX chat model snapshot (path -> bytes); byte-identical for equal args.
     ``added_tokens``: special tokens the character vocabulary gets besides its own (the markers of
-    a model family's tool calls or reasoning)."""
+    a model family's tool calls or reasoning). ``pipeline_only``: a tiny qwen3_next instead of the
+    llama (``pipeline_config``)."""
     import mlx.core as mx
     from mlx.nn.layers.linear import Linear
-    from mlx_lm.models.llama import Model, ModelArgs
+    from mlx_lm.models import llama, qwen3_next
     from mlx_lm.utils import quantize_model
 
     tokenizer = _bpe_tokenizer() if bpe else char_tokenizer(added=added_tokens)
     if tokenizer.token_to_id(EOS_TOKEN) != EOS_ID:
         raise AssertionError("eos must be id 0")
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
-    config = model_config(vocab_size, max_position_embeddings, width)
+    if pipeline_only:
+        config = pipeline_config(vocab_size, max_position_embeddings)
+        family: Any = qwen3_next
+    else:
+        config = model_config(vocab_size, max_position_embeddings, width)
+        family = llama
 
     mx.random.seed(seed)
-    model = Model(ModelArgs.from_dict(config))  # type: ignore[no-untyped-call]
+    model = family.Model(family.ModelArgs.from_dict(config))
     # Special tokens (and BPE tokens that are no text alone) get zero embeddings: their logits
     # are exactly 0, below the best of the others, so an untouched model never emits eos or
     # <unk> (it runs to length) and its output is always printable text.

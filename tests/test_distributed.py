@@ -27,9 +27,18 @@ from tests.modelfix import build_tiny_chat_model, install
 from tests.servefix import ServerProcess, alive, descendants, metric, serve_env, start_server, wait_for
 from tests.toolfix import WEATHER
 
-CHAT, LONG = "test/Tiny-Chat", "test/Tiny-Long"
+CHAT, LONG, PIPELINE = "test/Tiny-Chat", "test/Tiny-Long", "test/Tiny-Pipeline"
 LAUNCHER = Path(sys.executable).parent / "mlx.launch"
+MLXK_LAUNCH = [sys.executable, "-m", "mlxk", "launch"]
 HELLO = [{"role": "user", "content": "Hello"}]
+ENDLESS = 500_000  # tokens: a generation still running whenever the test needs it to
+# a stream of each protocol, by route (greedy: a sampled end-of-turn token could end one early)
+GREEDY = {"model": LONG, "temperature": 0, "stream": True}
+STREAMS: dict[str, dict[str, Any]] = {
+    "/v1/chat/completions": {**GREEDY, "messages": HELLO, "max_tokens": ENDLESS},
+    "/v1/messages": {**GREEDY, "messages": HELLO, "max_tokens": ENDLESS},
+    "/v1/responses": {**GREEDY, "input": "Hello", "max_output_tokens": ENDLESS},
+}
 
 
 @dataclass
@@ -65,13 +74,17 @@ class Launched:
                 os.kill(pid, signal.SIGKILL)
         self.proc.kill()
         self.proc.wait(timeout=30)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        for pipe in (self.proc.stdout, self.proc.stdin):
+            if pipe is not None:
+                pipe.close()
 
 
-def launch(hub: Path, log: Path, *args: str, command: list[str] | None = None) -> Launched:
+def launch(
+    hub: Path, log: Path, *args: str, command: list[str] | None = None, launcher: list[str] | None = None
+) -> Launched:
     """Both ranks on loopback; waits for an envelope on the launcher's stdout (rank 0's, or the
-    error every rank gives)."""
+    error every rank gives). ``launcher``: what starts the ranks instead of ``mlx.launch -n 2``
+    (the rank command follows it)."""
     serve = command or [
         sys.executable,
         "-m",
@@ -83,22 +96,14 @@ def launch(hub: Path, log: Path, *args: str, command: list[str] | None = None) -
         "--distributed",
         *args,
     ]
+    ring = ["--backend", "ring", "--starting-port", str(_free_port_pair())]
     with log.open("wb") as stderr:
         proc = subprocess.Popen(
-            [
-                str(LAUNCHER),
-                "-n",
-                "2",
-                "--backend",
-                "ring",
-                "--starting-port",
-                str(_free_port_pair()),
-                "--",
-                *serve,
-            ],
+            [*(launcher or [str(LAUNCHER), "-n", "2"]), *ring, "--", *serve],
             stdout=subprocess.PIPE,
             stderr=stderr,
-            stdin=subprocess.DEVNULL,
+            # a pipe that stays open: at the end of its stdin, mlx.launch's loop would spin a core
+            stdin=subprocess.PIPE,
             env=serve_env(hub),
         )
     assert proc.stdout is not None
@@ -108,7 +113,7 @@ def launch(hub: Path, log: Path, *args: str, command: list[str] | None = None) -
         proc.kill()
         proc.wait(timeout=30)
         proc.stdout.close()
-        raise AssertionError(f"no envelope from mlx.launch: {log.read_text(errors='replace')}")
+        raise AssertionError(f"no envelope from the launcher: {log.read_text(errors='replace')}")
     return Launched(proc, log, json.loads(line))
 
 
@@ -248,27 +253,48 @@ def test_a_rank_that_dies_ends_the_service_within_a_bounded_time(cache: Path, tm
     try:
         wait_for(lambda: _health(launched.url) == 200, "rank 0 to load its shard", 120)
         rank0 = int(launched.envelope["data"]["pid"])
-        body = {"model": LONG, "messages": HELLO, "max_tokens": 500_000, "temperature": 0, "stream": True}
-        lines: list[str] = []
-        started = threading.Event()
-        errors: list[BaseException] = []
+        body = {"model": LONG, "messages": HELLO, "max_tokens": ENDLESS, "temperature": 0}
+        whole: list[httpx.Response] = []
+        streamed: dict[str, list[str]] = {}  # each protocol's stream, line by line
+        started = {path: threading.Event() for path in STREAMS}
 
-        def stream() -> None:
-            try:
-                with httpx.stream("POST", launched.url + "/v1/chat/completions", json=body, timeout=120) as r:
-                    for line in r.iter_lines():
-                        lines.append(line)
-                        started.set()
-            except httpx.HTTPError as exc:
-                errors.append(exc)
+        def answer() -> None:  # a whole answer, open when the rank dies
+            whole.append(httpx.post(launched.url + "/v1/chat/completions", json=body, timeout=120))
 
-        reader = threading.Thread(target=stream)
-        reader.start()
-        assert started.wait(60)
+        def stream(path: str) -> None:
+            lines = streamed.setdefault(path, [])
+            with httpx.stream("POST", launched.url + path, json=STREAMS[path], timeout=120) as r:
+                for line in r.iter_lines():
+                    lines.append(line)
+                    started[path].set()
+
+        readers = [threading.Thread(target=answer)]
+        readers[0].start()
+        wait_for(lambda: httpx.get(launched.url + "/health").json()["queue"] == 1, "the answer to start")
+        readers += [threading.Thread(target=stream, args=(path,)) for path in STREAMS]
+        for reader in readers[1:]:
+            reader.start()
+        assert all(event.wait(60) for event in started.values())
         os.kill(launched.rank_pid(1), signal.SIGKILL)
-        reader.join(60)
-        assert not reader.is_alive(), "the open stream never ended"
-        assert "data: [DONE]" not in lines  # cut short (the client's read fails), not ended as if whole
+        for reader in readers:
+            reader.join(60)
+            assert not reader.is_alive(), "an open request never ended"
+        # the whole answer: 503 with OpenAI's error object
+        assert whole[0].status_code == 503
+        assert whole[0].json()["error"]["code"] == "group_lost"
+        # each stream (its 200 sent long ago) ends with its protocol's error event: not cut short,
+        # and not ended as if whole
+        chat = streamed["/v1/chat/completions"]
+        assert "data: [DONE]" not in chat
+        error = json.loads(chat[-2][6:])["error"]  # the last event (and the blank line after it)
+        assert error["type"] == "server_error" and error["code"] == "group_lost"
+        assert "lost a rank (rank 1" in error["message"]
+        messages = streamed["/v1/messages"]
+        assert messages[-3] == "event: error"
+        assert json.loads(messages[-2][6:])["error"]["type"] == "overloaded_error"  # Anthropic's 503
+        responses = streamed["/v1/responses"]
+        assert responses[-3] == "event: response.failed"
+        assert json.loads(responses[-2][6:])["response"]["error"]["code"] == "group_lost"
         assert _health(launched.url) in (503, 0)  # refused, or the process is gone already
         wait_for(lambda: not alive(rank0), "rank 0 to exit", 60)
         launched.proc.wait(timeout=60)
@@ -323,5 +349,135 @@ def test_a_stop_signal_to_every_rank_drains_then_all_exit_0(cache: Path, tmp_pat
         launched.proc.wait(timeout=60)
         assert "exited with code" not in launched.stderr()  # the launcher reports only failures
         assert "rank 1 stops with rank 0" in launched.stderr()
+    finally:
+        launched.stop()
+
+
+def test_mlxk_launch_serves_on_the_hosts_of_a_hostfile_and_a_sigterm_drains_every_rank(
+    cache: Path, tmp_path: Path
+) -> None:
+    hostfile = tmp_path / "hosts.json"
+    hostfile.write_text(json.dumps([{"ssh": "127.0.0.1", "ips": ["127.0.0.1"]}] * 2))  # both on this machine
+    serve = [
+        "serve",
+        "--json",
+        "--port",
+        "0",
+        "--model",
+        LONG,
+        "--drain-timeout",
+        "600",
+    ]  # --distributed: added
+    launched = launch(
+        cache, tmp_path / "launch.log", command=serve, launcher=[*MLXK_LAUNCH, "--hostfile", str(hostfile)]
+    )
+    try:
+        wait_for(lambda: _health(launched.url) == 200, "rank 0 to load its shard", 120)
+        assert httpx.get(launched.url + "/health").json()["group"] == {
+            "size": 2,
+            "backend": "ring",
+            "rank": 0,
+        }
+        assert _chat(launched.url, model=LONG)["usage"]["completion_tokens"] == 40
+        answers: list[tuple[str, str | None]] = []
+        started = threading.Event()
+        reader = threading.Thread(
+            target=lambda: answers.append(_streamed(launched.url, "Hi", 300, started, LONG))
+        )
+        reader.start()
+        assert started.wait(60)
+        # the way an orchestrator stops it: mlxk launch passes the signal to every rank, which drain
+        os.kill(launched.proc.pid, signal.SIGTERM)
+        reader.join(120)
+        text, finish = answers[0]
+        assert finish == "length" and len(text) == 300  # the open stream ran to its end
+        assert launched.proc.wait(timeout=60) == 0  # every rank exited 0
+        assert "rank 1 stops with rank 0" in launched.stderr()
+    finally:
+        launched.stop()
+
+
+def test_a_rank_that_hangs_while_idle_ends_the_service(cache: Path, tmp_path: Path) -> None:
+    # nothing is generated: only the heartbeat of the idle group can find that rank 1 stopped
+    # answering (as a host cut off the network would), within the group timeout
+    serve = ["serve", "--json", "--port", "0", "--model", CHAT, "--group-timeout", "3"]
+    launched = launch(cache, tmp_path / "launch.log", command=serve, launcher=[*MLXK_LAUNCH, "-n", "2"])
+    try:
+        wait_for(lambda: _health(launched.url) == 200, "rank 0 to load its shard", 120)
+        rank0, rank1 = launched.rank_pid(0), launched.rank_pid(1)
+        os.kill(rank1, signal.SIGSTOP)
+        wait_for(lambda: _health(launched.url) != 200, "rank 0 to find the hung rank", 60)
+        assert _health(launched.url) in (503, 0)  # refused, or the process is gone already
+        wait_for(lambda: not alive(rank0), "rank 0 to exit", 60)
+        os.kill(rank1, signal.SIGKILL)  # mlx.launch waits for a stopped rank to end for ever
+        assert launched.proc.wait(timeout=60) == 1  # mlxk launch: a rank failed
+        log = launched.stderr()
+        assert "lost a rank (rank 1" in log and "made no progress for 3 s" in log
+        assert "Node with rank 0 exited with code 1" in log
+    finally:
+        launched.stop()
+
+
+def test_rank_0_finds_a_rank_that_died_while_idle_by_itself(cache: Path, tmp_path: Path) -> None:
+    # the ranks started without a launcher (as MLX documents for the ring backend), so that none
+    # ends rank 0 when rank 1 exits: rank 0's own heartbeat has to find it
+    port = _free_port_pair()
+    ring = tmp_path / "ring.json"
+    ring.write_text(json.dumps([[f"127.0.0.1:{port}"], [f"127.0.0.1:{port + 1}"]]))
+    serve = [sys.executable, "-m", "mlxk", "serve", "--json", "--port", "0", "--distributed", "--model", CHAT]
+    logs = [tmp_path / f"rank{rank}.log" for rank in (0, 1)]
+    ranks = []
+    for rank, log in enumerate(logs):
+        with log.open("wb") as stderr:
+            env = serve_env(cache, MLX_RANK=str(rank), MLX_HOSTFILE=str(ring))
+            ranks.append(subprocess.Popen(serve, stdout=subprocess.PIPE, stderr=stderr, env=env))
+    try:
+        stdout = ranks[0].stdout
+        assert stdout is not None
+        ready, _, _ = select.select([stdout], [], [], 120)
+        url = json.loads(stdout.readline())["data"]["url"] if ready else ""
+        wait_for(lambda: _health(url) == 200, "rank 0 to load its shard", 120)
+        ranks[1].kill()
+        ranks[1].wait(timeout=30)
+        assert ranks[0].wait(timeout=60) == 1  # with no request to send: found by the heartbeat
+        assert "lost a rank (rank 1" in logs[0].read_text(errors="replace")
+    finally:
+        for proc in ranks:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+def test_a_model_sharded_as_a_pipeline_answers_as_one_process_does(cache: Path, tmp_path: Path) -> None:
+    from mlx_lm.models import qwen3_next
+
+    # the family mlx-lm can only split by layers: its model has pipeline() and no shard()
+    assert hasattr(qwen3_next.Qwen3NextModel, "pipeline") and not hasattr(qwen3_next.Model, "shard")
+    install(cache, PIPELINE, build_tiny_chat_model(pipeline_only=True))
+    single = start_server(cache, "--model", PIPELINE, log=tmp_path / "single.log")
+    try:
+        prompts = ["Hello", "What is MLX?", "abc"]
+        alone = {p: _streamed(single.url, p, 30, model=PIPELINE) for p in prompts}
+    finally:
+        single.stop(signal.SIGKILL)
+    launched = launch(cache, tmp_path / "launch.log", "--model", PIPELINE)
+    try:
+        wait_for(lambda: _health(launched.url) == 200, "the ranks to load their layers", 120)
+        assert _streamed(launched.url, "Hello", 30, model=PIPELINE) == alone["Hello"]
+        results: dict[str, tuple[str, str | None]] = {}
+        threads = [
+            threading.Thread(
+                target=lambda p=p: results.__setitem__(p, _streamed(launched.url, p, 30, model=PIPELINE))
+            )
+            for p in prompts
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        # batched on the ranks: the same first tokens (a batch sums in another order than one sequence)
+        assert all(results[p][1] == "length" and results[p][0][:8] == alone[p][0][:8] for p in prompts)
     finally:
         launched.stop()

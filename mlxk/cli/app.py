@@ -67,6 +67,12 @@ def _serve() -> Command:
     return ServeCommand()
 
 
+def _launch() -> Command:
+    from mlxk.cli.launch_command import LaunchCommand
+
+    return LaunchCommand()
+
+
 def _embed() -> Command:
     from mlxk.cli.embed_command import EmbedCommand
 
@@ -83,7 +89,9 @@ COMMANDS: dict[str, Callable[[], Command]] = {
     "embed": _embed,
     "serve": _serve,
     "server": _serve,  # ServeCommand's alias, the name MLX-Knife users type
+    "launch": _launch,
 }
+LAUNCH_EXAMPLE = "mlxk launch -n 2 -- serve --model NAME"
 # The JSON envelope's "command" for each command name a user can type.
 JSON_COMMAND_NAMES = {name: "server" if name == "serve" else name for name in COMMANDS}
 
@@ -165,6 +173,10 @@ class MlxkApplication(Application):
         retired = None
         if isinstance(error, (CleoNoSuchOptionError, CleoCommandNotFoundError)):
             retired = retired_usage(command, self.typed)  # what MLX-Knife users typed: say what works now
+        if command == "launch" and isinstance(error, CleoNoSuchOptionError):  # serve's options before the --
+            retired = (
+                f"{str(error).strip()}: the command every rank runs goes after --, e.g. {LAUNCH_EXAMPLE}"
+            )
         if io.input.has_parameter_option("--json") and command in JSON_COMMAND_NAMES:
             write_json(JSON_COMMAND_NAMES[command], None, ValidationError(retired or str(error)))
             return

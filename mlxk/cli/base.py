@@ -13,7 +13,7 @@ from cleo.helpers import option
 
 from mlxk.cache.root import hub_cache_root, mlxk_cache_dir
 from mlxk.cache.scan import CacheLocation
-from mlxk.errors import InternalError, MlxkError
+from mlxk.errors import InternalError, MlxkError, ValidationError
 from mlxk.output.emit import color_enabled, write_error, write_json, write_text
 from mlxk.output.escape import escape_controls
 from mlxk.output.human import Style
@@ -91,3 +91,11 @@ class MlxkCommand(Command):
     @staticmethod
     def style() -> Style:
         return Style(color_enabled())
+
+
+def whole_number(value: object, name: str, low: int, high: int) -> int:
+    """The value of option ``--name`` as a whole number from ``low`` to ``high`` (else a clear error)."""
+    text = str(value)
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ValidationError(f"--{name} takes a whole number from {low} to {high}, not {text!r}")
+    return int(text)

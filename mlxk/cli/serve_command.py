@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from cleo.helpers import option
 
-from mlxk.cli.base import MlxkCommand
+from mlxk.cli.base import MlxkCommand, whole_number
 from mlxk.errors import ValidationError
 from mlxk.generation.request import BOUNDS
 from mlxk.server.app import ServerSettings
@@ -161,7 +161,7 @@ class ServeCommand(MlxkCommand):
     ]
 
     def execute_command(self, json_mode: bool) -> int:
-        port = _int(self.option("port"), "port", 0, 65535)
+        port = whole_number(self.option("port"), "port", 0, 65535)
         host = str(self.option("host"))
         model = self.option("model")
         if self.option("single-model") and not model:
@@ -187,13 +187,15 @@ class ServeCommand(MlxkCommand):
             if problem is not None:
                 raise ValidationError(f"--allow-host takes {problem}, not {name!r}")
         aliases = tuple(_alias(text) for text in self.option("model-alias") or ())
-        idle_timeout = _int(self.option("idle-timeout"), "idle-timeout", 1, 3600)
-        body_timeout = _int(self.option("body-timeout"), "body-timeout", 1, 3600)
-        drain_timeout = _int(self.option("drain-timeout"), "drain-timeout", 0, 3600)
-        max_queue = _int(self.option("max-queue"), "max-queue", 1, 100_000)
-        max_body_bytes = _int(self.option("max-body-bytes"), "max-body-bytes", 1024, 2**31)
+        idle_timeout = whole_number(self.option("idle-timeout"), "idle-timeout", 1, 3600)
+        body_timeout = whole_number(self.option("body-timeout"), "body-timeout", 1, 3600)
+        drain_timeout = whole_number(self.option("drain-timeout"), "drain-timeout", 0, 3600)
+        max_queue = whole_number(self.option("max-queue"), "max-queue", 1, 100_000)
+        max_body_bytes = whole_number(self.option("max-body-bytes"), "max-body-bytes", 1024, 2**31)
         tokens = BOUNDS["max_tokens"]  # the bounds of a request's own max_tokens
-        default_max_tokens = _int(self.option("max-tokens"), "max-tokens", int(tokens.low), int(tokens.high))
+        default_max_tokens = whole_number(
+            self.option("max-tokens"), "max-tokens", int(tokens.low), int(tokens.high)
+        )
         output_formats = self._output_formats()
         if group is not None and group.rank != 0:
             from mlxk.cli.serve_group import follow_rank_0
@@ -254,7 +256,7 @@ class ServeCommand(MlxkCommand):
             raise ValidationError("--distributed needs --model (the model to shard over the ranks)")
         from mlxk.cli.serve_group import join_group
 
-        stall_s = _int(self.option("group-timeout"), "group-timeout", 1, 86_400)
+        stall_s = whole_number(self.option("group-timeout"), "group-timeout", 1, 86_400)
         return join_group(self.location(), model, backend, stall_s)
 
     def _output_formats(self) -> tuple[tuple[str, str], ...]:
@@ -274,13 +276,6 @@ class ServeCommand(MlxkCommand):
                 )
             pairs[runnable_model(self.location(), model).model.name] = fmt
         return tuple(pairs.items())
-
-
-def _int(value: object, name: str, low: int, high: int) -> int:
-    text = str(value)
-    if not text.isdigit() or not low <= int(text) <= high:
-        raise ValidationError(f"--{name} takes a whole number from {low} to {high}, not {text!r}")
-    return int(text)
 
 
 def _alias(text: str) -> tuple[str, str]:

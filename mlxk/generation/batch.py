@@ -74,6 +74,12 @@ class BatchRunner:
     def active(self) -> int:
         return len(self._active)
 
+    @property
+    def idle_step_s(self) -> float | None:
+        """None: with nothing to generate, nothing to step (a distributed runner's idle group
+        steps on a heartbeat)."""
+        return None
+
     def _constraint_of(self, key: int) -> Constraint | None:
         member = self._active.get(key)
         return member.seq.constraint if member is not None else None

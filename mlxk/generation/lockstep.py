@@ -3,12 +3,22 @@ group, every rank running the same batch steps in the same order.
 
 Rank 0 decides (which requests join the batch, which leave because their client went away) and
 shares those decisions with the other ranks through the group itself every few steps: an
-``all_sum`` of two integers (what comes next, and the length of the decisions that follow), then,
-only when something changed, an ``all_sum`` of the decisions' bytes. The other ranks contribute
+``all_sum`` of three integers (what comes next, the length of the decisions that follow, and how
+long the others may stay away when the batch is idle), then, only when something changed, an
+``all_sum`` of the decisions' bytes. The other ranks contribute
 zeros, so the sum is rank 0's message. Everything else a step does (prompts, sampling, stop
 strings, the prefix cache) follows from the same inputs on every rank, so the ranks stay in step
 without sharing anything more. The group is formed by ``mlx.launch`` from the user's own hosts;
 the decisions are pickled request values between those trusted processes.
+
+An idle group meets on a heartbeat: rank 0 shares an empty step (which finds a lost rank while
+nothing is generated) and tells the others how long until the next one, which they spend asleep
+instead of waiting inside the next collective. MLX's ring backend polls its sockets while it
+waits, which kept a whole core busy on every other rank for as long as the service was idle. The
+price: a request that comes to an idle group waits for the others to wake. The pause between two
+heartbeats grows with the time the group has been idle (a quarter of it, from 20 ms up to
+``IDLE_PAUSE_MAX_S``), so a request that follows another closely waits little, and one after a
+long quiet spell at most a quarter of a second.
 
 A rank that dies shows as a failed collective (the ring backend reports the lost connection);
 from then on every step and every new request fails with ``GroupLost`` (HTTP 503), and the
@@ -36,7 +46,9 @@ from mlxk.generation.request import GenerationRequest
 log = logging.getLogger("mlxk.generation")
 
 STEP, STOP = 1, 2  # what the ranks do after a share: one batch step, or leave
-HEARTBEAT_S = 1.0  # an idle rank 0 steps an empty batch this often, so a lost rank shows at once
+# the heartbeat of an idle group (see above): a pause of this share of the time idle, within bounds
+IDLE_PAUSE_SHARE, IDLE_PAUSE_MIN_S, IDLE_PAUSE_MAX_S = 0.25, 0.02, 0.25
+EARLY_S = 0.005  # how much sooner than rank 0 the others come back from an idle pause
 STALL_S = 60.0  # a share or step that takes longer: a rank hangs (a long prompt's prefill is one step)
 STEPS_PER_SHARE = 8  # batch steps between two shares of rank 0's decisions (see LockstepRunner)
 
@@ -113,8 +125,11 @@ class Group:
         return GroupLost(self.lost)
 
 
-def share(group: Group, what: int, decisions: Decisions | None = None) -> tuple[int, Decisions]:
-    """Rank 0's ``what`` (STEP or STOP) and decisions, as every rank gets them."""
+def share(
+    group: Group, what: int, decisions: Decisions | None = None, pause_s: float = 0.0
+) -> tuple[int, Decisions, float]:
+    """Rank 0's ``what`` (STEP or STOP), decisions and idle pause (how long the other ranks may stay
+    away before the next share), as every rank gets them."""
     import mlx.core as mx
     from mlx_lm.generate import generation_stream
 
@@ -128,17 +143,17 @@ def share(group: Group, what: int, decisions: Decisions | None = None) -> tuple[
         pickle.dumps(decisions) if leader and decisions is not None and decisions != Decisions() else b""
     )
     try:
-        header = mx.array([what, len(payload)] if leader else [0, 0], dtype=mx.int64)
-        what, size = as_ints(mx.distributed.all_sum(header, **on), "int64")
+        mine = [what, len(payload), round(pause_s * 1000)] if leader else [0, 0, 0]
+        what, size, pause_ms = as_ints(mx.distributed.all_sum(mx.array(mine, dtype=mx.int64), **on), "int64")
         if size == 0:
-            return what, Decisions()
+            return what, Decisions(), pause_ms / 1000
         data = from_bytes(payload) if leader else mx.zeros((size,), dtype=mx.uint8)
         received = bytes(as_ints(mx.distributed.all_sum(data, **on), "uint8"))
     except RuntimeError as exc:  # the backend's report of a lost peer
         raise group.lose(exc) from None
     shared = decisions if leader else pickle.loads(received)
     assert isinstance(shared, Decisions)
-    return what, shared
+    return what, shared, pause_ms / 1000
 
 
 def from_bytes(data: bytes) -> Any:
@@ -184,6 +199,8 @@ class LockstepRunner:
         self._open: dict[int, _Open] = {}
         self._pending: list[tuple[int, GenerationRequest, Sink]] = []  # checked, joining at the next share
         self._since_share = 0
+        self._idle_since: float | None = None  # when the batch last ran empty (None: it runs)
+        self._pause_s = 0.0  # the idle pause rank 0 announced at its last share
 
     @property
     def engine(self) -> Engine:
@@ -192,6 +209,12 @@ class LockstepRunner:
     @property
     def active(self) -> int:
         return self._runner.active + len(self._pending)
+
+    @property
+    def idle_step_s(self) -> float:
+        """How long until the next heartbeat while the batch is idle: the pause the other ranks
+        were told at the last share (they come back just before it)."""
+        return self._pause_s
 
     def add(self, request: GenerationRequest, sink: Sink, cancel: threading.Event) -> None:
         """Check now (raises as ``BatchRunner.add`` does); join at the next share, on every rank."""
@@ -203,8 +226,8 @@ class LockstepRunner:
         self._pending.append((key, request, _tracked(sink, self._open, key)))
 
     def step(self) -> None:
-        """One step of the batch, after a share when one is due (also when the batch is empty: a
-        heartbeat that finds a lost rank while the service is idle)."""
+        """One step of the batch, after a share when one is due (also when the batch is empty: the
+        heartbeat of an idle group, every ``IDLE_PAUSE_S``)."""
         with self._group.working():
             if self._since_share >= STEPS_PER_SHARE or not self._runner.active:
                 self._share()
@@ -219,7 +242,8 @@ class LockstepRunner:
             tuple((key, request) for key, request, _sink in pending),
             tuple(key for key in asked if not self._open[key].shared.is_set()),
         )
-        share(self._group, STEP, decisions)
+        self._pause_s = self._idle_pause(idle=not pending and not self._runner.active)
+        share(self._group, STEP, decisions, self._pause_s)
         self._since_share = 0
         for key, request, sink in pending:
             try:
@@ -227,6 +251,17 @@ class LockstepRunner:
             except Exception as exc:  # checked in add(): only a bug gets here, on every rank alike
                 sink(exc)
         _apply_cancels(self._open, decisions)
+
+    def _idle_pause(self, *, idle: bool) -> float:
+        """The pause to announce at this share: none while the batch runs; a share of the time it
+        has been idle otherwise (bounded)."""
+        if not idle:
+            self._idle_since = None
+            return 0.0
+        now = time.monotonic()
+        if self._idle_since is None:
+            self._idle_since = now
+        return min(IDLE_PAUSE_MAX_S, max(IDLE_PAUSE_MIN_S, (now - self._idle_since) * IDLE_PAUSE_SHARE))
 
     def _step(self) -> None:
         try:
@@ -258,7 +293,7 @@ def follow(engine: Engine, group: Group, max_batch: int = DEFAULT_MAX_BATCH) -> 
     open_requests: dict[int, _Open] = {}
     try:
         while True:
-            what, decisions = share(group, 0)  # waits for rank 0 as long as it takes (idle)
+            what, decisions, pause_s = share(group, 0)  # waits for rank 0 as long as it takes
             if what == STOP:
                 return
             for key, request in decisions.joined:
@@ -280,6 +315,8 @@ def follow(engine: Engine, group: Group, max_batch: int = DEFAULT_MAX_BATCH) -> 
                 runner.fail(exc)
                 runner = BatchRunner(engine, max_batch)
                 open_requests.clear()
+            if pause_s > 0 and not runner.active:  # idle: asleep until just before rank 0 shares again
+                time.sleep(max(pause_s - EARLY_S, 0.0))
     finally:
         runner.close()
 

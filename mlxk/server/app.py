@@ -54,7 +54,7 @@ class App:
             )
         else:
             from mlxk.generation.cluster import load_sharded
-            from mlxk.generation.lockstep import HEARTBEAT_S, LockstepRunner
+            from mlxk.generation.lockstep import LockstepRunner
 
             self.models = ModelPolicy(
                 settings, lambda: self.worker.model, lambda path: load_sharded(group, path)
@@ -64,7 +64,6 @@ class App:
                 settings.max_queue,
                 finished=self.metrics.generated,
                 runner=lambda engine, max_batch: LockstepRunner(engine, group, max_batch),
-                idle_step_s=HEARTBEAT_S,
             )
         self.embedder = EmbeddingWorker(self.models.load_embedder, self.worker.call)
         self.generations = Generations(self.worker, self.models)
@@ -191,6 +190,10 @@ class App:
                 code="method_not_allowed",
                 headers=[("allow", allowed)],
             )
+        if self.group is not None and self.group.lost is not None and scope["method"] == "POST":
+            from mlxk.generation.lockstep import GroupLost
+
+            raise from_library(GroupLost(self.group.lost))  # nothing can be generated any more
         if self.draining and scope["method"] == "POST":
             raise shutting_down()
         if model_id is not None and route.template == "/v1/models/{id}":

@@ -10,7 +10,7 @@ about, a code clients can act on); library errors (``MlxkError``) become one thr
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlxk.errors import InvalidField, MlxkError, PromptTooLong
@@ -86,6 +86,21 @@ def from_library(error: MlxkError, param: str | None = None) -> HTTPError:
     # are the server's trouble
     status = error.http_status if error.http_status < 500 or error.http_status == 503 else 500
     return HTTPError(status, error.message, param=param, code=error.error_type)
+
+
+async def with_error_event(
+    events: AsyncIterator[bytes], error_event: Callable[[HTTPError], bytes]
+) -> AsyncIterator[bytes]:
+    """The events of a stream; an error after it began (its 200 is sent: a rank of the group lost,
+    the generation failed) ends it with ``error_event`` of that error, the protocol's own event,
+    instead of a connection cut short."""
+    try:
+        async for item in events:
+            yield item
+    except (MlxkError, HTTPError) as exc:
+        error = from_library(exc) if isinstance(exc, MlxkError) else exc
+        log.warning("a stream ended with an error: %s", error.message)
+        yield error_event(error)
 
 
 def shutting_down() -> HTTPError:

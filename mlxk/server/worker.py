@@ -38,6 +38,8 @@ class Runner(Protocol):
     def engine(self) -> Engine: ...
     @property
     def active(self) -> int: ...
+    @property
+    def idle_step_s(self) -> float | None: ...
     def add(self, request: GenerationRequest, sink: Sink, cancel: threading.Event) -> None: ...
     def step(self) -> None: ...
     def fail(self, exc: BaseException) -> None: ...
@@ -79,13 +81,9 @@ class EngineWorker:
         max_batch: int = DEFAULT_MAX_BATCH,
         finished: Callable[[Usage, str], None] = lambda usage, reason: None,
         runner: RunnerFactory = BatchRunner,
-        idle_step_s: float | None = None,
     ) -> None:
         self._load = load
         self._new_runner = runner
-        # None: an idle worker waits for work; a number: it steps an empty batch that often (a
-        # distributed runner's heartbeat, which finds a lost rank while nothing is generated)
-        self._idle_step_s = idle_step_s
         self._finished = finished  # told of every generation's end, whether or not a client still reads
         self._max_queue = max_queue
         self._max_batch = max_batch
@@ -153,7 +151,7 @@ class EngineWorker:
                 return
             self._run_tasks()
             self._admit(waiting)
-            if self._runner is not None and (self._runner.active or self._idle_step_s is not None):
+            if self._runner is not None and (self._runner.active or self._runner.idle_step_s is not None):
                 try:
                     self._runner.step()
                 except Exception as exc:  # a failed step ends every request in it; the worker lives on
@@ -191,9 +189,11 @@ class EngineWorker:
         """Move submitted jobs to ``waiting``; False when the worker is to stop."""
         if not block and self._jobs.empty():
             return True  # the common case while generating: nothing new, no exception raised
+        # an idle runner that steps on a heartbeat (a distributed group's) waits for work that long
+        idle_step_s = self._runner.idle_step_s if self._runner is not None else None
         try:
             while True:
-                job = self._jobs.get(block=block, timeout=self._idle_step_s if block else None)
+                job = self._jobs.get(block=block, timeout=idle_step_s if block else None)
                 block = False
                 if job is None:
                     for pending in waiting:

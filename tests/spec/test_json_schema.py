@@ -91,6 +91,7 @@ def test_version(cli) -> None:
         ("show", "org/broken@ffff"),
         ("health", "zzz"),
         ("list", "--nope"),
+        ("launch", "-n", "2"),
     ],
 )
 def test_errors(cli, varied: Path, args: tuple[str, ...]) -> None:

@@ -8,15 +8,14 @@ stream has begun goes out as the stream's ``error`` event.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mlxk.errors import MlxkError
 from mlxk.server.anthropic.replies import event, message, message_events, message_id
 from mlxk.server.anthropic.requests import parse_count, parse_messages
 from mlxk.server.asgi import Receive, Scope, Send, send_events, send_json
 from mlxk.server.disconnect import DisconnectWatch
-from mlxk.server.errors import ANTHROPIC, CLIENT_GONE, HTTPError, from_library
+from mlxk.server.errors import ANTHROPIC, CLIENT_GONE, HTTPError, with_error_event
 from mlxk.server.generate import Generations
 from mlxk.server.models import ModelPolicy
 from mlxk.server.worker import Job
@@ -43,7 +42,7 @@ class MessagesEndpoints:
                 (answer,) = await running.answers()
                 await send_json(send, 200, message(answer_id, model, answer), cors)
                 return 200
-            events = _with_error_event(message_events(answer_id, model, running.only()))
+            events = with_error_event(message_events(answer_id, model, running.only()), _error_event)
             return 200 if await send_events(send, watch, events, cors) else CLIENT_GONE
         finally:
             self.generations.finish(jobs)
@@ -61,11 +60,6 @@ class MessagesEndpoints:
         return 200
 
 
-async def _with_error_event(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """The events; a failure after the stream began ends it with Anthropic's ``error`` event."""
-    try:
-        async for item in events:
-            yield item
-    except (MlxkError, HTTPError) as exc:
-        error = from_library(exc) if isinstance(exc, MlxkError) else exc
-        yield event("error", {"error": error.body(ANTHROPIC)["error"]})
+def _error_event(error: HTTPError) -> bytes:
+    """Anthropic's ``error`` event: what ends a stream that failed after it began."""
+    return event("error", {"error": error.body(ANTHROPIC)["error"]})

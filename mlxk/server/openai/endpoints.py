@@ -16,7 +16,7 @@ from mlxk.generation.chunks import Usage
 from mlxk.server.asgi import Receive, Scope, Send, send_events, send_json
 from mlxk.server.disconnect import DisconnectWatch
 from mlxk.server.embeddings import EmbeddingWorker, EmbedJob, parse_request
-from mlxk.server.errors import CLIENT_GONE, from_library, model_not_found
+from mlxk.server.errors import CLIENT_GONE, HTTPError, from_library, model_not_found, with_error_event
 from mlxk.server.generate import Generations, Running
 from mlxk.server.models import ModelPolicy
 from mlxk.server.openai.fields import check_fields
@@ -85,7 +85,7 @@ class OpenAIEndpoints:
                 usage = total_usage([answer.usage or _NO_USAGE for answer in answers])
                 await send_json(send, 200, reply.complete(choices, usage), cors)
                 return 200
-            events = _events(reply, running, parsed)
+            events = with_error_event(_events(reply, running, parsed), _error_event)
             return 200 if await send_events(send, watch, events, cors) else CLIENT_GONE
         finally:
             self.generations.finish(jobs)
@@ -118,6 +118,12 @@ def model_object(m: Any) -> dict[str, Any]:
         "id": m.name, "object": "model", "created": m.last_modified_ns // 1_000_000_000, "owned_by": m.name.split("/")[0],
         "context_length": config.get("max_position_embeddings"), "capabilities": list(m.capabilities),
     }  # fmt: skip
+
+
+def _error_event(error: HTTPError) -> bytes:
+    """What ends a stream that failed after it began: an event with OpenAI's error object (what
+    OpenAI's own API sends, and its clients raise as an APIError), and no ``[DONE]``."""
+    return event(error.body())
 
 
 async def _events(reply: Reply, running: Running, parsed: Parsed) -> AsyncIterator[bytes]:
