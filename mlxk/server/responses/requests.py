@@ -187,7 +187,7 @@ def _text(value: Any) -> tuple[dict[str, Any], ResponseFormat]:
 
 
 def _reasoning(value: Any) -> tuple[dict[str, Any], bool | None]:
-    """``reasoning``: its echo and the thinking switch (None: the template's default)."""
+    """``reasoning``: its echo and the thinking switch (None: not set, the model's default)."""
     if value is None:
         return {"effort": None, "summary": None}, None
     reasoning = obj(value, "reasoning")
