@@ -120,3 +120,12 @@ def test_what_is_not_quite_a_call_is_content(fmt: str, output: str, content: str
     result = parse(fmt, output)
     assert result.tool_calls == []
     assert result.content == content
+
+
+def test_the_text_after_a_call_that_fails_once_open_keeps_its_spaces() -> None:
+    """The call opened at its arguments and failed at a key no JSON object has: its text is content,
+    spaces included, whether the output came whole or a character at a time."""
+    output = '<tool_call>{"name": "get_weather", "arguments": {"city": "x"}, 7: 1}</tool_call>'
+    result = parse("hermes", output)
+    assert result.tool_calls == []
+    assert result.content == output.removesuffix("</tool_call>")
