@@ -129,3 +129,12 @@ def test_the_text_after_a_call_that_fails_once_open_keeps_its_spaces() -> None:
     result = parse("hermes", output)
     assert result.tool_calls == []
     assert result.content == output.removesuffix("</tool_call>")
+
+
+def test_a_deepseek_call_without_a_name_is_content_as_written() -> None:
+    """V3's layout names the call on the line after `function<｜tool▁sep｜>`: without a name it is no
+    call, and the whole of it, that header too, is content."""
+    body = "<｜tool▁call▁begin｜>function<｜tool▁sep｜>\n```json\n{}\n```"
+    result = parse("deepseek_v3", f"<｜tool▁calls▁begin｜>{body}<｜tool▁call▁end｜><｜tool▁calls▁end｜>")
+    assert result.tool_calls == []
+    assert result.content == f"<｜tool▁calls▁begin｜>{body}"
