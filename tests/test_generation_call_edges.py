@@ -138,3 +138,9 @@ def test_a_deepseek_call_without_a_name_is_content_as_written() -> None:
     result = parse("deepseek_v3", f"<｜tool▁calls▁begin｜>{body}<｜tool▁call▁end｜><｜tool▁calls▁end｜>")
     assert result.tool_calls == []
     assert result.content == f"<｜tool▁calls▁begin｜>{body}"
+
+
+def test_a_mistral_list_that_never_holds_a_call_keeps_its_spaces() -> None:
+    for output in ("[TOOL_CALLS][ ", "[TOOL_CALLS][\n\n"):
+        result = parse("mistral", output)
+        assert result.tool_calls == [] and result.content == output
