@@ -282,8 +282,7 @@ def _input(value: Any) -> list[Message]:
             else:
                 messages.append(Message("assistant", "", (call,)))
         elif kind == "function_call_output":
-            output = item.get("output")
-            text = output if isinstance(output, str) else _text_of(output, f"{param}.output")
+            text = _text_of(item.get("output"), f"{param}.output")
             messages.append(
                 Message("tool", text, tool_call_id=string(item.get("call_id"), f"{param}.call_id"))
             )
