@@ -38,6 +38,17 @@ def listed(hub: Path) -> list[tuple[str, bool]]:
     return [(m["name"], m["health"] == "healthy") for m in models]
 
 
+def test_rm_in_a_cache_folder_it_may_not_write(core: str, hub: Path) -> None:
+    healthy_model(hub)
+    with mode(hub, 0o555):
+        answer = envelope("rm", NAME, "-f", exit_code=3)
+    assert answer["error"] == {
+        "type": "permission_denied",
+        "message": f"cannot lock {NAME}: Permission denied",
+    }
+    assert listed(hub) == [(NAME, True)]
+
+
 def test_rm_of_a_repo_folder_it_may_not_write(core: str, hub: Path) -> None:
     repo = healthy_model(hub)
     with mode(repo.repo_dir, 0o555):

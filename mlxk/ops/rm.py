@@ -10,7 +10,7 @@ from mlxk.cache.locks import RepoLock
 from mlxk.cache.names import dirname_to_name, split_revision
 from mlxk.cache.resolve import resolve
 from mlxk.cache.scan import CacheLocation, repo_dirnames
-from mlxk.errors import DeletionFailed, LocksPresent, RequiresConfirmation
+from mlxk.errors import DeletionFailed, LocksPresent, PermissionDenied, RequiresConfirmation
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +46,8 @@ def remove(removal: Removal, *, force: bool) -> int:
     lock = RepoLock(plan.hub_root, plan.dirname)
     try:
         locked = lock.acquire(wait=False)
+    except PermissionError as exc:  # a cache folder the user may not write: as for the deletion itself
+        raise PermissionDenied(f"cannot lock {plan.name}: {exc.strerror or exc}") from exc
     except OSError as exc:
         raise DeletionFailed(f"cannot lock {plan.name}: {exc.strerror or exc}") from exc
     if not locked and not force:
