@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from benchmarks import cachegen as gen
 from tests.cachefix import healthy_model
 from tests.privfix import mlxk_as_a_user
 
@@ -78,3 +79,18 @@ def test_a_repo_or_snapshot_it_may_not_read_is_unhealthy_with_the_reason(core: s
         with mode(folder, 0):
             (entry,) = envelope("health", exit_code=0)["data"]["unhealthy"]
         assert (entry["name"], entry["reason"]) == (NAME, reason)
+
+
+def test_a_config_or_index_it_may_not_read_is_unhealthy_with_the_reason(core: str, hub: Path) -> None:
+    repo = gen.add_model(hub, NAME, gen.mlx_chat_model_files(tensors=12, shards=2))
+    for file, reason in (
+        ("config.json", "config.json cannot be read (errno 13)"),
+        ("model.safetensors.index.json", "model.safetensors.index.json cannot be read"),
+    ):
+        blob = repo.blob_of(file)
+        os.chmod(blob, 0)
+        try:
+            (entry,) = envelope("health", exit_code=0)["data"]["unhealthy"]
+        finally:
+            os.chmod(blob, 0o644)
+        assert entry["reason"] == reason
