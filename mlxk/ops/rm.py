@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 from mlxk.cache.delete_plan import DeletePlan, plan_delete
@@ -46,10 +47,12 @@ def remove(removal: Removal, *, force: bool) -> int:
     lock = RepoLock(plan.hub_root, plan.dirname)
     try:
         locked = lock.acquire(wait=False)
-    except PermissionError as exc:  # a cache folder the user may not write: as for the deletion itself
-        raise PermissionDenied(f"cannot lock {plan.name}: {exc.strerror or exc}") from exc
     except OSError as exc:
-        raise DeletionFailed(f"cannot lock {plan.name}: {exc.strerror or exc}") from exc
+        # a cache folder the user may not write is permission_denied, as for the deletion itself;
+        # anything else (a lock folder that is a link, ELOOP) is a refusal: deletion_failed
+        denied = exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+        error = PermissionDenied if denied else DeletionFailed
+        raise error(f"cannot lock {plan.name}: {exc.strerror or exc}") from exc
     if not locked and not force:
         raise LocksPresent(locks_message(plan))
     try:
