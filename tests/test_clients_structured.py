@@ -43,7 +43,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("structured-clients")
     hub = root / "hf" / "hub"
     hub.mkdir(parents=True)
-    template, markers = FAMILIES["hermes"]
+    _format, template, markers = FAMILIES["hermes"]
     files = build_tiny_chat_model(max_position_embeddings=8192, added_tokens=markers)
     install(hub, MODEL, with_template(files, (TEMPLATES / template).read_text()))
     proc = start_server(hub, "--model", MODEL, log=root / "serve.log")

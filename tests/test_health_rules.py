@@ -297,3 +297,25 @@ def test_unreadable_repo(hub: Path) -> None:  # pragma: no cover - CI runs as ro
         assert "cannot be read" in (only_reason(hub) or "")
     finally:
         os.chmod(repo.repo_dir, 0o755)
+
+
+def test_a_config_too_large_to_be_one(hub: Path) -> None:
+    repo = healthy_model(hub)
+    replace_blob(repo, "config.json", b'{"model_type": "llama"' + b" " * (4 * 2**20) + b"}")
+    assert only_reason(hub) == "config.json is too large to be a model config"
+
+
+@pytest.mark.parametrize(
+    ("index", "reason"),
+    [
+        (b'{"metadata": {"total_size": 1}}', "has no weight_map"),
+        (b"[1, 2]", "has no weight_map"),
+        (b'{"weight_map": {"a": ["model-00001-of-00002.safetensors"]}}', "has a weight_map value that is not a file name"),
+        (b'{"weight_map": {"a": 5}}', "has a weight_map value that is not a file name"),
+        (b'{"weight_map": {"a": ""}}', "has a weight_map value that is not a file name"),
+    ],
+)  # fmt: skip
+def test_an_index_that_maps_no_weights_to_files(hub: Path, index: bytes, reason: str) -> None:
+    repo = gen.add_model(hub, "org/sharded", gen.mlx_chat_model_files(tensors=12, shards=2))
+    replace_blob(repo, "model.safetensors.index.json", index)
+    assert only_reason(hub) == f"model.safetensors.index.json {reason}"

@@ -202,6 +202,114 @@ def test_tools_and_tool_results_reach_the_template(server: ServerProcess, claude
     assert none.input_tokens == bare
 
 
+def test_a_system_prompt_as_text_or_text_blocks_reaches_the_template(claude: Any, engine: Any) -> None:
+    """``system`` is the conversation's system message, whether a string or text blocks (joined
+    by a line, as their texts were written)."""
+    as_text = prompt_size(engine, Message("system", "Be brief."), Message("user", "Hello"), thinking=False)
+    as_blocks = prompt_size(engine, Message("system", "Be\nbrief."), Message("user", "Hello"), thinking=False)
+    assert as_text > prompt_size(engine, Message("user", "Hello"), thinking=False)
+    counted = claude.messages.count_tokens(model=MODEL, system="Be brief.", messages=HELLO)
+    assert counted.input_tokens == as_text
+    blocks = [
+        {"type": "text", "text": "Be", "cache_control": {"type": "ephemeral"}},
+        {"type": "text", "text": "brief."},
+    ]
+    assert claude.messages.count_tokens(model=MODEL, system=blocks, messages=HELLO).input_tokens == as_blocks
+    answer = claude.messages.create(model=MODEL, max_tokens=3, system=blocks, messages=HELLO)
+    assert answer.usage.input_tokens + answer.usage.cache_read_input_tokens == as_blocks
+
+
+def test_a_failed_tool_result_reaches_the_template_as_an_error(claude: Any, engine: Any) -> None:
+    """A tool_result with is_error (its content as text blocks) is the tool message "Error: ..."."""
+    failed = [
+        *ROUND_TRIP[:2],
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "is_error": True,
+                 "content": [{"type": "text", "text": "no such city"}]},
+                {"type": "text", "text": "Try again."},
+            ],
+        },
+    ]  # fmt: skip
+    expected = prompt_size(
+        engine,
+        *SAME_ROUND_TRIP[:2],
+        Message("tool", "Error: no such city", tool_call_id="toolu_1"),
+        Message("user", "Try again."),
+        thinking=False,
+    )
+    assert claude.messages.count_tokens(model=MODEL, messages=failed).input_tokens == expected
+
+
+def test_earlier_thinking_blocks_are_accepted_and_left_out_of_the_prompt(claude: Any) -> None:
+    """A client sends an answer back as it came, thinking blocks included: accepted, and the prompt
+    is the one without them (their signatures mean nothing here)."""
+    plain = [*HELLO, {"role": "assistant", "content": [{"type": "text", "text": "Hi."}]}, *HELLO]
+    with_thinking = [
+        *HELLO,
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "A greeting.", "signature": "c2ln"},
+                {"type": "redacted_thinking", "data": "cmVkYWN0ZWQ="},
+                {"type": "text", "text": "Hi."},
+            ],
+        },
+        *HELLO,
+    ]
+    counted = claude.messages.count_tokens(model=MODEL, messages=with_thinking).input_tokens
+    assert counted == claude.messages.count_tokens(model=MODEL, messages=plain).input_tokens
+
+
+def test_adaptive_thinking_sets_no_switch_and_enabled_turns_it_on(claude: Any, engine: Any) -> None:
+    """adaptive leaves the switch to the model's default, as a chat request that names none does
+    (mlx-lm's: on when the vocabulary has thinking tokens, which this tiny one has not)."""
+    hello = Message("user", "Hello")
+    unset, on = (prompt_size(engine, hello, thinking=t) for t in (None, True))
+    assert unset != on
+    counted = claude.messages.count_tokens(model=MODEL, messages=HELLO, thinking={"type": "adaptive"})
+    assert counted.input_tokens == unset
+    budget = {"type": "enabled", "budget_tokens": 1024}
+    assert claude.messages.count_tokens(model=MODEL, messages=HELLO, thinking=budget).input_tokens == on
+
+
+def test_output_config_format_constrains_the_answer_as_chat_s_response_format(server: ServerProcess) -> None:
+    """The same greedy answer as chat with the same schema (and the thinking switch off, Messages'
+    default): JSON of the schema's shape, cut or whole."""
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    headers = {"x-api-key": KEY}
+    chat = httpx.post(
+        server.url + "/v1/chat/completions",
+        json={"model": MODEL, "messages": HELLO, "max_tokens": 30, "temperature": 0,
+              "chat_template_kwargs": {"enable_thinking": False},
+              "response_format": {"type": "json_schema", "json_schema": {"name": "c", "schema": schema}}},
+        headers=headers,
+    )  # fmt: skip
+    messages = httpx.post(
+        server.url + "/v1/messages",
+        json=body(
+            max_tokens=30, temperature=0, output_config={"format": {"type": "json_schema", "schema": schema}}
+        ),
+        headers=headers,
+    )
+    assert chat.status_code == messages.status_code == 200, messages.text
+    choice = chat.json()["choices"][0]
+    answer = messages.json()
+    assert answer["content"][0]["text"] == choice["message"]["content"]
+    if choice["finish_reason"] == "stop":  # a random tiny model may write a string to the budget's end
+        assert answer["stop_reason"] == "end_turn"
+        assert isinstance(json.loads(answer["content"][0]["text"])["city"], str)
+    else:
+        assert answer["stop_reason"] == "max_tokens"
+        assert answer["content"][0]["text"].startswith('{"city": "')
+    unconstrained = httpx.post(
+        server.url + "/v1/messages", json=body(temperature=0, output_config={}), headers=headers
+    )
+    free = httpx.post(server.url + "/v1/messages", json=body(temperature=0), headers=headers)
+    assert unconstrained.json()["content"] == free.json()["content"]
+
+
 def test_the_key_as_x_api_key_or_bearer_and_refusals_as_anthropic_errors(server: ServerProcess) -> None:
     import anthropic
 
@@ -316,6 +424,72 @@ BAD: list[tuple[str, Any, int, str]] = [
     ("/v1/messages", "[1, 2]", 400, "JSON object"),
     ("/v1/messages", "{not json", 400, "JSON"),
     ("/v1/messages", "[" * 100_000, 400, "JSON"),  # nesting deeper than any parser follows
+    ("/v1/messages", body(system=[{"type": "image"}]), 400, "'system[0]' must be a text block"),
+    (
+        "/v1/messages",
+        body(system=[{"type": "text", "text": "x", "citations": [{"type": "char_location"}]}]),
+        400,
+        "citations",
+    ),
+    (
+        "/v1/messages",
+        body(
+            messages=[
+                {"role": "user", "content": [{"type": "tool_use", "id": "a", "name": "f", "input": {}}]}
+            ]
+        ),
+        400,
+        "a user turn takes no tool_use blocks",
+    ),
+    (
+        "/v1/messages",
+        body(
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "image",
+                            "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="},
+                        }
+                    ],
+                }
+            ]
+        ),
+        400,
+        "image",
+    ),
+    (
+        "/v1/messages",
+        body(
+            messages=[
+                {"role": "user", "content": [{"type": "image", "source": {"type": "file", "file_id": "f"}}]}
+            ]
+        ),
+        400,
+        "an image source is base64 or url",
+    ),
+    (
+        "/v1/messages",
+        body(thinking={"type": "sometimes"}),
+        400,
+        "'thinking.type' must be enabled, adaptive or disabled",
+    ),
+    (
+        "/v1/messages",
+        body(output_config={"format": {"type": "json_object"}}),
+        400,
+        "'output_config.format.type' must be json_schema",
+    ),
+    (
+        "/v1/messages",
+        body(output_config={"format": {"type": "json_schema", "schema": {"type": "string", "not": {}}}}),
+        400,
+        "not",
+    ),
+    ("/v1/messages", body(top_p=1.5), 400, "top_p"),
+    ("/v1/messages", body(top_k=-1), 400, "top_k"),
+    ("/v1/messages/count_tokens", {"messages": HELLO}, 400, "'model' is required"),
     ("/v1/messages/count_tokens", {"model": MODEL, "messages": HELLO, "max_tokens": 3}, 400, "max_tokens"),
     ("/v1/messages/count_tokens", {"model": MODEL}, 400, "messages"),
 ]

@@ -150,6 +150,78 @@ def test_a_request_may_switch_models(server: Any) -> None:
     server(scenario)
 
 
+def test_count_tokens_loads_the_model_it_names(server: Any, cache: Path) -> None:
+    """A count for a model other than the loaded one loads it, as a generation would, and counts
+    with its own tokenizer and template."""
+    from mlxk.generation.engine import load_engine
+    from mlxk.generation.request import GenerationRequest, Message
+
+    snapshot = next((cache / "models--test--Other-Chat" / "snapshots").iterdir())
+    hello = GenerationRequest(messages=(Message("user", "Hello"),), thinking=False)
+    expected = len(load_engine(str(snapshot)).prompt(hello).tokens)
+    count = {"model": OTHER, "messages": [{"role": "user", "content": "Hello"}]}
+
+    async def scenario(call: Client) -> None:
+        assert (await call("POST", "/v1/chat/completions", json=chat_body(max_tokens=1))).status_code == 200
+        r = await call("POST", "/v1/messages/count_tokens", json=count)
+        assert r.status_code == 200 and r.json() == {"input_tokens": expected}
+        r = await call("POST", "/v1/messages", json={**count, "max_tokens": 1})
+        assert r.status_code == 200 and r.json()["usage"]["input_tokens"] == expected
+
+    server(scenario)
+
+
+def test_a_cached_model_that_cannot_run_here_is_refused_by_name(
+    cache: Path, tiny_models: dict[str, dict[str, bytes]]
+) -> None:
+    """An architecture this mlx-lm does not know: chat and count_tokens answer 400 with the reason,
+    before the running model is unloaded (it answers the next request at once)."""
+    files = dict(tiny_models["chat"])
+    files["config.json"] = json.dumps(
+        {**json.loads(files["config.json"]), "model_type": "no_such_arch"}
+    ).encode()
+    install(cache, "test/Unknown-Arch", files)
+
+    async def scenario(call: Client) -> None:
+        assert (await call("POST", "/v1/chat/completions", json=chat_body(max_tokens=1))).status_code == 200
+        for path, body in (
+            ("/v1/chat/completions", chat_body(model="test/Unknown-Arch")),
+            (
+                "/v1/messages/count_tokens",
+                {"model": "test/Unknown-Arch", "messages": [{"role": "user", "content": "x"}]},
+            ),
+        ):
+            r = await call("POST", path, json=body)
+            assert r.status_code == 400, r.text
+            assert "test/Unknown-Arch cannot run with this mlx-lm" in r.text and "no_such_arch" in r.text
+        r = await call("GET", "/health")
+        assert r.json()["model"] == CHAT
+
+    for run in serve(cache):
+        run(scenario)
+
+
+def test_a_count_the_model_cannot_render_is_a_400(
+    cache: Path, tiny_models: dict[str, dict[str, bytes]]
+) -> None:
+    """A base model (no chat template) takes no tools: count_tokens says so, as generation does."""
+    install(cache, "test/Tiny-Raw", tiny_models["raw"])
+    tool = {"name": "f", "input_schema": {"type": "object"}}
+    count = {"model": "test/Tiny-Raw", "messages": [{"role": "user", "content": "x"}], "tools": [tool]}
+
+    async def scenario(call: Client) -> None:
+        for path, body in (
+            ("/v1/messages/count_tokens", count),
+            ("/v1/messages", {**count, "max_tokens": 2}),
+        ):
+            r = await call("POST", path, json=body)
+            assert r.status_code == 400, r.text
+            assert "no chat template: it takes no tools" in r.json()["error"]["message"]
+
+    for run in serve(cache):
+        run(scenario)
+
+
 BAD_BODIES = [
     (b"{not json", 400, None),
     (b"\xff\xfe", 400, None),

@@ -145,6 +145,77 @@ def test_bad_fields_are_400s_naming_the_field(server: Any, request_body: dict[st
     server(scenario)
 
 
+# wrong types, and what this server does not do, on either endpoint: (path, body, param, message)
+WRONG_TYPES: list[tuple[str, dict[str, Any], str, str]] = [
+    ("/v1/chat/completions", body(top_p="0.5"), "top_p", "'top_p' must be a number"),
+    ("/v1/chat/completions", body(temperature=True), "temperature", "'temperature' must be a number"),
+    ("/v1/chat/completions", body(seed=1.5), "seed", "'seed' must be an integer"),
+    ("/v1/chat/completions", body(stop=5), "stop", "'stop' must be a string or a list of strings"),
+    ("/v1/chat/completions", body(stop=["END", 1]), "stop", "'stop' must be a string or a list of strings"),
+    ("/v1/chat/completions", body(messages=[{"role": "user", "content": 5}]), "messages[0].content", "message content must be a string or a list of content parts"),
+    ("/v1/chat/completions", body(messages=[{"content": "x"}]), "messages[0].role", "each message needs a role"),
+    ("/v1/chat/completions", body(messages=[{"role": "assistant", "content": "", "tool_calls": {}}]), "messages[0].tool_calls", "'tool_calls' must be a list"),
+    ("/v1/chat/completions", body(messages=[{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "reasoning_content": "a", "reasoning": "b"}, {"role": "user", "content": "z"}]), "messages[1].reasoning", "reasoning_content and reasoning differ"),
+    ("/v1/chat/completions", body(tools=[{"type": "function", "function": {"name": "f", "parameters": []}}]), "tools[0].function.parameters", "a function's parameters are a JSON Schema object"),
+    ("/v1/chat/completions", body(tools=[WEATHER], tool_choice={"type": "function"}), "tool_choice", "'tool_choice' must be auto, none, required or a function"),
+    ("/v1/chat/completions", body(tools=[WEATHER], parallel_tool_calls="no"), "parallel_tool_calls", "'parallel_tool_calls' must be true or false"),
+    ("/v1/chat/completions", body(response_format="json"), "response_format", "'response_format' must be an object with a type"),
+    ("/v1/chat/completions", body(response_format={"type": "json_schema", "json_schema": {"name": 5, "schema": {}}}), "response_format.json_schema.name", "json_schema.name must be a string"),
+    ("/v1/chat/completions", body(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {}, "strict": "yes"}}), "response_format.json_schema.strict", "json_schema.strict must be true or false"),
+    ("/v1/chat/completions", body(logprobs="yes"), "logprobs", "'logprobs' must be true or false"),
+    ("/v1/chat/completions", body(model=5), "model", "'model' must be a string"),
+    ("/v1/chat/completions", body(stream="yes"), "stream", "'stream' must be true or false"),
+    ("/v1/chat/completions", body(stream=True, stream_options={"include_usage": "yes"}), "stream_options", "'stream_options' takes booleans"),
+    ("/v1/chat/completions", body(stream=True, stream_options={"colour": True}), "stream_options", "'stream_options' takes booleans"),
+    ("/v1/completions", {"prompt": [1, 2, 3], "max_tokens": 2}, "prompt", "not token ids"),
+    ("/v1/completions", {"prompt": [], "max_tokens": 2}, "prompt", "a non-empty list of strings"),
+    ("/v1/completions", {"prompt": ["x"] * 65, "max_tokens": 2}, "prompt", "at most 64 prompts per request"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": 2, "best_of": 2}, "best_of", "best_of must equal n"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": 2, "echo": True}, "echo", "echo and suffix are not supported"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": 2, "suffix": "!"}, "suffix", "echo and suffix are not supported"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("path", "request_body", "param", "message"), WRONG_TYPES)
+def test_wrong_types_are_400s_naming_the_field_and_why(
+    server: Any, path: str, request_body: dict[str, Any], param: str, message: str
+) -> None:
+    async def scenario(call: Client) -> None:
+        r = await call("POST", path, json=request_body)
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert (error["type"], error["param"]) == ("invalid_request_error", param)
+        assert message in error["message"]
+
+    server(scenario)
+
+
+def test_tool_call_arguments_sent_as_an_object_are_the_same_as_json_text(server: Any, engine: Any) -> None:
+    """Some clients send an earlier call's arguments as the object itself: the prompt is the one
+    of the same call sent as JSON text."""
+    as_object = json.loads(json.dumps(CONVERSATION))
+    as_object[2]["tool_calls"][0]["function"]["arguments"] = {"city": "Paris"}
+    expected = len(engine.prompt(GenerationRequest(messages=SAME_CONVERSATION, thinking=False)).tokens)
+
+    async def scenario(call: Client) -> None:
+        for messages in (CONVERSATION, as_object):
+            r = await call(
+                "POST", "/v1/chat/completions", json=body(messages=messages, enable_thinking=False)
+            )
+            assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] == expected
+
+    server(scenario)
+
+
+def test_best_of_equal_to_n_is_accepted(server: Any) -> None:
+    async def scenario(call: Client) -> None:
+        r = await call("POST", "/v1/completions", json={"prompt": "x", "max_tokens": 2, "n": 2, "best_of": 2})
+        assert r.status_code == 200, r.text
+        assert [choice["index"] for choice in r.json()["choices"]] == [0, 1]
+
+    server(scenario)
+
+
 def test_a_conversation_the_template_refuses_is_a_400(server: Any) -> None:
     async def scenario(call: Client) -> None:
         messages = [{"role": "user", "content": "x"}, {"role": "system", "content": "late"}]

@@ -186,6 +186,68 @@ def test_text_format_goes_where_chat_s_response_format_goes(server: ServerProces
         assert text.startswith('{"city": "')
 
 
+def test_arguments_sent_back_as_an_object_and_the_server_s_model_by_default(
+    openai_client: Any, engine: Any
+) -> None:
+    """A function_call whose arguments are the object itself (as some clients send them back) is
+    the same call as its JSON text; a request that names no model gets the one the server serves."""
+    as_object = [ROUND_TRIP[0], {**ROUND_TRIP[1], "arguments": {"city": "Paris"}}, ROUND_TRIP[2]]
+    expected = prompt_size(engine, *SAME_ROUND_TRIP, thinking=False)
+    response = openai_client.responses.create(input=as_object, max_output_tokens=2, reasoning=OFF)
+    assert response.model == MODEL and response.usage.input_tokens == expected
+
+
+def test_an_assistant_s_text_and_its_calls_are_one_turn_and_outputs_may_be_text_parts(
+    openai_client: Any, engine: Any
+) -> None:
+    said = [
+        ROUND_TRIP[0],
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Let me look."}]},
+        ROUND_TRIP[1],
+        {**ROUND_TRIP[2], "output": [{"type": "input_text", "text": "Sunny, "}, {"type": "input_text", "text": "21 C"}]},
+    ]  # fmt: skip
+    expected = prompt_size(
+        engine,
+        SAME_ROUND_TRIP[0],
+        Message("assistant", "Let me look.", tool_calls=SAME_ROUND_TRIP[1].tool_calls),
+        SAME_ROUND_TRIP[2],
+        thinking=False,
+    )
+    response = openai_client.responses.create(model=MODEL, input=said, max_output_tokens=2, reasoning=OFF)
+    assert response.usage.input_tokens == expected
+
+
+def test_text_and_json_object_formats(server: ServerProcess) -> None:
+    """text without a format, or the text format, is a plain answer (echoed as the text format);
+    json_object is chat's json_object: the same constrained answer."""
+    plain_body = {"model": MODEL, "input": "Hi", "max_output_tokens": 6, "temperature": 0, "reasoning": OFF}
+    free = httpx.post(server.url + "/v1/responses", json=plain_body).json()
+    for text in ({}, {"format": {"type": "text"}}):
+        answer = httpx.post(server.url + "/v1/responses", json={**plain_body, "text": text}).json()
+        assert answer["text"]["format"] == {"type": "text"}
+        assert answer["output"][-1]["content"][0]["text"] == free["output"][-1]["content"][0]["text"]
+    chat = httpx.post(
+        server.url + "/v1/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 40, "temperature": 0,
+              "enable_thinking": False, "response_format": {"type": "json_object"}},
+    ).json()  # fmt: skip
+    response = httpx.post(
+        server.url + "/v1/responses",
+        json={**plain_body, "max_output_tokens": 40, "text": {"format": {"type": "json_object"}}},
+    ).json()
+    assert response["text"]["format"] == {"type": "json_object"}
+    text = response["output"][-1]["content"][0]["text"]
+    assert text == chat["choices"][0]["message"]["content"] and text.startswith("{")
+
+
+def test_encrypted_reasoning_may_be_asked_for(openai_client: Any) -> None:
+    """The only include this server takes: the reasoning is sent whole anyway."""
+    response = openai_client.responses.create(
+        model=MODEL, input="Hi", max_output_tokens=2, include=["reasoning.encrypted_content"], reasoning=OFF
+    )
+    assert response.status in ("completed", "incomplete")
+
+
 def test_stored_responses_continue_and_can_be_read_and_deleted(openai_client: Any, engine: Any) -> None:
     import openai
 
@@ -255,6 +317,20 @@ BAD: list[tuple[dict[str, Any] | str, int, str]] = [
     (body(background=True), 400, "background"),
     (body(conversation="conv_1"), 400, "conversation"),
     (body(input="x" * 2000), 400, "input"),
+    (body(model=5), 400, "model"),
+    (body(reasoning={"summary": "long"}), 400, "reasoning.summary"),
+    (body(tool_choice={"type": "allowed_tools", "tools": []}), 400, "tool_choice"),
+    (body(text={"format": {"type": "json_object", "name": "x"}}), 400, "text.format.name"),
+    (
+        body(
+            input=[
+                *ROUND_TRIP[:2],
+                {**ROUND_TRIP[2], "output": [{"type": "input_image", "image_url": "data:,"}]},
+            ]
+        ),
+        400,
+        "input[2].output",
+    ),
     ("[1]", 400, ""),
     ("[" * 100_000, 400, ""),
 ]

@@ -205,3 +205,13 @@ def test_a_repo_folder_leading_outside_is_not_read(cli: Any, hub: Path, tmp_path
         "repo folder models--org--m (or its refs, snapshots or blobs folder) links outside the cache; not followed"
     )
     assert models["org/inside"]["reason"] == models["org/m"]["reason"].replace("org--m", "org--inside")
+
+
+def test_a_stray_file_named_like_a_repo_is_listed_unhealthy_and_rm_removes_it(cli: Any, hub: Path) -> None:
+    healthy_model(hub)
+    (hub / "models--org--stray").write_text("not a repo")
+    listed = {m["name"]: m for m in cli("list", "--all", "--json").json()["data"]["models"]}
+    assert listed["org/stray"]["reason"] == "repo folder models--org--stray is not a folder"
+    removed = cli("rm", "org/stray", "-f", "--json").json()["data"]
+    assert (removed["action"], removed["whole_repo"], removed["freed_bytes"]) == ("deleted", True, 10)
+    assert sorted(p.name for p in hub.iterdir()) == ["models--mlx-community--Tiny-Chat-4bit"]

@@ -19,7 +19,7 @@ def lock_is_held(path: str) -> bool:
     The probe takes the lock for an instant when it is free; a downloader that asks at that
     moment simply waits, as it would for any other process.
     """
-    if fcntl is None:
+    if fcntl is None:  # pragma: no cover - no flock (Windows)
         return False
     flags = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:

@@ -20,7 +20,7 @@ MEMORY_HEADROOM = 0.9
 def total_memory_bytes() -> int | None:
     try:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - no sysconf (Windows)
         return None
 
 

@@ -30,12 +30,12 @@ def libcrypto_candidates() -> list[str]:
     found: list[str] = []
     if sys.platform.startswith("linux"):
         found += _mapped_linux()
-    elif sys.platform == "darwin":
+    elif sys.platform == "darwin":  # pragma: no cover - macOS
         found += _loaded_darwin()
     name = ctypes.util.find_library("crypto")
     if name:
         found.append(name)
-    if sys.platform == "darwin":
+    if sys.platform == "darwin":  # pragma: no cover - macOS
         # /usr/lib/libcrypto*.dylib is Apple's private LibreSSL: loading it unversioned aborts
         found = [p for p in found if not p.startswith("/usr/lib/") and "/" in p]
     return list(dict.fromkeys(found))

@@ -126,6 +126,7 @@ class Segmenter:
 
     def fail_call(self, index: int, raw: str) -> None:
         self._out.append(Delta(Channel.FAILED_CALL, raw, index=index))
+        self.lstrip = False  # the text that follows continues the failed call's, spaces and all
 
 
 def go(mode: Mode) -> Action:

@@ -177,7 +177,9 @@ class GenerationRequest:
     tool_choice: ToolChoice = "auto"
     parallel_tool_calls: bool = True  # False: the answer has at most one call
     response_format: ResponseFormat = field(default_factory=ResponseFormat)
-    thinking: bool | None = None  # the template's thinking switch; None: the template's default
+    # the template's thinking switch; None: not set, and mlx-lm then sets it on when the vocabulary has
+    # thinking tokens (<think> and </think>, ...), else off
+    thinking: bool | None = None
     template_kwargs: Mapping[str, Any] = field(default_factory=dict)  # more chat template variables
     logprobs: int | None = None  # report each token's log-probability, with this many alternatives
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 from mlxk.cache.delete_plan import DeletePlan, plan_delete
@@ -10,7 +11,7 @@ from mlxk.cache.locks import RepoLock
 from mlxk.cache.names import dirname_to_name, split_revision
 from mlxk.cache.resolve import resolve
 from mlxk.cache.scan import CacheLocation, repo_dirnames
-from mlxk.errors import DeletionFailed, LocksPresent, RequiresConfirmation
+from mlxk.errors import DeletionFailed, LocksPresent, PermissionDenied, RequiresConfirmation
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +48,11 @@ def remove(removal: Removal, *, force: bool) -> int:
     try:
         locked = lock.acquire(wait=False)
     except OSError as exc:
-        raise DeletionFailed(f"cannot lock {plan.name}: {exc.strerror or exc}") from exc
+        # a cache folder the user may not write is permission_denied, as for the deletion itself;
+        # anything else (a lock folder that is a link, ELOOP) is a refusal: deletion_failed
+        denied = exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+        error = PermissionDenied if denied else DeletionFailed
+        raise error(f"cannot lock {plan.name}: {exc.strerror or exc}") from exc
     if not locked and not force:
         raise LocksPresent(locks_message(plan))
     try:

@@ -244,7 +244,7 @@ class App:
         await send_bytes(send, 200, text.encode(), [("content-type", "text/plain; version=0.0.4"), *cors])
         return 200
 
-    async def read_json(self, scope: Scope, receive: Receive) -> Any:
+    async def read_json(self, scope: Scope, receive: Receive) -> dict[str, Any]:
         """The request body as a JSON object (400 for anything else)."""
         settings = self.settings
         raw = await read_body(

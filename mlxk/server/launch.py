@@ -103,7 +103,7 @@ def _server(app: App, listener: socket.socket, settings: ServerSettings, log_lev
             # holder takes the descriptor over (its listener closes it when the server stops)
             if sys.platform.startswith(("linux", "freebsd")):
                 self._shd = holder(listener.detach(), False, BACKLOG)
-            else:
+            else:  # pragma: no cover - Granian's holder takes no backlog on other systems
                 self._shd = holder(listener.detach(), False)
             self._ssp = None
 

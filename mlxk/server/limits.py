@@ -23,7 +23,7 @@ def raise_descriptor_limit(wanted: int = WANTED_DESCRIPTORS, hard_before: int | 
     limit that something lowered since (given back where the process may raise it: as root)."""
     try:
         import resource
-    except ImportError:  # not a POSIX system
+    except ImportError:  # pragma: no cover - not a POSIX system (Windows)
         return wanted
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard_before is not None and hard != hard_before:

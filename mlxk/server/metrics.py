@@ -138,7 +138,7 @@ def resident_bytes() -> int | None:
     try:
         with open("/proc/self/statm", "rb") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
+    except (OSError, ValueError, IndexError):  # pragma: no cover - no /proc (macOS)
         return None
 
 
@@ -146,6 +146,6 @@ def _open_descriptors() -> int | None:
     for folder in ("/proc/self/fd", "/dev/fd"):
         try:
             return len(os.listdir(folder))
-        except OSError:
+        except OSError:  # pragma: no cover - no /proc (macOS: /dev/fd)
             continue
-    return None
+    return None  # pragma: no cover - neither (not Linux, macOS or a BSD)

@@ -88,7 +88,8 @@ class DeepSeekV3(Segmenter):
                 args = JsonArgsCall(fallback, name, fenced, prefix=header + end + name_line + end2)
                 return Expect(("```json", "```"), args)
 
-            return Header(fallback, ("\n",), on_name, limit=128)
+            # not a call after all: its opener and this header go back to content as written
+            return Header(Fallback(section.home, opener + header + end), ("\n",), on_name, limit=128)
 
         return Header(fallback, _SEP, on_type, limit=128)
 

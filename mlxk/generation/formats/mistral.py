@@ -30,15 +30,12 @@ class ObjectList:
         self.calls = 0
 
     def step(self, seg: Segmenter, final: bool) -> bool:
+        if not self.opened:  # the caller saw "[" first; the spaces after it stay until a call comes
+            self.opened = True
+            seg.buf = seg.buf.lstrip()[1:]
         buf = seg.buf.lstrip()
         if not buf:
             return self._leave(seg) if final else False
-        if not self.opened:  # the caller saw "[" first
-            self.opened = True
-            buf = buf[1:].lstrip()
-            seg.buf = buf
-            if not buf:
-                return self._leave(seg) if final else False
         seg.buf = buf
         if buf[0] == "{":
             fallback = Fallback(self.fallback.home, self.fallback.opener + "[" if self.calls == 0 else "")

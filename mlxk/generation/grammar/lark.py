@@ -1,5 +1,5 @@
-"""Pieces of llguidance's Lark dialect: literal text split at the model's added tokens, JSON
-values of a schema, and the text-valued arguments some call formats write.
+"""Pieces of llguidance's Lark dialect: literal text split at the model's added tokens, and JSON
+values of a schema.
 
 A format marker such as ``<tool_call>`` or ``[TOOL_CALLS]`` is one added token in the model's
 vocabulary; the grammar must ask for that token (``<[id]>``), since llguidance never lets text
@@ -17,8 +17,6 @@ from typing import Any
 # fill any whitespace a grammar allows with runs of newlines and tabs.
 JSON_STYLE: dict[str, Any] = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
-# text of an argument written as plain text, up to the tag that closes it
-TEXT_VALUE = r"/[^<]*/"
 
 
 def styled(schema: Mapping[str, Any] | bool) -> dict[str, Any] | bool:
@@ -81,30 +79,3 @@ def call_object(
         "required": list(properties),
         "additionalProperties": False,
     }
-
-
-def text_value(schema: Mapping[str, Any] | None) -> str:
-    """An argument value written as text (Qwen3-Coder's XML, GLM, DSML): a string parameter is the
-    text itself (its enum or an anchored pattern enforced), anything else is JSON text."""
-    kinds = _types(schema)
-    if schema is None or kinds != ["string"]:
-        # typed by the schema when it reads as one of its types: JSON text of a value of the
-        # schema when no string is allowed, else any text
-        return json_value(schema) if schema is not None and kinds and "string" not in kinds else TEXT_VALUE
-    choices = schema.get("enum", [schema["const"]] if "const" in schema else None)
-    if isinstance(choices, list) and choices and all(isinstance(c, str) for c in choices):
-        return "(" + " | ".join(quoted(c) for c in choices) + ")"
-    pattern = schema.get("pattern")
-    if isinstance(pattern, str) and pattern.startswith("^") and pattern.endswith("$") and "/" not in pattern:
-        return f"/{pattern[1:-1]}/"
-    low, high = schema.get("minLength"), schema.get("maxLength")
-    if isinstance(low, int) or isinstance(high, int):
-        low = low if isinstance(low, int) else 0
-        return f"/[^<]{{{low},{high if isinstance(high, int) else ''}}}/"
-    return TEXT_VALUE
-
-
-def _types(schema: Mapping[str, Any] | None) -> list[str]:
-    from mlxk.generation.schema import declared_types
-
-    return declared_types(schema)

@@ -161,9 +161,9 @@ def _sampling(body: dict[str, Any]) -> Sampling:
 
 def _thinking(value: Any, max_tokens: int | None) -> bool | None:
     """``thinking``: enabled (with a budget) turns the template's thinking switch on; disabled, or
-    no ``thinking``, turns it off (Anthropic's default); adaptive leaves it as the template has it
-    (the model decides). The budget is checked, not enforced apart: ``max_tokens`` caps the
-    thinking and the answer together."""
+    no ``thinking``, turns it off (Anthropic's default); adaptive sets none (the model's default, as
+    a chat request without the switch). The budget is checked, not enforced apart: ``max_tokens``
+    caps the thinking and the answer together."""
     if value is None:
         return False
     thinking = obj(value, "thinking")

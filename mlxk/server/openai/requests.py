@@ -28,7 +28,7 @@ from mlxk.generation.request import (
     ToolCall,
     ToolChoice,
 )
-from mlxk.server.errors import HTTPError, invalid
+from mlxk.server.errors import invalid
 from mlxk.server.openai.fields import check_fields
 
 MAX_PROMPTS = 64  # prompts of one /v1/completions request, each its own choice
@@ -316,9 +316,8 @@ def _sampling(body: dict[str, Any]) -> Sampling:
     )
 
 
-def parse(body: Any, *, chat: bool, default_max_tokens: int) -> Parsed:
-    if not isinstance(body, dict):
-        raise HTTPError(400, "the request body must be a JSON object")
+def parse(body: dict[str, Any], *, chat: bool, default_max_tokens: int) -> Parsed:
+    """A chat or completions body (the app's ``read_json`` took only a JSON object)."""
     check_fields(body, "chat" if chat else "completions")
     _refuse_unsupported(body)
     model = body.get("model")

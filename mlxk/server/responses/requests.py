@@ -187,7 +187,7 @@ def _text(value: Any) -> tuple[dict[str, Any], ResponseFormat]:
 
 
 def _reasoning(value: Any) -> tuple[dict[str, Any], bool | None]:
-    """``reasoning``: its echo and the thinking switch (None: the template's default)."""
+    """``reasoning``: its echo and the thinking switch (None: not set, the model's default)."""
     if value is None:
         return {"effort": None, "summary": None}, None
     reasoning = obj(value, "reasoning")
@@ -282,8 +282,7 @@ def _input(value: Any) -> list[Message]:
             else:
                 messages.append(Message("assistant", "", (call,)))
         elif kind == "function_call_output":
-            output = item.get("output")
-            text = output if isinstance(output, str) else _text_of(output, f"{param}.output")
+            text = _text_of(item.get("output"), f"{param}.output")
             messages.append(
                 Message("tool", text, tool_call_id=string(item.get("call_id"), f"{param}.call_id"))
             )
