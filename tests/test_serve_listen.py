@@ -4,16 +4,14 @@ validation_error envelope naming the host and port), and an IPv6 loopback addres
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
+from tests.privfix import without
 from tests.servefix import serve_env, start_server
 
 
@@ -44,12 +42,7 @@ def test_an_address_the_system_will_not_bind_says_why(cli: Any, hub: Path) -> No
 
 def test_a_privileged_port_without_the_privilege(hub: Path) -> None:
     """Run without the capability to bind ports below 1024 (as root, it is dropped for the child)."""
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        setpriv = shutil.which("setpriv")
-        if setpriv is None:
-            pytest.skip("as root, the capability is dropped with util-linux's setpriv, which is missing")
-        prefix = [setpriv, "--bounding-set", "-net_bind_service", "--inh-caps", "-net_bind_service"]
+    prefix = without("-net_bind_service")
     result = subprocess.run(
         [*prefix, sys.executable, "-m", "mlxk", "serve", "--json", "--port", "80"],
         capture_output=True,
