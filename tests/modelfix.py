@@ -323,3 +323,24 @@ def build_variants() -> dict[str, dict[str, bytes]]:
 def install(hub: Path, name: str, files: dict[str, bytes]) -> CachedRepo:
     """Write the snapshot into the hub folder (blobs named by their real checksums)."""
     return gen.add_model(hub, name, files, real_hash=True)
+
+
+def drop_tensor(files: dict[str, bytes], tensor: str) -> dict[str, bytes]:
+    """``files`` with ``tensor`` left out of model.safetensors: a file whose header is valid (the
+    cache's checks pass, the index too) that mlx-lm refuses to load ("Missing parameters")."""
+    import mlx.core as mx
+
+    with tempfile.TemporaryDirectory(prefix="mlxk-tiny-") as tmp:
+        whole, part = Path(tmp, "whole.safetensors"), Path(tmp, "part.safetensors")
+        whole.write_bytes(files["model.safetensors"])
+        weights = mx.load(str(whole))
+        assert isinstance(weights, dict)
+        assert tensor in weights, sorted(weights)
+        del weights[tensor]
+        mx.save_safetensors(str(part), weights, metadata={"format": "mlx"})
+        changed = {**files, "model.safetensors": part.read_bytes()}
+    if "model.safetensors.index.json" in files:  # the index names only what the file holds
+        index = json.loads(files["model.safetensors.index.json"])
+        del index["weight_map"][tensor]
+        changed["model.safetensors.index.json"] = _json(index)
+    return changed

@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 
 from benchmarks import cachegen as gen
-from tests.modelfix import install
+from tests.modelfix import build_tiny_chat_model, drop_tensor, install
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "docs" / "json-api-schema.json").read_text())
 CHAT, STOP, RAW, LONG = "test/Tiny-Chat", "test/Tiny-Stop", "test/Tiny-Raw", "test/Tiny-Long"
@@ -152,6 +152,20 @@ def test_model_errors_before_loading(cli: Any, models: Path, hub: Path) -> None:
     gen.add_model(hub, "test/Embedder", bert, real_hash=True)
     code, kind, message = error("test/Embedder")
     assert (code, kind) == (1, "model_incompatible") and "embedding" in message
+
+
+def test_a_model_mlx_lm_cannot_load_is_an_execution_error(cli: Any, hub: Path) -> None:
+    """A snapshot the cache's checks pass (valid headers, an index that agrees) but whose weights
+    lack a tensor: health calls it healthy, run loads it and says which model failed and why."""
+    install(hub, "test/Missing-Norm", drop_tensor(build_tiny_chat_model(), "model.norm.weight"))
+    health = cli("health", "test/Missing-Norm", "--json").json()
+    assert health["data"]["summary"]["healthy_count"] == 1
+    result = cli("run", "test/Missing-Norm", "Hello", "--json")
+    error = result.json()["error"]
+    assert (result.exit_code, error["type"]) == (1, "execution_error")
+    assert error["message"] == (
+        "loading test/Missing-Norm failed: ValueError: Missing 1 parameters: model.norm.weight."
+    )
 
 
 def test_a_model_bigger_than_memory_is_refused(cli: Any, models: Path, hub: Path) -> None:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from mlxk.server.app import ServerSettings
-from tests.modelfix import install
+from tests.modelfix import drop_tensor, install
 from tests.servefix import Client, run_in_process
 
 CHAT, STOP, OTHER = "test/Tiny-Chat", "test/Tiny-Stop", "test/Other-Chat"
@@ -196,6 +196,29 @@ def test_a_cached_model_that_cannot_run_here_is_refused_by_name(
             assert "test/Unknown-Arch cannot run with this mlx-lm" in r.text and "no_such_arch" in r.text
         r = await call("GET", "/health")
         assert r.json()["model"] == CHAT
+
+    for run in serve(cache):
+        run(scenario)
+
+
+def test_a_model_mlx_lm_cannot_load_is_an_execution_error(
+    cache: Path, tiny_models: dict[str, dict[str, bytes]]
+) -> None:
+    """Weights that lack a tensor pass the cache's checks, so the server finds out by loading:
+    a 500 (OpenAI's server_error, code execution_error) naming the model and mlx-lm's reason (not an internal error),
+    and the server serves the next request for a model that loads."""
+    install(cache, "test/Missing-Norm", drop_tensor(tiny_models["chat"], "model.norm.weight"))
+
+    async def scenario(call: Client) -> None:
+        r = await call("POST", "/v1/chat/completions", json=chat_body(model="test/Missing-Norm"))
+        assert r.status_code == 500, r.text
+        error = r.json()["error"]
+        assert (error["type"], error["code"]) == ("server_error", "execution_error")
+        assert error["message"] == (
+            "loading test/Missing-Norm failed: ValueError: Missing 1 parameters: model.norm.weight."
+        )
+        assert (await call("POST", "/v1/chat/completions", json=chat_body(max_tokens=1))).status_code == 200
+        assert (await call("GET", "/health")).json()["model"] == CHAT
 
     for run in serve(cache):
         run(scenario)

@@ -12,7 +12,7 @@ from cleo.helpers import argument, option
 
 from mlxk.cache.runnable import runnable_model
 from mlxk.cli.base import MlxkCommand
-from mlxk.errors import ExecutionError, InvalidField, MlxkError, ValidationError
+from mlxk.errors import InvalidField, ValidationError
 from mlxk.generation.request import GenerationRequest, Message, ResponseFormat, Sampling
 from mlxk.output.emit import write_error
 from mlxk.output.generation import render_stats, run_data
@@ -199,16 +199,9 @@ class RunCommand(MlxkCommand):
             why = "-i/--interactive:" if prompt is not None else "no prompt: give one (or '-' for stdin);"
             raise ValidationError(f"{why} a chat needs a terminal")
         runnable = runnable_model(self.location(), self.argument("model"))
-        try:
-            from mlxk.generation.engine import load_engine
+        from mlxk.generation.engine import load_engine
 
-            engine = load_engine(runnable.path)
-        except (KeyboardInterrupt, MlxkError):
-            raise
-        except Exception as exc:
-            raise ExecutionError(
-                f"loading {runnable.model.name} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+        engine = load_engine(runnable.path, runnable.model.name)
         system = self.option("system")
         raw = bool(self.option("no-chat-template")) or not engine.has_chat_template
         if raw and settings.thinking is not None:

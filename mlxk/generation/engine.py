@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from mlxk.errors import PromptTooLong, ValidationError
+from mlxk.errors import ExecutionError, MlxkError, PromptTooLong, ValidationError
 from mlxk.generation.chunks import Chunk
 from mlxk.generation.detect import detect_format
 from mlxk.generation.grammar.constraint import Constraint, ConstraintProcessor, MaskBuffer
@@ -220,14 +220,23 @@ def _context_length(config: dict[str, Any]) -> int | None:
     return None
 
 
-def load_engine(path: str) -> Engine:
-    """Load the snapshot at ``path`` with mlx-lm (weights evaluated now, not on first use)."""
+def load_engine(path: str, name: str | None = None) -> Engine:
+    """Load the snapshot at ``path`` (the model ``name``) with mlx-lm, weights evaluated now, not on
+    first use. A snapshot the cache's checks pass can still fail here (a tensor the architecture
+    needs is missing, a shape does not match its config): that is ``ExecutionError`` naming the
+    model and mlx-lm's reason, for ``run`` and ``serve`` alike."""
     started = time.perf_counter()
     from mlxk.core.blas import ensure_blas
 
     ensure_blas()  # before mlx-lm imports mlx.core: libmlx binds its BLAS when it loads
     from mlx_lm.utils import load
 
-    loaded: tuple[Any, ...] = load(path, return_config=True)
+    try:
+        loaded: tuple[Any, ...] = load(path, return_config=True)
+    except MlxkError:
+        raise
+    except Exception as exc:
+        reason = " ".join(str(exc).split())  # mlx-lm breaks its lists of tensors over lines
+        raise ExecutionError(f"loading {name or path} failed: {type(exc).__name__}: {reason}") from exc
     model, tokenizer, config = loaded
     return Engine(model, tokenizer, dict(config), time.perf_counter() - started)

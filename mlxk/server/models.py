@@ -108,7 +108,8 @@ class ModelPolicy:
         from mlxk.generation.engine import load_engine
 
         shards = self.settings.group_size
-        engine = (self._load or load_engine)(runnable_model(self._location, name, shards=shards).path)
+        path = runnable_model(self._location, name, shards=shards).path
+        engine = self._load(path) if self._load is not None else load_engine(path, name)
         chosen = self.settings.output_format(name)
         if chosen is not None:
             engine.use_format(chosen)
