@@ -54,8 +54,14 @@ class MaskedForward:
         constraints = [self.lookup(uid) for uid in self.uids()]
         if not any(constraints):
             return logits
-        mx.async_eval(logits)  # type: ignore[no-untyped-call]  # the grammar work below overlaps the forward
-        for constraint, token in zip(constraints, inputs.reshape(-1).tolist(), strict=True):
+        # ``inputs`` (the tokens the previous step sampled) is evaluated on its own, before the
+        # forward is launched: mx signals the end of an evaluation once for all it computes, so
+        # reading an array launched together with the forward (or any new op on it, a reshape)
+        # would wait for the whole forward, and the grammar would run after it instead of during it
+        mx.async_eval(inputs)  # type: ignore[no-untyped-call]
+        mx.async_eval(logits)  # type: ignore[no-untyped-call]
+        tokens = [token for row in inputs.tolist() for token in row]  # (rows, 1): waits for inputs only
+        for constraint, token in zip(constraints, tokens, strict=True):
             if constraint is not None:
                 constraint.advance(token)
         return self.buffer().masked(logits, constraints)

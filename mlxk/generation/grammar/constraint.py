@@ -168,6 +168,11 @@ class ConstraintProcessor:
         if constraint.skip_next:
             constraint.skip_next = False
         else:
-            mx.async_eval(logits)  # type: ignore[no-untyped-call]  # the forward runs while the grammar works on the last token
-            constraint.advance(int(tokens[-1].item()))
+            # ``tokens`` (a new array each step) is evaluated on its own, then the forward is
+            # launched, then the last token read through a view (no new op): a read of anything
+            # launched with the forward would wait for all of it (see MaskedForward), and the
+            # grammar would run after the forward instead of during it
+            mx.async_eval(tokens)  # type: ignore[no-untyped-call]
+            mx.async_eval(logits)  # type: ignore[no-untyped-call]
+            constraint.advance(int(memoryview(tokens)[-1]))
         return self.buffer.masked(logits, (constraint,))
