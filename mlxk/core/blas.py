@@ -68,7 +68,7 @@ def available_cores() -> int:
     threads of one core (SMT siblings, which share its arithmetic units) once."""
     try:
         cpus = sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - no CPU affinity (macOS)
+    except (AttributeError, OSError):  # no CPU affinity call (macOS), or one refused
         return os.cpu_count() or 1
     cores = set()
     for cpu in cpus:
