@@ -171,6 +171,7 @@ class ServeCommand(MlxkCommand):
             group, model = self._join_group(model)
         embedding_model = None
         if model and group is None:  # refused now, not at the first request
+            from mlxk.cache.pick import pick_model
             from mlxk.cache.runnable import runnable_model
             from mlxk.embedding.embeddable import embedding_model as find_embedding_model
             from mlxk.errors import ModelIncompatible
@@ -178,6 +179,9 @@ class ServeCommand(MlxkCommand):
             try:
                 model = runnable_model(self.location(), model).model.name
             except ModelIncompatible:
+                # only an embedding model is served another way; any other keeps why it cannot run
+                if pick_model(self.location(), model, healthy=True).model_type != "embedding":
+                    raise
                 embedding_model = find_embedding_model(self.location(), model).model.name  # or its error
                 model = None
         cors_origins = tuple(self.option("cors-origin") or ())
