@@ -49,7 +49,9 @@ def with_model(base: dict[str, bytes], config: dict[str, Any], *, bare: bool = F
     files = {k: v for k, v in base.items() if not k.startswith("model.safetensors")}
     with tempfile.TemporaryDirectory(prefix="mlxk-decoder-body-") as tmp:
         if bare:
-            weights = {k.removeprefix("model."): v for k, v in tree_flatten(model.parameters())}
+            pairs = tree_flatten(model.parameters())  # a list of (dotted name, array) without a destination
+            assert isinstance(pairs, list)
+            weights = {k.removeprefix("model."): v for k, v in pairs}
             mx.save_safetensors(str(Path(tmp, "model.safetensors")), weights, metadata={"format": "pt"})
         else:
             save_model(Path(tmp), model)

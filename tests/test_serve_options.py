@@ -96,3 +96,19 @@ def test_an_embedding_model_mlxk_cannot_run_is_refused_at_start(cli: Any, hub: P
     assert error["message"].startswith(
         "org/T5-Embedding is an embedding model of an unsupported kind, not an embedding model mlxk can run"
     )
+
+
+def test_an_embedding_model_given_at_start_answers_embeddings(hub: Path, tmp_path: Path) -> None:
+    import httpx
+
+    from tests.embedfix import HIDDEN, build_tiny_qwen3_embedding
+
+    gen.add_model(hub, "org/Tiny-Embedding", build_tiny_qwen3_embedding("st"), real_hash=True)
+    server = start_server(hub, "--model", "org/Tiny-Embedding", "--no-ui", log=tmp_path / "serve.log")
+    try:
+        assert server.envelope["data"]["model"] == "org/Tiny-Embedding"
+        answer = httpx.post(server.url + "/v1/embeddings", json={"input": "hello"}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()["data"][0]["embedding"]) == HIDDEN  # the model given at start, by default
+    finally:
+        assert server.stop() == 0
