@@ -65,3 +65,16 @@ def test_an_internal_error_prints_its_traceback_only_with_mlxk_debug(
     assert debug.stderr.startswith("Traceback (most recent call last):")
     assert "_snapshot_download_that_fails" in debug.stderr  # the frame where it was raised
     assert debug.stderr.rstrip().endswith("HubSurprise: a surprise from huggingface_hub")
+
+
+def test_a_download_that_fails_before_a_byte_arrives_leaves_the_cache_as_it_was(
+    cli: Any, hub: Path, surprising_hub: FakeHub
+) -> None:
+    """Nothing to resume: no repo folder is left behind, which ``list`` would show as a model
+    without snapshots."""
+    before = sorted(p.name for p in hub.iterdir()) if hub.exists() else []
+    assert cli("pull", REPO, "--json").exit_code == 1
+    after = sorted(p.name for p in hub.iterdir()) if hub.exists() else []
+    assert [n for n in after if n.startswith("models--")] == [n for n in before if n.startswith("models--")]
+    listed = json.loads(cli("list", "--json").stdout)
+    assert listed["data"]["models"] == []

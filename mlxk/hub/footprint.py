@@ -79,6 +79,11 @@ class Footprint:
         """True when the repo folder was deleted (or replaced) since ``take``: an rm ran meanwhile."""
         return _identity(os.path.join(self.hub_root, self.dirname)) != self.repo
 
+    def arrived(self) -> bool:
+        """True when the download wrote a blob, whole or partial (``.incomplete``): something a
+        next pull can keep or resume."""
+        return bool(_listdir(os.path.join(self.hub_root, self.dirname, "blobs")) - self.blob_names)
+
     def undo(self) -> None:
         """Remove what the download created and nothing else; never through a link."""
         made, folders = _candidates(self.commit, self.files)

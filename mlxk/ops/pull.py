@@ -216,7 +216,9 @@ def _download(
             )  # fmt: skip
     except Exception as exc:
         _stop_if_deleted(footprint, target, exc)
-        if isinstance(exc, AccessDenied | ModelNotFound):  # refused halfway: the cache stays as it was
+        # refused halfway, or failed before a byte arrived: the cache stays as it was (a tree
+        # listing alone would show as a model without snapshots); a partial blob stays, to resume
+        if isinstance(exc, AccessDenied | ModelNotFound) or not footprint.arrived():
             _take_back(footprint)
         raise
     _stop_if_deleted(footprint, target)
