@@ -84,6 +84,8 @@ NOT_CALLS: list[tuple[str, str, str]] = [
     ("llama4_pythonic", "[x[0](a=1)]", "[x[0](a=1)]"),
     ("llama4_pythonic", '[get_weather(city="x"), 5]', '[get_weather(city="x"), 5]'),
     ("llama4_pythonic", "[]", "[]"),
+    ("llama4_pythonic", '[get_weather(x)(city="a")]', '[get_weather(x)(city="a")]'),  # the callee is a call
+    ("llama4_pythonic", '[get_weather(city=c) for c in "ab"]', '[get_weather(city=c) for c in "ab"]'),  # a comprehension
     # Gemma 4: a missing colon, key or value, a bad separator, an unclosed value, text after the call
     ("gemma4", f"<|tool_call>call:get_weather{{city {Q}x{Q}}}<tool_call|>", f"<|tool_call>call:get_weather{{city {Q}x{Q}}}"),
     ("gemma4", "<|tool_call>call:get_weather{city:}<tool_call|>", "<|tool_call>call:get_weather{city:}"),
@@ -103,15 +105,21 @@ NOT_CALLS: list[tuple[str, str, str]] = [
     ("qwen3_xml", "<tool_call>\n<function=get_weather>\n<parameter=city>\nx\n</parameter>\nstray\n</function>\n</tool_call>", "<tool_call><function=get_weather>\n<parameter=city>\nx\n</parameter>\nstray\n</function>"),
     ("qwen3_xml", "<tool_call>\n<function=get_weather\n<parameter=city>x</parameter></function></tool_call>", "<tool_call><function=get_weather\n<parameter=city>x</parameter></function>"),
     ("qwen3_xml", "Write <function=" + "x" * 130, "Write <function=" + "x" * 130),
+    ("qwen3_xml", "<tool_call>\n<function=get_weather>stray\n</function>\n</tool_call>", "<tool_call><function=get_weather>stray\n</function>"),  # text where parameters belong
     # Kimi K3: a call without a tool, a JSON block that is not an object, text after the arguments
     ("kimi_k3", '<|open|>tools<|sep|><|open|>call index="1"<|sep|><|close|>call<|sep|><|close|>tools<|sep|>', '<|open|>tools<|sep|><|open|>call index="1"<|sep|><|close|>call<|sep|>'),
     ("kimi_k3", "<|open|>tools<|sep|><|open|>call<|close|>call<|sep|><|close|>tools<|sep|>", "<|open|>tools<|sep|><|open|>call<|close|>call<|sep|>"),
     ("kimi_k3", '<|open|>tools<|sep|><|open|>call tool="write_file"<|sep|><|open|>json<|sep|>{bad<|close|>json<|sep|><|close|>call<|sep|><|close|>tools<|sep|>', '<|open|>tools<|sep|><|open|>call tool="write_file"<|sep|><|open|>json<|sep|>{bad<|close|>json<|sep|><|close|>call<|sep|>'),
     ("kimi_k3", '<|open|>tools<|sep|><|open|>call tool="write_file"<|sep|><|open|>json<|sep|>[1]<|close|>json<|sep|><|close|>call<|sep|><|close|>tools<|sep|>', '<|open|>tools<|sep|><|open|>call tool="write_file"<|sep|><|open|>json<|sep|>[1]<|close|>json<|sep|><|close|>call<|sep|>'),
     ("kimi_k3", '<|open|>tools<|sep|><|open|>call tool="get_weather"<|sep|><|open|>argument key="city"<|sep|>x<|close|>argument<|sep|>tail<|close|>call<|sep|><|close|>tools<|sep|>', '<|open|>tools<|sep|><|open|>call tool="get_weather"<|sep|><|open|>argument key="city"<|sep|>x<|close|>argument<|sep|>tail<|close|>call<|sep|>'),
-    # DeepSeek's DSML: an invoke without a name, text after its parameters
+    ("kimi_k3", '<|open|>tools<|sep|><|open|>call tool="get_weather"<|sep|>stray<|close|>call<|sep|><|close|>tools<|sep|>', '<|open|>tools<|sep|><|open|>call tool="get_weather"<|sep|>stray<|close|>call<|sep|>'),
+    # Kimi K2: a call whose id is empty (no function named); the argument marker and its space are
+    # dropped from content, as everywhere
+    ("kimi_k2", '<|tool_calls_section_begin|><|tool_call_begin|> <|tool_call_argument_begin|>{"city": "x"}<|tool_call_end|><|tool_calls_section_end|>', '<|tool_calls_section_begin|><|tool_call_begin|>{"city": "x"}'),
+    # DeepSeek's DSML: an invoke without a name, text after its parameters or instead of them
     ("deepseek_dsml", '<｜DSML｜function_calls>\n<｜DSML｜invoke name="">\n</｜DSML｜invoke>\n</｜DSML｜function_calls>', '<｜DSML｜function_calls><｜DSML｜invoke name="">\n</｜DSML｜invoke>'),
     ("deepseek_dsml", '<｜DSML｜function_calls>\n<｜DSML｜invoke name="get_weather">\n<｜DSML｜parameter name="city">Rome</｜DSML｜parameter>\nstray\n</｜DSML｜invoke>\n</｜DSML｜function_calls>', '<｜DSML｜function_calls><｜DSML｜invoke name="get_weather">\n<｜DSML｜parameter name="city">Rome</｜DSML｜parameter>\nstray\n</｜DSML｜invoke>'),
+    ("deepseek_dsml", '<｜DSML｜function_calls>\n<｜DSML｜invoke name="get_weather">stray\n</｜DSML｜invoke>\n</｜DSML｜function_calls>', '<｜DSML｜function_calls><｜DSML｜invoke name="get_weather">stray\n</｜DSML｜invoke>'),
 ]  # fmt: skip
 
 
@@ -144,3 +152,12 @@ def test_a_mistral_list_that_never_holds_a_call_keeps_its_spaces() -> None:
     for output in ("[TOOL_CALLS][ ", "[TOOL_CALLS][\n\n"):
         result = parse("mistral", output)
         assert result.tool_calls == [] and result.content == output
+
+
+def test_an_empty_gemma_channel_is_no_reasoning() -> None:
+    """`<|channel>` closed at once, before any channel name: nothing is reasoning, and the text after
+    it is content (without the space the template leaves after a channel); a named one is reasoning."""
+    empty = parse("gemma4", "<|channel><channel|> Hello")
+    assert (empty.reasoning, empty.content, empty.tool_calls) == (None, "Hello", [])
+    named = parse("gemma4", "<|channel>thought\nHmm<channel|>Hello")
+    assert (named.reasoning, named.content) == ("Hmm", "Hello")
