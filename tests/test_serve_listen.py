@@ -4,13 +4,17 @@ validation_error envelope naming the host and port), and an IPv6 loopback addres
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from mlxk.errors import ValidationError
+from mlxk.server.listener import bind_listener
 from tests.privfix import without
 from tests.servefix import serve_env, start_server
 
@@ -64,3 +68,26 @@ def test_the_ipv6_loopback_serves(hub: Path, tmp_path: Path) -> None:
         assert httpx.get(server.url + "/health", timeout=10).status_code in (200, 503)
     finally:
         assert server.stop() == 0
+
+
+def test_a_port_is_shared_only_among_listeners_that_all_asked_for_it() -> None:
+    """``--reuse-port``: every listener on the port asked for it, so both bind; one that did not ask
+    is refused with the message that says how to share. The listeners as ``serve`` binds them, in
+    process (starting servers would add nothing to what the kernel decides here)."""
+    first = bind_listener("127.0.0.1", 0, reuse_port=True)
+    try:
+        port = first.getsockname()[1]
+        second = bind_listener("127.0.0.1", port, reuse_port=True)
+        try:
+            assert second.getsockname() == ("127.0.0.1", port)
+            assert second.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
+            with pytest.raises(ValidationError) as refused:
+                bind_listener("127.0.0.1", port)
+            assert str(refused.value) == (
+                f"127.0.0.1:{port} is already in use (another server?); stop it, choose another "
+                "--port, or start every server on it with --reuse-port to share it"
+            )
+        finally:
+            second.close()
+    finally:
+        first.close()
