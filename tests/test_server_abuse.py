@@ -9,6 +9,8 @@ import re
 import resource
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -130,6 +132,38 @@ def test_the_descriptor_limit_is_raised_at_start(cache: Path, tmp_path: Path) ->
             assert int(soft) == wanted
     finally:
         server.stop()
+
+
+LIMITS_PROBE = """
+import json, resource, sys
+from mlxk.server.limits import raise_descriptor_limit
+resource.setrlimit(resource.RLIMIT_NOFILE, tuple(json.loads(sys.argv[1])))
+given = raise_descriptor_limit(wanted=int(sys.argv[2]))
+print(json.dumps([given, *resource.getrlimit(resource.RLIMIT_NOFILE)]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("start", "wanted", "after"),
+    [
+        ((2_000, 2_000), 1_000, [2_000, 2_000, 2_000]),  # above what it wants: kept, never lowered
+        ((256, 1_000), 65_536, [1_000, 1_000, 1_000]),  # wants more than the hard limit: up to it only
+    ],
+)
+def test_the_descriptor_limit_is_only_ever_raised(
+    start: tuple[int, int], wanted: int, after: list[int]
+) -> None:
+    """[the limit it returns, soft, hard] after the call, in a process of its own (the limits are
+    the process's). Both starts are at or below any hard limit a test process has (importing mlx-lm
+    lowers it to 4,096): setting a lower hard limit needs no privilege."""
+    probe = subprocess.run(
+        [sys.executable, "-c", LIMITS_PROBE, json.dumps(start), str(wanted)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert json.loads(probe.stdout) == after
 
 
 def test_idle_slow_and_stalled_connections_are_closed(cache: Path, tmp_path: Path) -> None:
