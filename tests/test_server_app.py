@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -329,6 +329,24 @@ def test_body_size_limit(cache: Path) -> None:
         run(scenario)
 
 
+def test_a_chunked_body_is_cut_off_at_the_size_limit(cache: Path) -> None:
+    """No Content-Length to refuse it by: the body is counted as its parts arrive, refused at the
+    limit (413), and the connection is closed (the rest of the body is never read)."""
+    for run in serve(cache, max_body_bytes=2048):
+
+        async def parts() -> AsyncIterator[bytes]:
+            for _ in range(5):
+                yield b"x" * 1000
+
+        async def scenario(call: Client) -> None:
+            r = await call("POST", "/v1/chat/completions", content=parts())
+            assert "content-length" not in r.request.headers  # sent chunked
+            assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+            assert r.headers["connection"] == "close"
+
+        run(scenario)
+
+
 def test_api_key_protects_everything_but_health(cache: Path) -> None:
     for run in serve(cache, api_key="sekrit"):
 
@@ -354,6 +372,10 @@ def test_cors_only_for_named_origins(cache: Path) -> None:
             assert (
                 await call("OPTIONS", "/v1/chat/completions", headers={"origin": "http://ui.local"})
             ).status_code == 204
+            # no Origin: no browser's preflight, so nothing of CORS in the answer
+            bare = await call("OPTIONS", "/v1/chat/completions")
+            assert bare.status_code == 204
+            assert not [name for name in bare.headers if name.startswith("access-control-")]
 
         run(scenario)
 
