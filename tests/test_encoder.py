@@ -13,7 +13,7 @@ import json
 import math
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +51,15 @@ def _layer_norm(x: Array, gamma: Array, beta: Array, eps: float) -> Array:
     return np.asarray((x - mean) / np.sqrt(var + eps) * gamma + beta)
 
 
-def reference_hidden(p: Mapping[str, Array], config: Mapping[str, Any], ids: list[int], offset: int) -> Array:
+def reference_hidden(
+    p: Mapping[str, Array],
+    config: Mapping[str, Any],
+    ids: list[int],
+    offset: int,
+    activation: Callable[[Array], Array] = _erf_gelu,
+) -> Array:
     """BERT's last hidden states for one unpadded sequence; ``p`` holds the transformers names
-    (without prefix) in float64."""
+    (without prefix) in float64; ``activation`` is the feed-forward one (BERT's exact gelu)."""
     heads = config["num_attention_heads"]
     eps = config.get("layer_norm_eps", 1e-12)
     x = p["embeddings.word_embeddings.weight"][ids]
@@ -78,7 +84,7 @@ def reference_hidden(p: Mapping[str, Array], config: Mapping[str, Any], ids: lis
             context[:, cols] = (scores / scores.sum(axis=1, keepdims=True)) @ v[:, cols]
         ln = f"encoder.layer.{n}.attention.output.LayerNorm"
         x = _layer_norm(x + dense(context, "attention.output.dense"), p[f"{ln}.weight"], p[f"{ln}.bias"], eps)
-        inner = _erf_gelu(dense(x, "intermediate.dense"))
+        inner = activation(dense(x, "intermediate.dense"))
         ln = f"encoder.layer.{n}.output.LayerNorm"
         x = _layer_norm(x + dense(inner, "output.dense"), p[f"{ln}.weight"], p[f"{ln}.bias"], eps)
     return x
