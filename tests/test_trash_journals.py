@@ -115,6 +115,19 @@ def test_a_journal_of_a_repo_that_is_gone_is_dropped(cli: Cli, hub: Path, dead_p
     assert not os.path.lexists(hub / ".locks")
 
 
+def test_a_journal_whose_repo_became_a_file_is_dropped(cli: Cli, hub: Path, dead_pid: int) -> None:
+    """health finds a stray file named like the repo a killed snapshot removal journaled: there is no
+    snapshot left to remove; the journal goes and the file is left as it is."""
+    stray = hub / "models--org--stray"
+    stray.write_bytes(b"a file where a repo was")
+    body = {"repo": stray.name, "commits": [OLD], "blobs": ["ab" * 32]}
+    folder = foreign_entry(hub, f"snapshot.{dead_pid}.00000000", json.dumps(body).encode())
+    result = cli("health", "--json")
+    assert result.exit_code == 0, result.stdout
+    assert not os.path.lexists(folder) and not os.path.lexists(trash(hub))
+    assert stray.read_bytes() == b"a file where a repo was"
+
+
 BAD_JOURNALS = {
     "not json": b"{",
     "not an object": b"[1, 2]",
