@@ -222,8 +222,11 @@ def test_the_wheel_installs_into_a_fresh_venv_and_passes_the_smoke_run(
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
+    # without PYTHONPATH: pip, rerun under the new venv's Python, would see a checkout on it (with its
+    # mlxk.egg-info) as mlxk already installed, and skip the wheel
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "MLXK_NO_EXTENSIONS"}}
     install = [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index"]
-    subprocess.run([*install, str(wheel)], check=True, capture_output=True, text=True)
+    subprocess.run([*install, str(wheel)], check=True, capture_output=True, text=True, env=env)
     # the dependencies: this environment's site-packages as a plain path entry after the venv's own
     # (its .pth files, the editable mlxk among them, are not processed from there)
     site = Path(sysconfig.get_paths()["purelib"])
@@ -236,7 +239,6 @@ def test_the_wheel_installs_into_a_fresh_venv_and_passes_the_smoke_run(
         ).stdout.strip()
     )
     (venv_site / "borrowed-dependencies.pth").write_text(f"{site}\n")
-    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "MLXK_NO_EXTENSIONS"}}
     done = subprocess.run(
         [str(python), str(ROOT / "scripts" / "smoke_installed.py"), "--core", "native"],
         cwd=tmp_path,
