@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import settings
 
 import mlxk.core
 from mlxk.core import Core
@@ -26,6 +27,14 @@ from mlxk.core.blas import ensure_blas
 # the tests build and run models in this process: MLX multiplies with the BLAS mlxk would choose,
 # which the fixtures' own ``import mlx.core`` would otherwise fix to the reference one first
 ensure_blas()
+
+# Property tests draw the same examples on every run unless told to explore: a suite that fails at
+# random blocks everyone (CI must not flake), while new inputs are what exploring is for.
+# MLXK_HYPOTHESIS=explore draws fresh ones each run and keeps failures in .hypothesis/ to replay
+# (docs/fuzzing.md); each failure found that way becomes a fixed case of its test.
+settings.register_profile("repeatable", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("MLXK_HYPOTHESIS", "repeatable"))
 
 # A shell without job control starts background commands with SIGINT ignored, and a process
 # inherits that across exec: the CLIs under test would then ignore the Ctrl-C the tests send

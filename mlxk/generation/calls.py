@@ -49,7 +49,8 @@ class Header:
         self.raw += seg.buf
         seg.buf = ""
         i, end = self.ends.search(self.raw)
-        if end is not None:
+        # an end past the limit is no header's end, as it would not be had the text come in pieces
+        if end is not None and i <= self.limit:
             seg.buf = self.raw[i + len(end) :]
             mode = self.on_header(seg, self.raw[:i], end)
             if mode is not None:
@@ -189,7 +190,7 @@ class JsonObjectCall:
             chunk = chunk[:end]
         self.parts.append(chunk)
         self.size += len(chunk)
-        self._read_members(closed=end >= 0)
+        self._read_members(seg, closed=end >= 0)
         if self.speculative and self.name is not None and not seg.tools.offers(self.name):
             self.bad = True  # not a call of an offered tool: an answer that happens to be JSON
         if self.bad:
@@ -200,13 +201,19 @@ class JsonObjectCall:
             return self._close(seg)
         return self._fail(seg) if final else False
 
-    def _read_members(self, closed: bool) -> None:
+    def _read_members(self, seg: Segmenter, closed: bool) -> None:
         marks = self.scanner.marks
         if self.done_marks == len(marks) and not closed:
             return
         raw = self._raw()
         for at in marks[self.done_marks :]:
             self._mark(raw, at)
+            if self.bad:
+                break
+            # the call opens at the member that allows it, as it would had the text stopped
+            # there: a later member that spoils it then fails an opened call, however the
+            # text was cut into deltas
+            self._open(seg, closed=False)
         self.done_marks = len(marks)
         if closed:
             self._mark(raw, len(raw) - 1)  # the closing brace ends the last member
