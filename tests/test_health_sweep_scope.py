@@ -4,6 +4,8 @@ another repo is left for a command that names that repo (or for the next rm)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,3 +29,20 @@ def test_health_of_one_model_leaves_another_repos_journal(cli: Any, hub: Path) -
     assert not two.old.snapshot.exists() and two.new.snapshot.is_dir()
     assert pending_journals(str(hub), two.repo_dir.name) == []
     assert not os.path.lexists(trash(hub))
+
+
+def test_a_killed_whole_repo_entry_whose_lock_folder_went_is_swept(cli: Any, hub: Path) -> None:
+    """An rm killed after it removed the repo's lock folder and before the trash entry: the next rm
+    removes the entry and makes no lock folder for the repo that is gone."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    gone = "models--org--gone"
+    entry = trash(hub) / f"{gone}.{dead.pid}.abcd1234"
+    (entry / "blobs").mkdir(parents=True)
+    (entry / "blobs" / ("ab" * 32)).write_bytes(b"weights")
+    kept = healthy_model(hub, OTHER)
+
+    assert cli("rm", "org/gone", "-f", "--json").json()["error"]["type"] == "model_not_found"
+    assert not os.path.lexists(trash(hub))
+    assert not os.path.lexists(hub / ".locks" / gone)
+    assert kept.snapshot.is_dir()
