@@ -43,10 +43,6 @@ class DeletePlan:
     # its target never
     outside_links: tuple[str, ...]
 
-    @property
-    def repo_path(self) -> str:
-        return os.path.join(self.hub_root, self.dirname)
-
 
 @dataclass(frozen=True, slots=True)
 class _Snapshot:

@@ -185,8 +185,29 @@ class MlxkApplication(Application):
             sys.stderr.write(f"Usage: mlxk {command} --help\n")
 
 
+def _stdin_file(args: list[str]) -> list[str]:
+    """``embed … --file -`` (or ``-f -``) as ``--file=-``: cleo never takes a value that starts with
+    '-' from the next word, so '-' for stdin would otherwise be refused as a missing value."""
+    at = next((i for i, t in enumerate(args) if not t.startswith("-")), None)
+    if at is None or args[at] != "embed":
+        return args
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        if args[i] == "--":
+            return out + args[i:]
+        if args[i] in ("--file", "-f") and args[i + 1 : i + 2] == ["-"]:
+            out.append("--file=-")
+            i += 2
+            continue
+        out.append(args[i])
+        i += 1
+    return out
+
+
 def run_app(args: list[str]) -> int:
     args = with_legacy_environment(args, os.environ)  # 2.0's MLXK2_* server variables, as options
+    args = _stdin_file(args)
     app = MlxkApplication(args)
     app.auto_exits(False)
     return app.run(ArgvInput(["mlxk", *args]))

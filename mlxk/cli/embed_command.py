@@ -19,7 +19,12 @@ class EmbedCommand(MlxkCommand):
     json_command = "embed"
     arguments = [
         argument("model", "Embedding model (org/name, a unique part of it, or name@<hash prefix>)."),
-        argument("text", "Texts to embed; none: read --file or stdin.", optional=True, multiple=True),
+        argument(
+            "text",
+            "Texts to embed; '-' reads stdin; none: read --file or stdin.",
+            optional=True,
+            multiple=True,
+        ),
     ]
     options = [
         option("file", "f", "One text per line, or JSONL with a 'text' field ('-' for stdin).", flag=False),
@@ -48,9 +53,9 @@ class EmbedCommand(MlxkCommand):
     def _records(self) -> list[dict[str, Any]]:
         """Input records: {"text": ...} plus, for JSONL input, the other fields to pass through."""
         texts: list[str] = list(self.argument("text") or [])
-        if texts:
+        if texts and texts != ["-"]:
             return [{"text": t} for t in texts]
-        source = self.option("file")
+        source = "-" if texts else self.option("file")  # `embed MODEL -`: stdin, as --file -
         if source in (None, "-"):
             if source is None and sys.stdin.isatty():
                 raise ValidationError("nothing to embed: give texts, --file, or pipe them on stdin")
