@@ -177,3 +177,84 @@ def test_choices_that_end_with_their_first_chunk_each_have_their_finish(cache: P
     events = [json.loads(line[6:]) for line in streamed.text.split("\n\n") if line.startswith("data: {")]
     finished = sorted(c["index"] for e in events for c in e["choices"] if c.get("finish_reason"))
     assert finished == [0, 1]
+
+
+LONG, OTHER = "test/Long-Chat", "test/Other-Chat"
+
+
+@pytest.fixture
+def two_models(hub: Path, tiny_models: dict[str, dict[str, bytes]]) -> Path:
+    from tests.modelfix import build_tiny_chat_model
+
+    install(hub, LONG, build_tiny_chat_model(max_position_embeddings=32768))  # room for a long answer
+    install(hub, OTHER, tiny_models["bpe"])
+    return hub
+
+
+class Exchange:
+    """One request spoken to the app directly: its body, then nothing until ``leave`` is set
+    (then the client's disconnect); what the app sent, and an event at its first body part."""
+
+    def __init__(self, app: App, data: bytes) -> None:
+        self.sent: list[Message] = []
+        self.leave = asyncio.Event()
+        self.streaming = asyncio.Event()
+        self._messages = iter([{"type": "http.request", "body": data, "more_body": False}])
+        self.task = asyncio.ensure_future(
+            app(scope("POST", "/v1/chat/completions"), self._receive, self._send)
+        )
+
+    async def _receive(self) -> Message:
+        message = next(self._messages, None)
+        if message is None:
+            await self.leave.wait()
+            return {"type": "http.disconnect"}
+        return message
+
+    async def _send(self, message: Message) -> None:
+        self.sent.append(message)
+        if message["type"] == "http.response.body" and message.get("body"):
+            self.streaming.set()
+
+
+async def until_queued(app: App, depth: int) -> None:
+    while app.worker.queue_depth < depth:  # the engine thread counts it when it is submitted
+        await asyncio.sleep(0.01)
+
+
+def test_a_request_for_another_model_waits_for_the_batch_and_may_leave_meanwhile(two_models: Path) -> None:
+    async def scenario(app: App) -> tuple[Exchange, Exchange, httpx.Response, str]:
+        running = Exchange(app, body(model=LONG, max_tokens=30000, stream=True))
+        await running.streaming.wait()
+        waiting = Exchange(app, body(model=OTHER, max_tokens=4))
+        await until_queued(app, 2)
+        waiting.leave.set()  # its client leaves while the other model's batch runs
+        await waiting.task
+        running.leave.set()
+        await running.task
+        after = await answer(app, "POST", "/v1/chat/completions", body(model=OTHER, max_tokens=4))
+        return running, waiting, after, (await answer(app, "GET", "/metrics")).text
+
+    running, waiting, after, metrics = with_app(two_models, scenario)
+    assert waiting.sent == [] and running.sent[0]["status"] == 200
+    assert counted(metrics, 499) == 2  # both clients left before their answers ended
+    assert after.status_code == 200 and after.json()["model"] == OTHER
+
+
+def test_a_request_queued_behind_another_model_when_the_server_stops_gets_503(two_models: Path) -> None:
+    async def scenario(app: App) -> tuple[Exchange, Exchange]:
+        running = Exchange(app, body(model=LONG, max_tokens=30000, stream=True))
+        await running.streaming.wait()
+        waiting = Exchange(app, body(model=OTHER, max_tokens=4))
+        await until_queued(app, 2)
+        app.end_open()  # the end of a drain: open generations end at their next step
+        await waiting.task
+        await running.task
+        return running, waiting
+
+    running, waiting = with_app(two_models, scenario)
+    assert waiting.sent[0]["status"] == 503  # it never started
+    assert json.loads(waiting.sent[1]["body"])["error"]["code"] == "shutting_down"
+    events = [m["body"] for m in running.sent[1:] if m.get("body", b"").startswith(b"data: {")]
+    # a proper last chunk: OpenAI has no "cancelled", the reply says "length"
+    assert json.loads(events[-1][6:])["choices"][0]["finish_reason"] == "length"
