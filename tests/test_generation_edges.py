@@ -383,3 +383,18 @@ def test_past_reasoning_goes_into_a_thinking_block_before_the_text(tmp_path: Pat
         max_tokens=4,
     )
     assert "<|im_start|>assistant\n[Mull]<|im_end|>" in engine.prompt(silent).tail
+
+
+def test_compiled_grammars_are_kept_for_the_most_recent_schemas_only(engines: dict[str, Any]) -> None:
+    from mlxk.generation.grammar.compiler import GRAMMAR_CACHE_ENTRIES, Grammars
+
+    plain = engines["plain"]
+    grammars = Grammars(plain.tokenizer, plain.vocabulary(), plain.end_ids, plain.vocab_size)
+    texts = [f'start: %json {{"const": {n}}}' for n in range(GRAMMAR_CACHE_ENTRIES + 1)]
+    for text in texts:
+        assert grammars.matcher(text, "response_format").is_accepting() is False
+    kept = list(grammars._compiled)
+    assert kept == texts[1:]  # the oldest went when one more than the cache holds came
+    first = grammars.matcher(texts[0], "response_format")  # compiled again, and still right
+    assert first.consume_tokens([plain.vocabulary().pieces.index(b"0")])
+    assert first.is_accepting()
