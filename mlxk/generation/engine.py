@@ -75,14 +75,20 @@ class Engine:
         self._vocabulary: Vocabulary | None = None  # the bytes of each token: made when needed
 
     def _detected_format(self) -> str | None:
-        template = getattr(self.tokenizer, "chat_template", None)
-        if isinstance(template, dict):  # named templates (a default and a tool_use one, say)
-            template = "\n".join(str(t) for t in template.values())
+        template = self._template_text()
         try:
             special = list(self.tokenizer.get_added_vocab())
         except (AttributeError, TypeError):
             special = []
-        return detect_format(template if isinstance(template, str) else None, special)
+        return detect_format(template, special)
+
+    def _template_text(self) -> str:
+        """The chat template's source; where there are named templates (a default and a tool_use
+        one, say), all of them."""
+        template = getattr(self.tokenizer, "chat_template", None)
+        if isinstance(template, dict):
+            return "\n".join(str(t) for t in template.values())
+        return template if isinstance(template, str) else ""
 
     def use_format(self, name: str | None) -> None:
         """The output format to segment answers with: a name of ``list_formats()``, or None (or
@@ -115,8 +121,7 @@ class Engine:
             added = self.tokenizer.get_added_vocab()
         except (AttributeError, TypeError):
             added = {}
-        template = getattr(self.tokenizer, "chat_template", None)
-        template = template if isinstance(template, str) else ""
+        template = self._template_text()
         for marker in TURN_MARKERS:
             if marker not in added or marker not in template:
                 continue

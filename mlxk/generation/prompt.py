@@ -52,24 +52,29 @@ def render(tokenizer: Any, request: GenerationRequest, *, chat_template: bool) -
         options["tools"] = tools
     if request.thinking is not None:
         options["enable_thinking"] = request.thinking
-    source = getattr(tokenizer, "chat_template", None)
+    source = template_source(tokenizer, tools=bool(tools))
+    named = isinstance(getattr(tokenizer, "chat_template", None), dict)
     place, as_text = reasoning_place(source), pastes_calls(source)
     messages = [
         template_message(m, i, place=place, calls_as_text=as_text) for i, m in enumerate(request.messages)
     ]
     try:
         if as_text:  # transformers drops keys whose value is None, and these templates need content: null
-            text = _render_mutable(tokenizer, messages, options)
+            text = _render_mutable(tokenizer, source, messages, options)
         else:
             text = tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=False, **options
+                messages,
+                add_generation_prompt=True,
+                tokenize=False,
+                **options,
+                **({"chat_template": source} if named else {}),
             )
     except Exception as exc:
         from jinja2 import TemplateError
         from jinja2.exceptions import SecurityError
 
         if isinstance(exc, SecurityError):  # a template that changes its own lists (Kimi K2's)
-            text = _render_mutable(tokenizer, messages, options)
+            text = _render_mutable(tokenizer, source, messages, options)
         elif isinstance(exc, TemplateError):  # the template's own raise_exception: a message for the caller
             raise ValidationError(f"the model's chat template refused the conversation: {exc}") from None
         else:
@@ -79,7 +84,21 @@ def render(tokenizer: Any, request: GenerationRequest, *, chat_template: bool) -
     return Prompt([int(t) for t in tokens], text[-PROMPT_TAIL_CHARS:])
 
 
-def _render_mutable(tokenizer: Any, messages: list[dict[str, Any]], options: dict[str, Any]) -> str:
+def template_source(tokenizer: Any, *, tools: bool) -> str | None:
+    """The source of the chat template that renders a request (with ``tools`` offered or not). A
+    tokenizer_config.json may name several templates (a list of ``{"name", "template"}``, which
+    transformers reads as a dict): as transformers does, a request with tools gets ``tool_use``
+    where there is one, any other ``default``."""
+    source = getattr(tokenizer, "chat_template", None)
+    if isinstance(source, dict):
+        named = source.get("tool_use") if tools else None
+        source = named if named is not None else source.get("default")
+    return source if isinstance(source, str) else None
+
+
+def _render_mutable(
+    tokenizer: Any, source: str | None, messages: list[dict[str, Any]], options: dict[str, Any]
+) -> str:
     """The template rendered by us, with the messages as they are, in a sandbox that lets it change
     lists it made itself. Transformers renders templates in an immutable sandbox, where Kimi K2's
     templates (which append the ids of pending tool calls to a list) fail as soon as a conversation
@@ -89,8 +108,7 @@ def _render_mutable(tokenizer: Any, messages: list[dict[str, Any]], options: dic
     from jinja2.sandbox import SandboxedEnvironment
     from transformers.utils.chat_template_utils import _compile_jinja_template
 
-    source = tokenizer.chat_template
-    if not isinstance(source, str):
+    if source is None:  # mlx-lm's own template (a Python function), which cannot change a list
         raise ValidationError("the model's chat template changes its own lists and cannot be rendered here")
     helpers = _compile_jinja_template(source).environment
     env = SandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])

@@ -94,10 +94,6 @@ class Grammars:
                 self._compiled.popitem(last=False)
             return pristine.deep_copy()
 
-    def token_ref(self, text: str) -> int | None:
-        """The id of the token that is exactly ``text`` when it is an added token, else None."""
-        return self.vocab.added.get(text)
-
 
 def _what(param: str) -> str:
     return "the JSON schema" if param == "response_format" else "the tool's parameters"
