@@ -314,11 +314,8 @@ class JsonObjectCall:
         return None
 
     def _close(self, seg: Segmenter) -> bool:
-        if self.index is None:
-            self._open(seg, closed=True)
-            if self.index is None:
-                return self.fallback.revert(seg, self._raw())
-            self._stream(seg, "", self.size)
+        if self.index is None:  # ``step`` tried to open it with the object closed: not a call
+            return self.fallback.revert(seg, self._raw())
         arguments = self._arguments()
         if arguments is None:
             return self._fail(seg)
