@@ -105,7 +105,9 @@ class FakeHub:
     get theirs once taken out of the set (a download that is surely under way while a test does
     something, however slow the machine); ``fail`` {what: status} answers with that HTTP status and
     no error code, as an overloaded Hub or a proxy in front of it does (``"api"``: the model info,
-    else a file path).
+    else a file path); ``wrong_length`` {path: n} sends a GET of that file a body n bytes longer (zeros
+    added; n < 0: shorter), with a ``Content-Length`` that matches it, so that the connection stays
+    whole but the file is not of the size the HEAD announced.
     """
 
     def __init__(self, root: Path, token: str = "hf_test_token") -> None:
@@ -125,6 +127,7 @@ class FakeHub:
         self.deny: set[str] = set()
         self.hold: set[str] = set()
         self.fail: dict[str, int] = {}
+        self.wrong_length: dict[str, int] = {}
         self.requests: list[tuple[str, str]] = []
         self.ranges: list[tuple[str, str]] = []  # (file path, Range header) of every GET that had one
         self.errors: list[str] = []  # tracebacks of unexpected server-side exceptions (never printed)
@@ -404,6 +407,7 @@ class _Handler(BaseHTTPRequestHandler):
             wrong, stall = path in hub.wrong_bytes, path in hub.stall
             bps, ignore = hub.slow_bps, hub.ignore_range
             drop = hub.drop_after.get(path) if hub.drop_times != 0 else None
+            extra = 0 if head else hub.wrong_length.get(path, 0)
             if not head and self.headers.get("Range"):
                 hub.ranges.append((path, self.headers["Range"]))
         span = None if ignore else byte_range(self.headers.get("Range"), entry.size)
@@ -415,7 +419,7 @@ class _Handler(BaseHTTPRequestHandler):
         start, end = span or (0, entry.size)
         self.send_response(206 if span else 200)
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(end - start))
+        self.send_header("Content-Length", str(max(end - start + extra, 0)))
         if span:
             self.send_header("Content-Range", f"bytes {start}-{end - 1}/{entry.size}")
         self.send_header("Accept-Ranges", "bytes")
@@ -435,6 +439,12 @@ class _Handler(BaseHTTPRequestHandler):
             if hub._stopping.wait(0.01):
                 self.close_connection = True
                 return
+        if extra:
+            with open(hub.root / "blobs" / entry.sha256, "rb") as f:
+                f.seek(start)
+                body = f.read(end - start)
+            self.wfile.write(body[: len(body) + extra] if extra < 0 else body + bytes(extra))
+            return
         count = end - start
         if drop is not None and drop < count:
             with hub.lock:
