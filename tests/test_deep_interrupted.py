@@ -1,8 +1,9 @@
-"""Ctrl-C while ``health --deep`` hashes: the hashing stops, the command ends at once, and the cache
-is left exactly as it was (both cores)."""
+"""Ctrl-C while ``health --deep`` hashes: the hashing stops, the command ends at once with the
+``interrupted`` error, and the cache is left exactly as it was (both cores)."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -47,8 +48,13 @@ def test_ctrl_c_while_hashing_stops_and_changes_nothing(hub: Path, json_mode: bo
     proc.send_signal(signal.SIGINT)
     # the hashing is cancelled, not finished: 64 GiB would keep it busy far longer than this
     out, err = proc.communicate(timeout=60)
-    # as for every command but pull (which prints its `interrupted` envelope, exit 130), the
-    # command line's Ctrl-C answer: exit 1, nothing on stdout, no traceback
-    assert (proc.returncode, out) == (1, "")
+    # every command's answer to Ctrl-C: the `interrupted` error (its envelope under --json), 130
+    assert proc.returncode == 130
+    if json_mode:
+        envelope = json.loads(out)
+        assert (envelope["status"], envelope["command"]) == ("error", "health")
+        assert envelope["error"]["type"] == "interrupted"
+    else:
+        assert out == "" and "interrupted" in err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert state(hub) == before  # nothing in the cache was written, moved or removed

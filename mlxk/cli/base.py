@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import sys
@@ -13,7 +14,7 @@ from cleo.helpers import option
 
 from mlxk.cache.root import hub_cache_root, mlxk_cache_dir
 from mlxk.cache.scan import CacheLocation
-from mlxk.errors import InternalError, MlxkError, ValidationError
+from mlxk.errors import InternalError, Interrupted, MlxkError, ValidationError
 from mlxk.output.emit import color_enabled, write_error, write_json, write_text
 from mlxk.output.escape import escape_controls
 from mlxk.output.human import Style
@@ -22,6 +23,8 @@ from mlxk.output.human import Style
 # collection only costs them time (about 20% of a large list). Long-lived commands (serve, the
 # interactive chat of run, embed over a long input) keep it, or their reference cycles pile up.
 GC_FREE_COMMANDS = frozenset({"list", "show", "health", "rm"})
+# 128 + SIGINT: what a shell reports for a command that Ctrl-C stopped
+EXIT_INTERRUPTED = 130
 
 NO_MEMO = option("no-memo", None, "Ignore and do not update the verification memo.", flag=True)
 
@@ -40,7 +43,14 @@ class MlxkCommand(Command):
         except MlxkError as known:
             self.report_error(known, json_mode)
             return known.exit_code
-        except (KeyboardInterrupt, BrokenPipeError):
+        except KeyboardInterrupt:
+            # every command answers Ctrl-C alike: what it printed so far is flushed, then the
+            # `interrupted` error (its envelope under --json, where a script looks), exit 130
+            with contextlib.suppress(OSError):  # the reader of a pipe may be gone too
+                sys.stdout.flush()
+            self.report_error(Interrupted("interrupted"), json_mode)
+            return EXIT_INTERRUPTED
+        except BrokenPipeError:
             raise
         except Exception as exc:
             if os.environ.get("MLXK_DEBUG") == "1":

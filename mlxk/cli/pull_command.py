@@ -7,13 +7,11 @@ from typing import NoReturn
 
 from cleo.helpers import argument, option
 
-from mlxk.cli.base import MlxkCommand
+from mlxk.cli.base import EXIT_INTERRUPTED, MlxkCommand
 from mlxk.errors import Interrupted, MlxkError
 from mlxk.ops.pull import LocalState, PullOptions, PullTarget, pull, resolve_target
 from mlxk.output.progress import PolledBar
 from mlxk.output.transfers import pull_data, pull_error_data, render_pull
-
-EXIT_INTERRUPTED = 130
 
 
 class PullCommand(MlxkCommand):

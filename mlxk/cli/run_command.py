@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -11,13 +10,10 @@ from typing import Any
 from cleo.helpers import argument, option
 
 from mlxk.cache.runnable import runnable_model
-from mlxk.cli.base import MlxkCommand
+from mlxk.cli.base import EXIT_INTERRUPTED, MlxkCommand
 from mlxk.errors import InvalidField, ValidationError
 from mlxk.generation.request import GenerationRequest, Message, ResponseFormat, Sampling
-from mlxk.output.emit import write_error
 from mlxk.output.generation import render_stats, run_data
-
-EXIT_INTERRUPTED = 130
 
 
 def _number(value: Any, name: str, kind: type) -> Any:
@@ -245,12 +241,7 @@ class RunCommand(MlxkCommand):
 
     def handle(self) -> int:
         try:
-            return super().handle()
-        except KeyboardInterrupt:
-            with contextlib.suppress(OSError):  # the pipe may be gone too
-                sys.stdout.flush()
-            write_error("interrupted")
-            return EXIT_INTERRUPTED
+            return super().handle()  # Ctrl-C: the `interrupted` error, exit 130 (MlxkCommand)
         except BrokenPipeError:
             # `mlxk run ... | head`: the reader is gone; that is not an error. Point stdout at
             # /dev/null so the interpreter's final flush does not complain either.
