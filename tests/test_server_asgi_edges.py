@@ -224,7 +224,7 @@ async def until_queued(app: App, depth: int) -> None:
 
 def test_a_request_for_another_model_waits_for_the_batch_and_may_leave_meanwhile(two_models: Path) -> None:
     async def scenario(app: App) -> tuple[Exchange, Exchange, httpx.Response, str]:
-        running = Exchange(app, body(model=LONG, max_tokens=30000, stream=True))
+        running = Exchange(app, body(model=LONG, max_tokens=30000, stream=True, temperature=0))
         await running.streaming.wait()
         waiting = Exchange(app, body(model=OTHER, max_tokens=4))
         await until_queued(app, 2)
@@ -243,7 +243,7 @@ def test_a_request_for_another_model_waits_for_the_batch_and_may_leave_meanwhile
 
 def test_a_request_queued_behind_another_model_when_the_server_stops_gets_503(two_models: Path) -> None:
     async def scenario(app: App) -> tuple[Exchange, Exchange]:
-        running = Exchange(app, body(model=LONG, max_tokens=30000, stream=True))
+        running = Exchange(app, body(model=LONG, max_tokens=30000, stream=True, temperature=0))
         await running.streaming.wait()
         waiting = Exchange(app, body(model=OTHER, max_tokens=4))
         await until_queued(app, 2)
@@ -265,7 +265,7 @@ def test_counting_tokens_for_another_model_while_the_queue_is_full_gets_429(two_
     must queue its load first, and a full queue refuses it as it refuses a generation."""
 
     async def scenario(app: App) -> tuple[httpx.Response, httpx.Response]:
-        running = Exchange(app, body(model=LONG, max_tokens=30000, stream=True))  # the queue's one place
+        running = Exchange(app, body(model=LONG, max_tokens=30000, stream=True, temperature=0))  # the queue's one place
         await running.streaming.wait()
         count: dict[str, Any] = {"messages": [{"role": "user", "content": "Hello"}]}
         loaded = await answer(
