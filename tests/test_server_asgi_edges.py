@@ -265,7 +265,9 @@ def test_counting_tokens_for_another_model_while_the_queue_is_full_gets_429(two_
     must queue its load first, and a full queue refuses it as it refuses a generation."""
 
     async def scenario(app: App) -> tuple[httpx.Response, httpx.Response]:
-        running = Exchange(app, body(model=LONG, max_tokens=30000, stream=True, temperature=0))  # the queue's one place
+        running = Exchange(
+            app, body(model=LONG, max_tokens=30000, stream=True, temperature=0)
+        )  # the queue's one place
         await running.streaming.wait()
         count: dict[str, Any] = {"messages": [{"role": "user", "content": "Hello"}]}
         loaded = await answer(
