@@ -224,7 +224,7 @@ async def until_queued(app: App, depth: int) -> None:
 
 def test_a_request_for_another_model_waits_for_the_batch_and_may_leave_meanwhile(two_models: Path) -> None:
     async def scenario(app: App) -> tuple[Exchange, Exchange, httpx.Response, str]:
-        running = Exchange(app, body(model=LONG, max_tokens=30000, stream=True))
+        running = Exchange(app, body(model=LONG, max_tokens=30000, stream=True, temperature=0))
         await running.streaming.wait()
         waiting = Exchange(app, body(model=OTHER, max_tokens=4))
         await until_queued(app, 2)
@@ -243,7 +243,7 @@ def test_a_request_for_another_model_waits_for_the_batch_and_may_leave_meanwhile
 
 def test_a_request_queued_behind_another_model_when_the_server_stops_gets_503(two_models: Path) -> None:
     async def scenario(app: App) -> tuple[Exchange, Exchange]:
-        running = Exchange(app, body(model=LONG, max_tokens=30000, stream=True))
+        running = Exchange(app, body(model=LONG, max_tokens=30000, stream=True, temperature=0))
         await running.streaming.wait()
         waiting = Exchange(app, body(model=OTHER, max_tokens=4))
         await until_queued(app, 2)
@@ -258,3 +258,37 @@ def test_a_request_queued_behind_another_model_when_the_server_stops_gets_503(tw
     events = [m["body"] for m in running.sent[1:] if m.get("body", b"").startswith(b"data: {")]
     # a proper last chunk: OpenAI has no "cancelled", the reply says "length"
     assert json.loads(events[-1][6:])["choices"][0]["finish_reason"] == "length"
+
+
+def test_counting_tokens_for_another_model_while_the_queue_is_full_gets_429(two_models: Path) -> None:
+    """A count for the loaded model needs no queue place and is answered; one for another model
+    must queue its load first, and a full queue refuses it as it refuses a generation."""
+
+    async def scenario(app: App) -> tuple[httpx.Response, httpx.Response]:
+        running = Exchange(
+            app, body(model=LONG, max_tokens=30000, stream=True, temperature=0)
+        )  # the queue's one place
+        await running.streaming.wait()
+        count: dict[str, Any] = {"messages": [{"role": "user", "content": "Hello"}]}
+        loaded = await answer(
+            app, "POST", "/v1/messages/count_tokens", json.dumps({**count, "model": LONG}).encode()
+        )
+        other = await answer(
+            app, "POST", "/v1/messages/count_tokens", json.dumps({**count, "model": OTHER}).encode()
+        )
+        running.leave.set()
+        await running.task
+        return loaded, other
+
+    async def main() -> tuple[httpx.Response, httpx.Response]:
+        app = App(ServerSettings(hub_root=str(two_models), max_queue=1))
+        app.start()
+        try:
+            return await scenario(app)
+        finally:
+            await asyncio.to_thread(app.close)
+
+    loaded, other = asyncio.run(main())
+    assert loaded.status_code == 200 and loaded.json()["input_tokens"] > 0
+    assert other.status_code == 429 and other.headers["retry-after"] == "1"
+    assert other.json()["error"]["type"] == "rate_limit_error"

@@ -39,11 +39,17 @@ class ReasoningPlace:
 NOWHERE = ReasoningPlace("none")
 
 
+# mlx-lm's own chat templates (Python functions, ``chat_template_type``; no source to read): where
+# each reads an assistant message's reasoning, by the module that defines it
+_PYTHON_TEMPLATES = {"mlx_lm.chat_templates.deepseek_v32": ReasoningPlace("field", "reasoning_content")}
+
+
 @lru_cache(maxsize=32)
-def reasoning_place(template: str | None) -> ReasoningPlace:
-    """Where ``template`` (a chat template's source) reads an assistant message's reasoning."""
+def reasoning_place(template: Any) -> ReasoningPlace:
+    """Where ``template`` (a chat template's source, or mlx-lm's own template function) reads an
+    assistant message's reasoning."""
     if not isinstance(template, str):
-        return NOWHERE
+        return _PYTHON_TEMPLATES.get(getattr(template, "__module__", None) or "", NOWHERE)
     # a content block first: Mistral's templates read block['thinking'], which looks like a field
     if _THINKING_BLOCK.search(template):
         return ReasoningPlace("block")

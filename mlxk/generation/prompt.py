@@ -54,12 +54,19 @@ def render(tokenizer: Any, request: GenerationRequest, *, chat_template: bool) -
         options["enable_thinking"] = request.thinking
     source = template_source(tokenizer, tools=bool(tools))
     named = isinstance(getattr(tokenizer, "chat_template", None), dict)
-    place, as_text = reasoning_place(source), pastes_calls(source)
+    # mlx-lm's own template (``chat_template_type``: a Python function), which renders instead of any
+    # Jinja one: written for OpenAI's message shape (DeepSeek V3.2's parses the arguments as JSON text)
+    own = getattr(tokenizer, "_chat_template", None)
+    if own is not None:
+        place, as_text, ours = reasoning_place(own), True, False
+    else:
+        place, as_text = reasoning_place(source), pastes_calls(source)
+        ours = as_text
     messages = [
         template_message(m, i, place=place, calls_as_text=as_text) for i, m in enumerate(request.messages)
     ]
     try:
-        if as_text:  # transformers drops keys whose value is None, and these templates need content: null
+        if ours:  # transformers drops keys whose value is None, and these templates need content: null
             text = _render_mutable(tokenizer, source, messages, options)
         else:
             text = tokenizer.apply_chat_template(
