@@ -459,7 +459,12 @@ def test_rank_0_finds_a_rank_that_died_while_idle_by_itself(cache: Path, tmp_pat
     port = _free_port_pair()
     ring = tmp_path / "ring.json"
     ring.write_text(json.dumps([[f"127.0.0.1:{port}"], [f"127.0.0.1:{port + 1}"]]))
-    serve = [sys.executable, "-m", "mlxk", "serve", "--json", "--port", "0", "--distributed", "--model", CHAT]
+    # the group timeout bounds the watchdog's path (the default, 60 s, would take the whole wait below
+    # where the ring backend does not raise for the dead peer)
+    serve = [
+        *[sys.executable, "-m", "mlxk", "serve", "--json", "--port", "0", "--distributed"],
+        *["--model", CHAT, "--group-timeout", "5"],
+    ]
     logs = [tmp_path / f"rank{rank}.log" for rank in (0, 1)]
     ranks = []
     for rank, log in enumerate(logs):
