@@ -27,7 +27,8 @@ Two changes to the fresh initialisation (seeded with ``mx.random.seed(seed)``):
 
 ``stop_at_once`` zeroes the final norm: all logits are 0 and greedy argmax picks id 0, eos.
 ``pipeline_only`` builds a tiny qwen3_next instead (same tokenizer, same two changes): a family
-that mlx-lm can shard over ranks only as a pipeline.
+that mlx-lm can shard over ranks only as a pipeline; ``unshardable`` a tiny gemma: a family mlx-lm
+can shard neither way (its model implements neither ``shard`` nor ``pipeline``).
 Greedy decoding is deterministic. ``DEFAULT_SEED`` (124) was picked among 200 seeds for the widest
 top-1/top-2 logit gap over the first 20 greedy tokens of the "chat" model for "Hello" under the
 chat template (>= 0.11; >= 0.03 over 64 tokens), so ``DEFAULT_GREEDY`` (its first 20 characters)
@@ -43,6 +44,7 @@ import contextlib
 import io
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,6 +227,26 @@ def pipeline_config(vocab_size: int, max_position_embeddings: int = 512) -> dict
     }
 
 
+def unshardable_config(vocab_size: int, max_position_embeddings: int = 512) -> dict[str, Any]:
+    """A tiny gemma: a family whose mlx-lm model implements neither ``shard`` nor ``pipeline``."""
+    return {
+        "architectures": ["GemmaForCausalLM"],
+        "model_type": "gemma",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "vocab_size": vocab_size,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "max_position_embeddings": max_position_embeddings,
+        "eos_token_id": EOS_ID,
+        "torch_dtype": "float32",
+    }
+
+
 def _json(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()
 
@@ -240,14 +262,15 @@ def build_tiny_chat_model(
     width: int = 1,
     added_tokens: tuple[str, ...] = (),
     pipeline_only: bool = False,
+    unshardable: bool = False,
 ) -> dict[str, bytes]:
     """The files of one tiny MLX chat model snapshot (path -> bytes); byte-identical for equal args.
     ``added_tokens``: special tokens the character vocabulary gets besides its own (the markers of
     a model family's tool calls or reasoning). ``pipeline_only``: a tiny qwen3_next instead of the
-    llama (``pipeline_config``)."""
+    llama (``pipeline_config``); ``unshardable``: a tiny gemma (``unshardable_config``)."""
     import mlx.core as mx
     from mlx.nn.layers.linear import Linear
-    from mlx_lm.models import llama, qwen3_next
+    from mlx_lm.models import gemma, llama, qwen3_next
     from mlx_lm.utils import quantize_model
 
     tokenizer = _bpe_tokenizer() if bpe else char_tokenizer(added=added_tokens)
@@ -257,6 +280,9 @@ def build_tiny_chat_model(
     if pipeline_only:
         config = pipeline_config(vocab_size, max_position_embeddings)
         family: Any = qwen3_next
+    elif unshardable:
+        config = unshardable_config(vocab_size, max_position_embeddings)
+        family = gemma
     else:
         config = model_config(vocab_size, max_position_embeddings, width)
         family = llama
@@ -328,6 +354,18 @@ def install(hub: Path, name: str, files: dict[str, bytes]) -> CachedRepo:
 def drop_tensor(files: dict[str, bytes], tensor: str) -> dict[str, bytes]:
     """``files`` with ``tensor`` left out of model.safetensors: a file whose header is valid (the
     cache's checks pass, the index too) that mlx-lm refuses to load ("Missing parameters")."""
+    return drop_tensors(files, lambda name: name == tensor)
+
+
+def drop_layer(files: dict[str, bytes], layer: int) -> dict[str, bytes]:
+    """``files`` with every tensor of decoder layer ``layer`` left out of model.safetensors and its
+    index: a checkpoint short of a layer its config names."""
+    return drop_tensors(files, lambda name: name.startswith(f"model.layers.{layer}."))
+
+
+def drop_tensors(files: dict[str, bytes], dropped: Callable[[str], bool]) -> dict[str, bytes]:
+    """``files`` with the tensors whose names ``dropped`` picks left out of model.safetensors (and
+    of its index, which names only what the file holds)."""
     import mlx.core as mx
 
     with tempfile.TemporaryDirectory(prefix="mlxk-tiny-") as tmp:
@@ -335,12 +373,15 @@ def drop_tensor(files: dict[str, bytes], tensor: str) -> dict[str, bytes]:
         whole.write_bytes(files["model.safetensors"])
         weights = mx.load(str(whole))
         assert isinstance(weights, dict)
-        assert tensor in weights, sorted(weights)
-        del weights[tensor]
+        names = [name for name in weights if dropped(name)]
+        assert names, sorted(weights)
+        for name in names:
+            del weights[name]
         mx.save_safetensors(str(part), weights, metadata={"format": "mlx"})
         changed = {**files, "model.safetensors": part.read_bytes()}
     if "model.safetensors.index.json" in files:  # the index names only what the file holds
         index = json.loads(files["model.safetensors.index.json"])
-        del index["weight_map"][tensor]
+        for name in names:
+            del index["weight_map"][name]
         changed["model.safetensors.index.json"] = _json(index)
     return changed

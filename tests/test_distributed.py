@@ -15,7 +15,8 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,14 +70,46 @@ class Launched:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> None:
-        for pid in descendants(self.proc.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        self.proc.kill()
-        self.proc.wait(timeout=30)
+        """End the ranks and the launcher, by their ids: SIGTERM first (a rank drains and exits, and
+        coverage.py saves what it measured there), SIGKILL for whatever outlives ``STOP_GRACE_S``."""
+        stop_processes(self.proc, descendants(self.proc.pid))
         for pipe in (self.proc.stdout, self.proc.stdin):
             if pipe is not None:
                 pipe.close()
+
+
+STOP_GRACE_S = 10.0  # how long the cleanup waits for the processes a SIGTERM asked to end
+
+
+def stop_processes(launcher: subprocess.Popen[bytes] | None, ranks: set[int]) -> None:
+    """SIGTERM to ``ranks`` (rank 0 drains and exits, the others leave when it tells them to), then
+    to ``launcher`` once they are gone (a launcher ended first would leave the ranks' output pipes
+    closed); SIGKILL to everything still running after ``STOP_GRACE_S``. Never waits longer."""
+    deadline = time.monotonic() + STOP_GRACE_S
+    _signal(ranks, signal.SIGTERM)
+    _wait(lambda: not any(alive(pid) for pid in ranks), deadline)
+    if launcher is not None and launcher.poll() is None:
+        ranks |= descendants(launcher.pid)  # anything started meanwhile
+        _signal({launcher.pid}, signal.SIGTERM)
+        _wait(lambda: launcher.poll() is not None, deadline)
+    if launcher is not None:
+        ranks |= descendants(launcher.pid)
+    _signal({pid for pid in ranks if alive(pid)}, signal.SIGKILL)
+    if launcher is not None and launcher.poll() is None:
+        launcher.kill()
+    if launcher is not None:
+        launcher.wait(timeout=30)
+
+
+def _signal(pids: set[int], signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def _wait(condition: Callable[[], bool], deadline: float) -> None:
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def launch(
@@ -110,8 +143,7 @@ def launch(
     ready, _, _ = select.select([proc.stdout], [], [], 120)
     line = proc.stdout.readline() if ready else b""
     if not line:
-        proc.kill()
-        proc.wait(timeout=30)
+        stop_processes(proc, descendants(proc.pid))
         proc.stdout.close()
         raise AssertionError(f"no envelope from the launcher: {log.read_text(errors='replace')}")
     return Launched(proc, log, json.loads(line))
@@ -155,7 +187,7 @@ def single(cache: Path, tmp_path: Path) -> Iterator[ServerProcess]:
     try:
         yield server
     finally:
-        server.stop(signal.SIGKILL)
+        server.stop(timeout=STOP_GRACE_S)  # SIGTERM (its coverage is saved), SIGKILL if it outlives that
 
 
 def _health(url: str) -> int:
@@ -409,7 +441,10 @@ def test_a_rank_that_hangs_while_idle_ends_the_service(cache: Path, tmp_path: Pa
         wait_for(lambda: _health(launched.url) != 200, "rank 0 to find the hung rank", 60)
         assert _health(launched.url) in (503, 0)  # refused, or the process is gone already
         wait_for(lambda: not alive(rank0), "rank 0 to exit", 60)
-        os.kill(rank1, signal.SIGKILL)  # mlx.launch waits for a stopped rank to end for ever
+        # mlx.launch waits for a stopped rank to end for ever: let it go on, to find rank 0 gone
+        # and exit by itself (SIGKILL if it has not within STOP_GRACE_S)
+        os.kill(rank1, signal.SIGCONT)
+        stop_processes(None, {rank1})
         assert launched.proc.wait(timeout=60) == 1  # mlxk launch: a rank failed
         log = launched.stderr()
         assert "lost a rank (rank 1" in log and "made no progress for 3 s" in log
@@ -424,7 +459,12 @@ def test_rank_0_finds_a_rank_that_died_while_idle_by_itself(cache: Path, tmp_pat
     port = _free_port_pair()
     ring = tmp_path / "ring.json"
     ring.write_text(json.dumps([[f"127.0.0.1:{port}"], [f"127.0.0.1:{port + 1}"]]))
-    serve = [sys.executable, "-m", "mlxk", "serve", "--json", "--port", "0", "--distributed", "--model", CHAT]
+    # the group timeout bounds the watchdog's path (the default, 60 s, would take the whole wait below
+    # where the ring backend does not raise for the dead peer)
+    serve = [
+        *[sys.executable, "-m", "mlxk", "serve", "--json", "--port", "0", "--distributed"],
+        *["--model", CHAT, "--group-timeout", "5"],
+    ]
     logs = [tmp_path / f"rank{rank}.log" for rank in (0, 1)]
     ranks = []
     for rank, log in enumerate(logs):
@@ -442,10 +482,9 @@ def test_rank_0_finds_a_rank_that_died_while_idle_by_itself(cache: Path, tmp_pat
         assert ranks[0].wait(timeout=60) == 1  # with no request to send: found by the heartbeat
         assert "lost a rank (rank 1" in logs[0].read_text(errors="replace")
     finally:
+        stop_processes(None, {proc.pid for proc in ranks if proc.poll() is None})
         for proc in ranks:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=30)
+            proc.wait(timeout=30)
             if proc.stdout is not None:
                 proc.stdout.close()
 
@@ -461,7 +500,7 @@ def test_a_model_sharded_as_a_pipeline_answers_as_one_process_does(cache: Path, 
         prompts = ["Hello", "What is MLX?", "abc"]
         alone = {p: _streamed(single.url, p, 30, model=PIPELINE) for p in prompts}
     finally:
-        single.stop(signal.SIGKILL)
+        single.stop(timeout=STOP_GRACE_S)
     launched = launch(cache, tmp_path / "launch.log", "--model", PIPELINE)
     try:
         wait_for(lambda: _health(launched.url) == 200, "the ranks to load their layers", 120)
