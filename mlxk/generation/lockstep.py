@@ -3,10 +3,10 @@ group, every rank running the same batch steps in the same order.
 
 Rank 0 decides (which requests join the batch, which leave because their client went away) and
 shares those decisions with the other ranks through the group itself every few steps: an
-``all_sum`` of three integers (what comes next, the length of the decisions that follow, and how
-long the others may stay away when the batch is idle), then, only when something changed, an
-``all_sum`` of the decisions' bytes. The other ranks contribute
-zeros, so the sum is rank 0's message. Everything else a step does (prompts, sampling, stop
+``all_sum`` of four integers (what comes next, the length of the decisions that follow, how long
+the others may stay away when the batch is idle, and a roll call), then, only when something
+changed, an ``all_sum`` of the decisions' bytes. The other ranks contribute zeros (and 1 to the
+roll call), so the sum is rank 0's message. Everything else a step does (prompts, sampling, stop
 strings, the prefix cache) follows from the same inputs on every rank, so the ranks stay in step
 without sharing anything more. The group is formed by ``mlx.launch`` from the user's own hosts;
 the decisions are pickled request values between those trusted processes.
@@ -143,8 +143,13 @@ def share(
         pickle.dumps(decisions) if leader and decisions is not None and decisions != Decisions() else b""
     )
     try:
-        mine = [what, len(payload), round(pause_s * 1000)] if leader else [0, 0, 0]
-        what, size, pause_ms = as_ints(mx.distributed.all_sum(mx.array(mine, dtype=mx.int64), **on), "int64")
+        # the last number is a roll call: every rank adds 1, so a sum short of the group's size is
+        # a collective that came back without a peer's part (a lost rank that raised nothing)
+        mine = [what, len(payload), round(pause_s * 1000), 1] if leader else [0, 0, 0, 1]
+        summed = as_ints(mx.distributed.all_sum(mx.array(mine, dtype=mx.int64), **on), "int64")
+        what, size, pause_ms, present = summed
+        if present != group.size:
+            raise RuntimeError(f"a share came back with {present} of {group.size} ranks")
         if size == 0:
             return what, Decisions(), pause_ms / 1000
         data = from_bytes(payload) if leader else mx.zeros((size,), dtype=mx.uint8)
