@@ -160,3 +160,38 @@ def test_a_copied_file_gone_between_the_scan_and_the_hashing_is_reported(hub: Pa
         repo.repo_dir.name: "config.json: cannot be read (No such file or directory)"
     }
     assert findings.files_hashed == len([f for f in files if isinstance(files[f], bytes)]) - 1
+
+
+# --- mlxk/cache/nofollow.py ---------------------------------------------------------------------------
+
+_OUT_OF_DESCRIPTORS = """
+import errno, os, resource, sys
+from mlxk.cache.nofollow import Folder
+root = Folder.open_root(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+held = []
+try:
+    while True:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+except OSError as exc:
+    assert exc.errno == errno.EMFILE
+try:
+    found = root.child("sub")
+except OSError as exc:
+    print("raised", errno.errorcode[exc.errno])
+else:
+    print("returned", found)
+"""
+
+
+def test_a_folder_that_cannot_be_opened_for_want_of_descriptors_is_an_error_not_missing(
+    tmp_path: Path,
+) -> None:
+    """Folder.child says None only for what is missing or not a folder; any other refusal (here no file
+    descriptor left, EMFILE) reaches the caller, so rm and the sweep never take a real folder for absent."""
+    (tmp_path / "sub").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", _OUT_OF_DESCRIPTORS, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "raised EMFILE"
