@@ -108,6 +108,10 @@ async def send_bytes(send: Send, status: int, body: bytes, headers: Iterable[tup
     await send({"type": "http.response.body", "body": body})
 
 
+class _SocketGone(Exception):
+    """A write of a stream failed: the client's connection is gone."""
+
+
 async def send_events(
     send: Send, watch: DisconnectWatch, events: AsyncIterator[bytes], headers: Iterable[tuple[str, str]] = ()
 ) -> bool:
@@ -122,16 +126,21 @@ async def send_events(
     raw += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
     await send({"type": "http.response.start", "status": 200, "headers": raw})
 
+    async def write(body: bytes, more: bool) -> None:
+        try:
+            await send({"type": "http.response.body", "body": body, "more_body": more})
+        except (OSError, RuntimeError) as exc:  # the socket went first (Granian raises RuntimeError)
+            raise _SocketGone from exc
+
     async def pump() -> None:
+        # an error of the events themselves is not the client's leaving: it goes on to the caller
         async for event in events:
-            await send({"type": "http.response.body", "body": event, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await write(event, True)
+        await write(b"", False)
 
     try:
         await watch.race(pump())
-    except ClientGone:
-        return False
-    except (OSError, RuntimeError):  # the socket went first (Granian raises RuntimeError for it)
+    except (ClientGone, _SocketGone):
         return False
     finally:
         closer = getattr(events, "aclose", None)

@@ -97,10 +97,23 @@ async def with_error_event(
     try:
         async for item in events:
             yield item
-    except (MlxkError, HTTPError) as exc:
-        error = from_library(exc) if isinstance(exc, MlxkError) else exc
-        log.warning("a stream ended with an error: %s", error.message)
-        yield error_event(error)
+    except Exception as exc:
+        yield error_event(stream_error(exc))
+
+
+def stream_error(exc: Exception) -> HTTPError:
+    """What a stream that failed after it began tells its client: a library error as such; anything
+    else (a device that failed mid-step, a bug) is logged with its traceback and told as a 500, as a
+    whole answer's failure is."""
+    if isinstance(exc, HTTPError):
+        error = exc
+    elif isinstance(exc, MlxkError):
+        error = from_library(exc)
+    else:
+        log.error("a stream failed after it began", exc_info=exc)
+        return HTTPError(500, "internal server error")
+    log.warning("a stream ended with an error: %s", error.message)
+    return error
 
 
 def shutting_down() -> HTTPError:

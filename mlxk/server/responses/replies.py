@@ -19,9 +19,8 @@ from typing import Any
 
 import orjson
 
-from mlxk.errors import MlxkError
 from mlxk.generation.chunks import Chunk, Usage
-from mlxk.server.errors import HTTPError, from_library
+from mlxk.server.errors import HTTPError, stream_error
 from mlxk.server.parts import CALL, REASONING, Closed, Grew, Opened, Part, Parts
 
 NO_USAGE = Usage(0, 0, 0.0, 0.0, 0)
@@ -126,8 +125,8 @@ class Events:
                     for event in self._part_events(item):
                         yield event
                 last = chunk
-        except (HTTPError, MlxkError) as exc:
-            error = from_library(exc) if isinstance(exc, MlxkError) else exc
+        except Exception as exc:
+            error = stream_error(exc)
             final = shape.response("failed", parts.parts, last, error)
             finished(final, parts.parts)
             yield self.event("response.failed", response=final)

@@ -165,27 +165,32 @@ class HandlerBug(Exception):
 
 
 class StepBug(Exception):
-    """A step that fails with an exception nobody foresaw (neither ``MlxkError`` nor, as the socket
-    errors the stream takes for a client gone, ``OSError``/``RuntimeError``)."""
+    """A step that fails with an exception nobody foresaw (not an ``MlxkError``)."""
+
+
+class DeviceFailed(RuntimeError):
+    """What mlx raises for a device that fails mid-step (out of memory on Metal or CUDA): a
+    ``RuntimeError``, the type Granian also raises for a socket that went away."""
 
 
 class FailingStepTogether(BatchRunner):
     """Stand-in for a step that fails while ``TOGETHER`` requests are running: steps normally,
-    counting only the steps taken with all of them in the batch, and raises ``StepBug`` at the
+    counting only the steps taken with all of them in the batch, and raises ``error`` at the
     ``FAIL_AT``-th such step (so each has had text by then, whatever the order they came in)."""
 
     FAIL_AT = 4
 
-    def __init__(self, engine: Any, max_batch: int, together: int) -> None:
+    def __init__(self, engine: Any, max_batch: int, together: int, error: Exception | None = None) -> None:
         super().__init__(engine, max_batch)
         self.together = together
+        self.error = error or StepBug("the step failed")
         self.steps = 0
 
     def step(self) -> None:
         if self.active >= self.together:
             self.steps += 1
             if self.steps >= self.FAIL_AT:
-                raise StepBug("the step failed")
+                raise self.error
         super().step()
 
 
@@ -297,27 +302,65 @@ def test_a_bug_in_a_handler_is_answered_500_in_the_protocols_shape_and_the_serve
     assert "/v1/chat/completions 500 " in caplog.text and "/v1/completions 200 " in caplog.text
 
 
-def test_a_step_failing_after_the_stream_began_ends_it_cut_short_logged_500(
-    hub_root: str, caplog: pytest.LogCaptureFixture
+STREAMS: dict[str, dict[str, Any]] = {  # a stream of each protocol, and how its text is read
+    "/v1/chat/completions": chat_body(stream=True),
+    "/v1/messages": {
+        "model": CHAT,
+        "max_tokens": 40,
+        "stream": True,
+        "messages": [{"role": "user", "content": "Hello"}],
+    },
+    "/v1/responses": {"model": CHAT, "max_output_tokens": 40, "stream": True, "input": "Hello"},
+}
+
+
+def failure_logged(caplog: pytest.LogCaptureFixture, error: Exception) -> None:
+    [failure] = [r for r in caplog.records if r.getMessage() == "a stream failed after it began"]
+    assert failure.exc_info is not None and failure.exc_info[1] is error  # with its traceback
+
+
+@pytest.mark.parametrize("error", [StepBug("the step failed"), DeviceFailed("[metal] out of memory")])
+@pytest.mark.parametrize("path", list(STREAMS))
+def test_a_step_failing_after_the_stream_began_ends_it_with_the_protocols_error_event(
+    hub_root: str, caplog: pytest.LogCaptureFixture, path: str, error: Exception
 ) -> None:
     app = App(ServerSettings(hub_root=hub_root))
-    app.worker._new_runner = lambda engine, max_batch: FailingStepTogether(engine, max_batch, 1)
+    runners: list[BatchRunner] = []
+
+    def runner(engine: Any, max_batch: int) -> BatchRunner:  # the first fails, the next is sound
+        runners.append(
+            FailingStepTogether(engine, max_batch, 1, error) if not runners else BatchRunner(engine)
+        )
+        return runners[-1]
+
+    app.worker._new_runner = runner
 
     async def scenario(app: App) -> list[tuple[int, bytes, bool]]:
-        return [await post(app, "/v1/chat/completions", chat_body(stream=True))]
+        return [await post(app, path, STREAMS[path]), await post(app, "/v1/chat/completions", chat_body())]
 
     with caplog.at_level("INFO", logger="mlxk.server"):
-        [(status, body, ended)] = served(app, scenario)
+        [(status, body, ended), (after, _answer, _)] = served(app, scenario)
     got = events(body)
-    assert status == 200  # the answer had begun: no 500 can be sent any more
-    assert got and all(isinstance(e, dict) and "choices" in e for e in got)
-    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in got)
-    assert text  # the text before the failure went out
-    assert all(e["choices"][0]["finish_reason"] is None for e in got)
-    assert "[DONE]" not in got and not ended  # cut short: the client sees it did not end
-    [failure] = [r for r in caplog.records if r.getMessage() == "POST /v1/chat/completions failed"]
-    assert failure.exc_info is not None and failure.exc_info[0] is StepBug
-    assert "POST /v1/chat/completions 500 " in caplog.text  # logged as the server's failure
+    assert status == 200 and ended  # the answer had begun; it ends properly, not cut short
+    assert "[DONE]" not in got  # not ended as if whole
+    last = got[-1]
+    if path == "/v1/chat/completions":
+        text = "".join(e["choices"][0]["delta"].get("content") or "" for e in got[:-1])
+        assert last == {
+            "error": {"message": "internal server error", "type": "server_error", "param": None, "code": None}
+        }
+    elif path == "/v1/messages":
+        text = "".join(e["delta"].get("text", "") for e in got if e["type"] == "content_block_delta")
+        assert last == {"type": "error", "error": {"type": "api_error", "message": "internal server error"}}
+    else:
+        text = "".join(e["delta"] for e in got if e["type"] == "response.output_text.delta")
+        assert last["type"] == "response.failed"
+        assert last["response"]["error"]["message"] == "internal server error"
+    assert text  # the text before the failure went out first
+    assert str(error) not in body.decode()  # what failed stays in the log
+    failure_logged(caplog, error)
+    assert f"POST {path} 200 " in caplog.text  # not logged as a client that left (499)
+    assert after == 200  # the worker lives on: the next request is generated
 
 
 def test_one_of_several_streams_failing_ends_the_answer_and_the_worker_serves_the_next(
@@ -341,16 +384,16 @@ def test_one_of_several_streams_failing_ends_the_answer_and_the_worker_serves_th
     with caplog.at_level("INFO", logger="mlxk.server"):
         [(status, body, ended), (after, answer, _)] = served(app, scenario)
     got = events(body)
-    assert status == 200 and got
+    assert status == 200 and ended
+    *chunks, last = got
     texts = {0: "", 1: ""}
-    for e in got:
+    for e in chunks:
         choice = e["choices"][0]
         assert choice["finish_reason"] is None
         texts[choice["index"]] += choice["delta"].get("content") or ""
     assert texts[0] and texts[1]  # both choices streamed text before the step failed
-    assert "[DONE]" not in got and not ended
-    [failure] = [r for r in caplog.records if r.getMessage() == "POST /v1/chat/completions failed"]
-    assert failure.exc_info is not None and failure.exc_info[0] is StepBug
+    assert last["error"]["type"] == "server_error" and "[DONE]" not in got  # one error ends both
+    failure_logged(caplog, runners[0].error)
     assert runners[0].steps == FailingStepTogether.FAIL_AT  # it failed while both were running
     assert after == 200 and orjson.loads(answer)["usage"]["completion_tokens"] == 3
     assert len(runners) == 2  # a fresh runner served it
