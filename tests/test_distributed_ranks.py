@@ -20,7 +20,7 @@ import pytest
 
 from tests.modelfix import install
 from tests.servefix import ServerProcess, alive, serve_env, start_server, wait_for
-from tests.test_distributed import _free_port_pair
+from tests.test_distributed import STOP_GRACE_S, _free_port_pair, stop_processes
 
 CHAT = "test/Tiny-Chat"
 FORMAT = ("--tool-format", f"{CHAT}=none")
@@ -91,10 +91,10 @@ def ranks(cache: Path, tmp_path: Path) -> Iterator[Ranks]:
         wait_for(lambda: health(url) == 200, "rank 0 to load its shard", 120)
         yield Ranks(procs, logs, url)
     finally:
+        # SIGTERM first (each rank drains and exits, and what coverage.py measured there is saved)
+        stop_processes(None, {proc.pid for proc in procs if proc.poll() is None})
         for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=30)
+            proc.wait(timeout=30)
             if proc.stdout is not None:
                 proc.stdout.close()
 
@@ -105,7 +105,7 @@ def single(cache: Path, tmp_path: Path) -> Iterator[ServerProcess]:
     try:
         yield server
     finally:
-        server.stop(signal.SIGKILL)
+        server.stop(timeout=STOP_GRACE_S)
 
 
 def test_a_group_with_a_tool_format_answers_as_one_process_does(ranks: Ranks, single: ServerProcess) -> None:
