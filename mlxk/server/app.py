@@ -37,7 +37,7 @@ from mlxk.server.worker import EngineWorker, Job
 if TYPE_CHECKING:
     from mlxk.generation.lockstep import Group
 
-__all__ = ["App", "ServerSettings", "create_app"]
+__all__ = ["App", "ServerSettings"]
 
 log = logging.getLogger("mlxk.server")
 
@@ -262,7 +262,3 @@ class App:
         if not isinstance(body, dict):
             raise HTTPError(400, "the request body must be a JSON object")
         return body
-
-
-def create_app(settings: ServerSettings) -> App:
-    return App(settings)
