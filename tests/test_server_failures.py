@@ -100,6 +100,31 @@ def test_a_client_that_leaves_while_its_model_loads_is_cancelled_and_the_model_s
     assert worker.queue_depth == 0
 
 
+def test_a_task_that_raises_on_the_engine_thread_is_logged_and_the_thread_serves_on(
+    engine: Any, loop: asyncio.AbstractEventLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    def buggy() -> None:  # stand-in for a bug in a task (a count, an embedding batch)
+        raise HandlerBug("a bug in a task")
+
+    after, done = threading.Event(), threading.Event()
+    job = Job("tiny", request(tokens=3), loop)
+    worker = EngineWorker(load=lambda name: engine, max_queue=4, finished=lambda usage, reason: done.set())
+    worker.start()
+    try:
+        with caplog.at_level("ERROR", logger="mlxk.server"):
+            worker.call(buggy)
+            worker.call(after.set)  # the next task still runs
+            assert after.wait(timeout=60)
+        worker.submit(job)
+        assert done.wait(timeout=60)
+    finally:
+        worker.stop()
+    [logged] = [r for r in caplog.records if r.getMessage() == "a task on the engine thread failed"]
+    assert logged.exc_info is not None and logged.exc_info[0] is HandlerBug
+    got, error = received(loop, job)  # and so does the next generation
+    assert error is None and got[-1].finish_reason == "length"
+
+
 class StepFailed(RuntimeError):
     pass
 
