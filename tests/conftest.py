@@ -43,6 +43,16 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@pytest.fixture(autouse=True)
+def same_random_state_in_every_test() -> None:
+    """A request without a seed samples from MLX's one global random state, which every model the
+    earlier tests built or ran advanced: each test starts it from the same seed, so what a test
+    samples does not depend on which tests ran before it in this process."""
+    import mlx.core as mx
+
+    mx.random.seed(0)
+
+
 def native_module() -> Core | None:
     try:
         return mlxk.core.implementation(native=True)

@@ -226,7 +226,14 @@ def hub_root(snapshot: Path) -> str:
 
 def chat_body(n: int = 1, stream: bool = False, tokens: int = 40) -> dict[str, Any]:
     messages = [{"role": "user", "content": "Hello"}]
-    return {"model": CHAT, "messages": messages, "max_tokens": tokens, "n": n, "stream": stream}
+    return {
+        "model": CHAT,
+        "messages": messages,
+        "max_tokens": tokens,
+        "n": n,
+        "stream": stream,
+        "temperature": 0,
+    }
 
 
 async def post(app: App, path: str, body: dict[str, Any]) -> tuple[int, bytes, bool]:
