@@ -208,6 +208,49 @@ def test_an_idle_server_exits_at_once_on_sigterm(
     assert server.proc.wait(timeout=60) == 0  # nothing open: the drain does not wait for its timeout
 
 
+# The server's own serving loop, in a process of its own, then one SIGTERM more once the loop has
+# stopped: mlx.launch sends every rank a SIGTERM as soon as one rank fails, and it may come while
+# the rank is already leaving with its exit status
+LATE_SIGTERM = """
+import asyncio, os, signal, sys, threading, time
+import httpx
+from mlxk.server import launch
+from mlxk.server.app import App, ServerSettings
+from mlxk.server.listener import bind_listener
+
+settings = ServerSettings(hub_root=sys.argv[1], port=0)
+listener = bind_listener("127.0.0.1", 0)
+url = "http://127.0.0.1:%d/health" % listener.getsockname()[1]
+
+def stop_when_up():
+    while True:
+        try:
+            httpx.get(url, timeout=5)
+            break
+        except httpx.TransportError:
+            time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGTERM)  # the drain: nothing is open, so the server stops
+
+threading.Thread(target=stop_when_up, daemon=True).start()
+asyncio.run(launch._serve(App(settings), listener, settings, "warning"))
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(0.5)  # a SIGTERM that ends the process does so before this
+print("still leaving with its own status")
+"""
+
+
+def test_a_sigterm_after_the_server_stopped_does_not_change_how_it_exits(cache: Path) -> None:
+    script = subprocess.run(
+        [sys.executable, "-c", LATE_SIGTERM, str(cache)],
+        env=serve_env(cache),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert script.returncode == 0, script.stderr
+    assert script.stdout.strip() == "still leaving with its own status"
+
+
 def test_a_client_that_leaves_a_whole_request_frees_its_place(
     long_cache: Path, tmp_path: Path, servers: list[ServerProcess]
 ) -> None:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from mlxk.generation.lockstep import Group
 
 STOP_GRACE_S = 20.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 EXPERIMENTAL_NOTICE = "Embedded server is experimental"
 
 
@@ -73,7 +74,7 @@ async def _serve(app: App, listener: socket.socket, settings: ServerSettings, lo
         exit_now=_exit_now,
     )
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, drain.signal)
     if app.group is not None:
 
@@ -85,6 +86,17 @@ async def _serve(app: App, listener: socket.socket, settings: ServerSettings, lo
         await server.serve()
     finally:
         await asyncio.to_thread(app.close)  # the engine threads, if the lifespan did not stop them
+        _ignore_stop_signals(loop)
+
+
+def _ignore_stop_signals(loop: asyncio.AbstractEventLoop) -> None:
+    """The server has stopped and the process is on its way out with its status. Closing the loop
+    would give SIGTERM back its default action, and a SIGTERM then (mlx.launch sends one to every
+    rank as soon as one rank fails) would end the process as killed instead of with that status.
+    A process that hangs from here on is still ended by ``STOP_GRACE_S`` or by SIGKILL."""
+    for signum in STOP_SIGNALS:
+        loop.remove_signal_handler(signum)
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def _server(app: App, listener: socket.socket, settings: ServerSettings, log_level: str) -> Any:
