@@ -264,7 +264,8 @@ def _sweep(hub_root: str, holding: str | None, repos: Collection[str] | None) ->
     entries = list_entries(hub_root)
     if not entries and not os.path.lexists(os.path.join(hub_root, ".locks", TRASH)):
         return  # the common case: one failed lstat
-    with contextlib.suppress(OSError), _open_hub(hub_root) as hub:
+    # housekeeping after the command's own work: a hub gone meanwhile (DeletionFailed) fails nothing
+    with contextlib.suppress(OSError, MlxkError), _open_hub(hub_root) as hub:
         for entry in entries:
             if entry.owner_alive():
                 continue
