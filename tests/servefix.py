@@ -40,6 +40,20 @@ def wait_until_up(
         time.sleep(0.1)
 
 
+def served(app: App, scenario: Callable[[App], Awaitable[Any]]) -> Any:
+    """Run ``scenario(app)`` through ASGI in this process, with the app's threads started, then
+    stop them."""
+
+    async def main() -> Any:
+        app.start()
+        try:
+            return await scenario(app)
+        finally:
+            await asyncio.to_thread(app.close)
+
+    return asyncio.run(main())
+
+
 def run_in_process(settings: ServerSettings, scenario: Callable[[Client], Awaitable[Any]]) -> Any:
     """Start the app (its engine and embedding threads), run ``scenario`` with a client speaking
     to it through httpx's ASGI transport, stop the threads; returns what the scenario returned."""

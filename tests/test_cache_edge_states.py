@@ -32,14 +32,6 @@ def two(hub: Path) -> TwoRevisions:
     return TwoRevisions(hub)
 
 
-@pytest.fixture
-def dead_pid() -> int:
-    """The pid of a process that has exited (and been reaped)."""
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
 def journal_entry(hub: Path, pid: int, repo: str, commits: list[str], blobs: list[str]) -> Path:
     """A snapshot entry as an rm killed right after writing its journal leaves it."""
     folder = trash(hub) / f"snapshot.{pid}.abcd1234"

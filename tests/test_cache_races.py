@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,14 +48,6 @@ SECRET = b"four years of work"
 @pytest.fixture
 def two(hub: Path) -> TwoRevisions:
     return TwoRevisions(hub)
-
-
-@pytest.fixture
-def dead_pid() -> int:
-    """The pid of a process that has exited (and been reaped)."""
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
 
 
 def rm(hub: Path, spec: str) -> int:

@@ -15,7 +15,7 @@ import pytest
 
 from mlxk.server.app import App, ServerSettings
 from tests.modelfix import install
-from tests.servefix import Client, run_in_process
+from tests.servefix import Client, run_in_process, served
 
 CHAT = "test/Tiny-Chat"
 Message = dict[str, Any]
@@ -52,15 +52,7 @@ def body(**extra: Any) -> bytes:
 
 
 def with_app(cache: Path, scenario: Callable[[App], Awaitable[Any]]) -> Any:
-    async def main() -> Any:
-        app = App(ServerSettings(hub_root=str(cache)))
-        app.start()
-        try:
-            return await scenario(app)
-        finally:
-            await asyncio.to_thread(app.close)
-
-    return asyncio.run(main())
+    return served(App(ServerSettings(hub_root=str(cache))), scenario)
 
 
 async def answer(app: App, method: str, path: str, data: bytes = b"") -> httpx.Response:

@@ -25,6 +25,7 @@ from mlxk.server.openai.endpoints import Headers
 from mlxk.server.worker import EngineWorker, Job, chunks
 from tests.embedfix import build_tiny_qwen3_embedding
 from tests.modelfix import build_tiny_chat_model, install
+from tests.servefix import served
 
 CHAT = "test/worker-edges"
 HANG_S = 300  # only turns a hang (a path that broke) into a failure; no test waits on it
@@ -262,19 +263,6 @@ async def post(app: App, path: str, body: dict[str, Any]) -> tuple[int, bytes, b
     bodies = [m for m in sent if m["type"] == "http.response.body"]
     ended = bool(bodies) and not bodies[-1].get("more_body", False)
     return start[0]["status"], b"".join(m.get("body", b"") for m in bodies), ended
-
-
-def served(app: App, scenario: Any) -> Any:
-    """Run ``scenario(app)`` with the app's threads started, then stop them."""
-
-    async def main() -> Any:
-        app.start()
-        try:
-            return await scenario(app)
-        finally:
-            await asyncio.to_thread(app.close)
-
-    return asyncio.run(main())
 
 
 def events(body: bytes) -> list[Any]:

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from mlxk.generation.request import GenerationRequest, Message, Sampling
 from mlxk.server.app import App, ServerSettings
 from mlxk.server.worker import DELIVERY_INTERVAL_ALONE_S, EngineWorker, Job, Task, chunks
 from tests.modelfix import build_tiny_chat_model, install
+from tests.servefix import served
 
 ONE = "test/race-one"
 OTHER = "test/race-other"
@@ -98,19 +99,6 @@ async def call(
     answer_headers = {k.decode(): v.decode() for k, v in start[0].get("headers", [])}
     body_bytes = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     return Answer(start[0]["status"], answer_headers, body_bytes)
-
-
-def served(app: App, scenario: Callable[[App], Awaitable[Any]]) -> Any:
-    """Run ``scenario(app)`` with the app's threads started, then stop them."""
-
-    async def main() -> Any:
-        app.start()
-        try:
-            return await scenario(app)
-        finally:
-            await asyncio.to_thread(app.close)
-
-    return asyncio.run(main())
 
 
 def chat(model: str = ONE, tokens: int = 3) -> dict[str, Any]:

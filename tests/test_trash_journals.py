@@ -34,14 +34,6 @@ def two(hub: Path) -> TwoRevisions:
 
 
 @pytest.fixture
-def dead_pid() -> int:
-    """The pid of a process that has exited (and been reaped)."""
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
-@pytest.fixture
 def live_pid() -> Iterator[int]:
     """The pid of a process that runs until the test ends (an rm still at work, as far as the trash knows)."""
     proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
