@@ -5,9 +5,10 @@ other ranks do is tested with real ranks in ``tests/test_distributed*.py``."""
 
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
 
 import mlx.core as mx
 import pytest
@@ -139,3 +140,76 @@ def test_after_a_lost_rank_nothing_joins_and_the_runner_closes_without_a_share(e
         runner.add(request(), lambda item: None, threading.Event())
     assert runner.active == 0
     runner.close()  # no STOP share to the lost rank (it would wait for a peer that is gone)
+
+
+class _FirstBatchFails(BatchRunner):
+    """Stand-in for rank 1's batches: the first one's step raises ``error`` (a device out of
+    memory, a lost peer, or a bug), every later one runs the real model. ``made`` lists them."""
+
+    error: Exception = RuntimeError("out of memory")
+    made: ClassVar[list[_FirstBatchFails]] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.steps = 0
+        self.made.append(self)
+
+    def step(self) -> None:
+        if self is self.made[0]:
+            raise self.error
+        super().step()
+        self.steps += 1
+
+
+def scripted_rank_0(*shares: tuple[int, Decisions, float]) -> Callable[..., tuple[int, Decisions, float]]:
+    """Stand-in for rank 0 on the other side of ``follow``'s shares: each call gets the next of
+    ``shares`` (then STOP). A real rank 0 cannot be made to fail in the middle of rank 1's step
+    on purpose, so its decisions are scripted and the step's failure is ``_FirstBatchFails``."""
+    script = iter(shares)
+
+    def share_from_rank_0(group: Group, what: int, *rest: Any) -> tuple[int, Decisions, float]:
+        return next(script, (STOP, Decisions(), 0.0))
+
+    return share_from_rank_0
+
+
+@pytest.mark.parametrize(
+    ("error", "lost"),
+    [
+        (RuntimeError("[ring] connection to a peer was lost"), True),
+        (RuntimeError("out of memory"), True),
+        (ValueError("a bug in the batch"), False),
+    ],
+)
+def test_a_step_that_fails_on_rank_1_for_the_backend_loses_the_group_and_a_bug_ends_only_its_batch(
+    engine: Any, monkeypatch: pytest.MonkeyPatch, error: Exception, lost: bool
+) -> None:
+    """A step of rank 1 that the backend fails (a RuntimeError: a lost peer, or its device out of
+    memory, which rank 0 may not share) ends ``follow`` with GroupLost: rank 1 cannot go on in step
+    with a rank 0 that may not have failed. Any other failure is the same bug on every rank: that
+    batch ends, and the next request rank 0 shares runs in a new one to its end."""
+    from mlxk.generation import lockstep
+
+    monkeypatch.setattr(_FirstBatchFails, "made", [])
+    monkeypatch.setattr(_FirstBatchFails, "error", error)
+    monkeypatch.setattr(lockstep, "BatchRunner", _FirstBatchFails)
+    monkeypatch.setattr(
+        lockstep,
+        "share",
+        scripted_rank_0(
+            (STEP, Decisions(joined=((1, request(4)),)), 0.0),
+            (STEP, Decisions(joined=((2, request(4)),)), 0.0),
+        ),
+    )
+    told: list[str] = []
+    group = one_rank(told)
+    if lost:
+        with pytest.raises(GroupLost, match=re.escape(str(error))):
+            lockstep.follow(engine, group)
+        assert told == [group.lost] and len(_FirstBatchFails.made) == 1
+    else:
+        lockstep.follow(engine, group)  # returns at rank 0's STOP: the group served on
+        assert group.lost is None and told == []
+        first, second = _FirstBatchFails.made
+        assert first.active == 0  # the failed batch ended its request
+        assert second.active == 0 and second.steps >= 4  # request 2 ran in a new batch to its end

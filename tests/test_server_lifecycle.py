@@ -297,3 +297,32 @@ def test_a_model_it_cannot_run_does_not_unload_the_running_one(
     assert httpx.get(server.url + "/health").json() == {"status": "ok", "model": CHAT, "queue": 0}
     chat_encoder = httpx.post(server.url + "/v1/embeddings", json={"model": CHAT, "input": "x"}, timeout=60)
     assert chat_encoder.status_code == 400
+
+
+# The stop's last resort, in a process of its own: a server that does not stop (a stand-in for a
+# Granian server whose stop() hangs) and a main thread that waits forever, as a hung exit does
+HUNG_STOP = """
+import sys, threading
+from mlxk.server import launch
+from mlxk.server.app import App, ServerSettings
+
+class NeverStops:
+    def stop(self):
+        pass
+
+launch.STOP_GRACE_S = 1.0
+launch._stop(App(ServerSettings(hub_root=sys.argv[1], port=0)), NeverStops())
+threading.Event().wait()
+"""
+
+
+def test_a_stop_that_outlives_its_grace_ends_the_process_with_status_1(cache: Path) -> None:
+    script = subprocess.run(
+        [sys.executable, "-c", HUNG_STOP, str(cache)],
+        env=serve_env(cache),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert script.returncode == 1
+    assert script.stderr.strip().endswith("mlxk serve: not stopped after 1 s")
