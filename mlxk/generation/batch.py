@@ -144,7 +144,7 @@ class BatchRunner:
             mx.array(rest),
             self.engine.model,
             max_tokens=seq.max_tokens,
-            sampler=seq.sampler,
+            sampler=seq.solo_sampler,
             logits_processors=seq.solo_processors,
             prompt_cache=cache,
         )

@@ -195,7 +195,7 @@ class Engine:
             mx.array(seq.prompt),
             self.model,
             max_tokens=seq.max_tokens,
-            sampler=seq.sampler,
+            sampler=seq.solo_sampler,
             logits_processors=seq.solo_processors,
         )
         cancel = seq.cancel

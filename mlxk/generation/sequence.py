@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from mlxk.generation.chunks import Chunk, ToolCallDelta, Usage
-from mlxk.generation.grammar.constraint import Constraint
+from mlxk.generation.grammar.constraint import Constraint, ConstraintProcessor
 from mlxk.generation.logprobs import TokenLogprob, token_logprob
 from mlxk.generation.prompt import Prompt
 from mlxk.generation.stops import StopMatcher
@@ -110,6 +110,7 @@ class Sequence:
         "segmenter",
         "single_call",
         "solo_processors",
+        "solo_sampler",
         "started",
         "stops",
         "unsettled",
@@ -135,6 +136,7 @@ class Sequence:
         self.processors = processors  # logits processors: penalties
         self.constraint: Constraint | None = None  # the grammar the answer is held to, if any
         self.solo_processors = processors  # the single-sequence loop's: the constraint too
+        self.solo_sampler = sampler  # the single-sequence loop's: tells the constraint its token
         # (how many alternatives, the vocabulary, entries not yet in a chunk) when asked for
         self.logprobs: tuple[int, Vocabulary, list[TokenLogprob]] | None = None
         self.detokenizer = detokenizer
@@ -155,11 +157,13 @@ class Sequence:
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
 
-    def constrain(self, constraint: Constraint, processor: Any) -> None:
+    def constrain(self, constraint: Constraint, processor: ConstraintProcessor) -> None:
         """Holds the answer to ``constraint``: the batch applies it to the whole batch at once,
-        the single-sequence loop through ``processor`` (after the penalties)."""
+        the single-sequence loop through ``processor`` (after the penalties), which its sampler
+        tells each token it samples."""
         self.constraint = constraint
         self.solo_processors = [*(self.processors or ()), processor]
+        self.solo_sampler = processor.watching(self.sampler)
 
     def report_logprobs(self, top: int, vocab: Vocabulary) -> None:
         """Each chunk carries the log-probabilities of its tokens, with ``top`` alternatives."""

@@ -155,11 +155,23 @@ class MaskBuffer:
 
 class ConstraintProcessor:
     """The constraint as an mlx-lm logits processor, for the single-sequence loop
-    (``generate_step``): called with the tokens so far and the next token's logits."""
+    (``generate_step``): called with the tokens so far and the next token's logits. The loop's
+    sampler is wrapped (``watching``) so that the processor reads the token just sampled from the
+    sampler's own output, an array the loop has already launched."""
 
     def __init__(self, constraint: Constraint, buffer: MaskBuffer) -> None:
         self.constraint = constraint
         self.buffer = buffer
+        self._sampled: Any = None  # the token array the sampler returned last
+
+    def watching(self, sampler: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """``sampler``, telling this processor each token array it returns."""
+
+        def sample(logprobs: Any) -> Any:
+            self._sampled = sampler(logprobs)
+            return self._sampled
+
+        return sample
 
     def __call__(self, tokens: Any, logits: Any) -> Any:
         import mlx.core as mx
@@ -168,11 +180,9 @@ class ConstraintProcessor:
         if constraint.skip_next:
             constraint.skip_next = False
         else:
-            # ``tokens`` (a new array each step) is evaluated on its own, then the forward is
-            # launched, then the last token read through a view (no new op): a read of anything
-            # launched with the forward would wait for all of it (see MaskedForward), and the
-            # grammar would run after the forward instead of during it
-            mx.async_eval(tokens)  # type: ignore[no-untyped-call]
+            # the forward is launched first, then the grammar waits for the previous token only
+            # (launched with the previous step) and works while the forward runs. ``tokens`` is
+            # not read: it is a new concatenation, one more evaluation to launch and wait for
             mx.async_eval(logits)  # type: ignore[no-untyped-call]
-            constraint.advance(int(memoryview(tokens)[-1]))
+            constraint.advance(self._sampled.item())
         return self.buffer.masked(logits, (constraint,))
