@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,36 @@ def test_the_single_sequence_loop_and_the_batch_give_the_same_constrained_answer
         check_answer(text, last.finish_reason, last.usage.completion_tokens, SCHEMAS[name], 300)
         (batched,) = run_batch(engine, [request, ask("Other", tokens=40)])[:1]
         assert batched.text == text
+
+
+# every value bounded, so that even a sampled answer of a random model ends well within its budget
+BOUNDED = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "maxLength": 12},
+        "unit": {"enum": ["celsius", "fahrenheit"]},
+        "days": {"type": "integer", "minimum": 1, "maximum": 14},
+    },
+    "required": ["city", "unit", "days"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_single_sequence_loop_holds_a_sampled_answer_with_penalties_to_the_schema(
+    engine: Any, seed: int
+) -> None:
+    """The grammar reads each token from the sampler's output, after the penalties (which read
+    every token so far) changed the logits: sampled answers with penalties still validate."""
+    request = replace(
+        ask("Hello", ResponseFormat("json_schema", BOUNDED, "bounded"), tokens=300),
+        sampling=Sampling(temperature=1.0, repetition_penalty=1.3, frequency_penalty=0.5, seed=seed),
+    )
+    chunks = list(engine.generate(request))
+    last = chunks[-1]
+    assert last.usage is not None
+    text = "".join(c.content for c in chunks)
+    assert check_answer(text, last.finish_reason, last.usage.completion_tokens, BOUNDED, 300)
 
 
 def test_json_object_gives_an_object(engine: Any) -> None:
