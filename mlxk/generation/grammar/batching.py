@@ -61,7 +61,10 @@ class MaskedForward:
         mx.async_eval(inputs)  # type: ignore[no-untyped-call]
         mx.async_eval(logits)  # type: ignore[no-untyped-call]
         tokens = [token for row in inputs.tolist() for token in row]  # (rows, 1): waits for inputs only
-        return self.buffer().masked(logits, constraints, tokens)
+        for constraint, token in zip(constraints, tokens, strict=True):
+            if constraint is not None:
+                constraint.advance(token)
+        return self.buffer().masked(logits, constraints)
 
     def __getattr__(self, name: str) -> Any:  # anything else a batch may read of its model
         return getattr(self.model, name)
