@@ -239,14 +239,19 @@ print("still leaving with its own status")
 """
 
 
-def test_a_sigterm_after_the_server_stopped_does_not_change_how_it_exits(cache: Path) -> None:
-    script = subprocess.run(
-        [sys.executable, "-c", LATE_SIGTERM, str(cache)],
+def run_script(script: str, cache: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``script`` in a Python process of its own, given the cache's path, with the server's env."""
+    return subprocess.run(
+        [sys.executable, "-c", script, str(cache)],
         env=serve_env(cache),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
+
+
+def test_a_sigterm_after_the_server_stopped_does_not_change_how_it_exits(cache: Path) -> None:
+    script = run_script(LATE_SIGTERM, cache, timeout=120)
     assert script.returncode == 0, script.stderr
     assert script.stdout.strip() == "still leaving with its own status"
 
@@ -317,12 +322,6 @@ threading.Event().wait()
 
 
 def test_a_stop_that_outlives_its_grace_ends_the_process_with_status_1(cache: Path) -> None:
-    script = subprocess.run(
-        [sys.executable, "-c", HUNG_STOP, str(cache)],
-        env=serve_env(cache),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    script = run_script(HUNG_STOP, cache, timeout=60)
     assert script.returncode == 1
     assert script.stderr.strip().endswith("mlxk serve: not stopped after 1 s")
