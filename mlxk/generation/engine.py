@@ -24,6 +24,7 @@ from typing import Any
 from mlxk.errors import ExecutionError, MlxkError, PromptTooLong, ValidationError
 from mlxk.generation.chunks import Chunk
 from mlxk.generation.detect import detect_format
+from mlxk.generation.detokenize import WindowedDetokenizer
 from mlxk.generation.grammar.constraint import Constraint, ConstraintProcessor, MaskBuffer
 from mlxk.generation.grammar.enforce import Enforcer, needs_grammar
 from mlxk.generation.parse import list_formats, make_segmenter
@@ -73,6 +74,7 @@ class Engine:
         self._lock = threading.Lock()
         self._enforcer: Enforcer | None = None  # grammars: made when a request first needs one
         self._vocabulary: Vocabulary | None = None  # the bytes of each token: made when needed
+        self._detokenizer: Any = None  # the one each sequence's detokenizer is a copy of
 
     def _detected_format(self) -> str | None:
         template = self._template_text()
@@ -145,8 +147,7 @@ class Engine:
             max_tokens = min(max_tokens, self.context_length - size)
         constraint = self.constraint(request, prompt)
         sampler, processors = sampler_and_processors(request.sampling, self.vocab_size)
-        detokenizer = copy.copy(self.tokenizer.detokenizer)  # its own state; the token map is shared
-        detokenizer.reset()
+        detokenizer = self.detokenizer()
         seq = Sequence(
             prompt, max_tokens, sampler, processors, detokenizer, self.end_ids, request.stops,
             self.segmenter_for(request, prompt), cancel, single_call=not request.parallel_tool_calls,
@@ -156,6 +157,20 @@ class Engine:
         if request.logprobs is not None:
             seq.report_logprobs(request.logprobs, self.vocabulary())
         return seq
+
+    def detokenizer(self) -> Any:
+        """A fresh streaming detokenizer for one sequence: mlx-lm's for byte-level BPE and
+        SentencePiece vocabularies, ours (``WindowedDetokenizer``) where mlx-lm would decode the
+        whole line again at every token."""
+        from mlx_lm.tokenizer_utils import NaiveStreamingDetokenizer
+
+        if self._detokenizer is None:
+            self._detokenizer = self.tokenizer.detokenizer  # mlx-lm's copy, for this engine
+            if isinstance(self._detokenizer, NaiveStreamingDetokenizer):
+                self._detokenizer = WindowedDetokenizer(self.tokenizer._tokenizer)
+        detokenizer = copy.copy(self._detokenizer)  # its own state; what it derived is shared
+        detokenizer.reset()
+        return detokenizer
 
     def vocabulary(self) -> Vocabulary:
         if self._vocabulary is None:
