@@ -192,22 +192,24 @@ def test_a_schema_that_cannot_be_enforced_is_refused_by_name(engine: Any, schema
 def test_reasoning_is_free_and_the_answer_starts_after_it(engine: Any) -> None:
     """The prompt leaves the model inside a reasoning block: nothing is masked until the close
     marker has been sampled (here written over several tokens), then only JSON may come."""
-    import numpy as np
 
-    from mlxk.generation.grammar.constraint import Constraint
+    from mlxk.generation.grammar.constraint import Constraint, MaskBuffer
     from mlxk.generation.grammar.enforce import Enforcer
 
     enforcer = Enforcer(engine.tokenizer, engine.vocabulary(), engine.end_ids, engine.vocab_size)
     matcher = enforcer.grammars.matcher('start: %json {"type": "object"}', "response_format")
     constraint = Constraint(matcher, enforcer.vocab, reasoning=("<think>", "</think>"), in_reasoning=True)
     words = enforcer.grammars.words
-    mask = np.zeros((1, words), dtype=np.int32)
+    buffer = MaskBuffer(words, None)
+    mask = buffer.rows(1)
+    mask[:] = 0
     ids = engine.tokenizer.encode("hmm, } [ </think>", add_special_tokens=False)
     constraint.advance(ids[0])  # the prompt's last token: fed, not sampled
     for token in ids:
-        assert not constraint.fill(mask, 0, words)  # free while reasoning
+        assert not constraint.fill(buffer.address(0), words)  # free while reasoning
+        assert not mask.any()  # nothing written
         constraint.advance(token)
-    assert constraint.fill(mask, 0, words)
+    assert constraint.fill(buffer.address(0), words)
     allowed = [t for t in range(len(enforcer.vocab.pieces)) if mask[0, t >> 5] >> (t & 31) & 1]
     assert [enforcer.vocab.text(t) for t in allowed] == ["{"]
 

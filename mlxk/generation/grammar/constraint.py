@@ -2,7 +2,7 @@
 
 A ``Constraint`` is told each token its sequence sampled (``advance``) and writes which tokens may
 come next into a row of a bit mask (``fill``: bit ``j`` of word ``i`` is token ``32 i + j``, the
-layout llguidance fills). While the model reasons (the prompt left it inside a reasoning block, or
+layout llguidance fills; a ``MaskBuffer`` holds the rows of a batch). While the model reasons (the prompt left it inside a reasoning block, or
 it opened one as its first token) nothing is constrained: the grammar starts after the
 end-of-reasoning marker, found in the bytes of the sampled tokens whether the marker is one token
 or several.
@@ -78,19 +78,19 @@ class Constraint:
         if self.broken is None and not self.matcher.consume_token(token):
             self.broken = self.matcher.get_error() or f"token {token} refused"
 
-    def fill(self, mask: Any, row: int, words: int) -> bool:
-        """Writes the allowed next tokens into ``mask[row]`` (``words`` int32 words are the
-        grammar's; the rest of the row, for a model whose vocabulary is wider, is zero); returns
-        False, writing nothing, when the next token is free."""
+    def fill(self, address: int, words: int) -> bool:
+        """Writes the allowed next tokens as ``words`` int32 words at ``address`` (a row of a
+        ``MaskBuffer``); returns False, writing nothing, when the next token is free."""
         if self.reasoning or self.broken is not None:
             return False
-        line = mask[row]
-        self.matcher.unsafe_compute_mask_ptr(line.ctypes.data, words * 4)
-        if words < line.shape[0]:
-            line[words:] = 0
-        if self._open_id is not None and not self.started:
-            line[self._open_id >> 5] |= _bit(self._open_id & 31)
+        self.matcher.unsafe_compute_mask_ptr(address, words * 4)
         return True
+
+    @property
+    def also_allowed(self) -> int | None:
+        """A token allowed besides the grammar's: the reasoning block's open marker, until the
+        answer starts (the model may think first)."""
+        return None if self.started else self._open_id
 
 
 def _bit(position: int) -> int:
@@ -128,13 +128,22 @@ class MaskBuffer:
         self.grammar_words = words
         self.words = max(words, ((model_vocab or 0) + 31) // 32)
         self._buffer: Any = None
+        self._addresses: list[int] = []
 
     def rows(self, count: int) -> Any:
         import numpy as np
 
         if self._buffer is None or self._buffer.shape[0] < count:
             self._buffer = np.empty((max(count, 8), self.words), dtype=np.int32)
+            # each row's address, worked out once: a numpy view and its ``ctypes`` per row and
+            # step would allocate, on the engine thread, at the busiest moment of the step
+            base, stride = self._buffer.ctypes.data, self._buffer.strides[0]
+            self._addresses = [base + row * stride for row in range(self._buffer.shape[0])]
         return self._buffer[:count]
+
+    def address(self, row: int) -> int:
+        """Where row ``row`` of the last ``rows`` starts in memory."""
+        return self._addresses[row]
 
     def masked(self, logits: Any, constraints: Sequence[Constraint | None]) -> Any:
         """``logits`` (one row per constraint, in order) with each constrained row's mask applied;
@@ -142,10 +151,17 @@ class MaskBuffer:
         import mlx.core as mx
 
         mask = self.rows(len(constraints))
+        addresses, words = self._addresses, self.grammar_words
+        wider = words < self.words  # the model's vocabulary is wider: the rest of a row is zero
         any_row = False
         for row, constraint in enumerate(constraints):
-            if constraint is not None and constraint.fill(mask, row, self.grammar_words):
+            if constraint is not None and constraint.fill(addresses[row], words):
                 any_row = True
+                if wider:
+                    mask[row, words:] = 0
+                extra = constraint.also_allowed
+                if extra is not None:
+                    mask[row, extra >> 5] |= _bit(extra & 31)
             else:
                 mask[row] = -1
         if not any_row:
