@@ -129,6 +129,37 @@ def test_the_single_sequence_loop_and_the_batch_give_the_same_constrained_answer
         assert batched.text == text
 
 
+def test_constrained_answers_hold_while_rows_join_and_leave_the_batch(engine: Any) -> None:
+    """The batch reads each step's sampled tokens for the grammar from mlx-lm's array of them,
+    which is a new array after rows joined or left: a constrained answer stays the one it gets
+    alone while requests join mid-answer and others finish before it."""
+    from mlxk.generation.batch import BatchRunner
+
+    first = ask("Hello", schema_format("order_with_refs"), tokens=300)
+    later = ask("Again", schema_format("weather"), tokens=300)
+    alone = ["".join(c.content for c in engine.generate(r)) for r in (first, later)]
+    runner = BatchRunner(engine)
+    collectors = [Collector() for _ in range(4)]
+    runner.add(first, collectors[0], threading.Event())
+    runner.add(ask("Short", tokens=15), collectors[1], threading.Event())
+    for _ in range(10):
+        runner.step()
+    runner.add(later, collectors[2], threading.Event())  # joins mid-answer
+    for _ in range(5):
+        runner.step()
+    runner.add(ask("Brief", tokens=12), collectors[3], threading.Event())
+    steps = 0
+    while not all(c.done for c in collectors):
+        runner.step()
+        steps += 1
+        assert steps < 5_000
+    assert collectors[1].done and collectors[3].done  # both left while the others went on
+    assert [collectors[0].text, collectors[2].text] == alone
+    assert (
+        collectors[0].chunks[-1].usage is not None and collectors[0].chunks[-1].usage.completion_tokens > 40
+    )
+
+
 # every value bounded, so that even a sampled answer of a random model ends well within its budget
 BOUNDED = {
     "type": "object",
