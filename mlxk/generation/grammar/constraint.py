@@ -2,10 +2,10 @@
 
 A ``Constraint`` is told each token its sequence sampled (``advance``) and writes which tokens may
 come next into a row of a bit mask (``fill``: bit ``j`` of word ``i`` is token ``32 i + j``, the
-layout llguidance fills; a ``MaskBuffer`` holds the rows of a batch). While the model reasons (the prompt left it inside a reasoning block, or
-it opened one as its first token) nothing is constrained: the grammar starts after the
-end-of-reasoning marker, found in the bytes of the sampled tokens whether the marker is one token
-or several.
+layout llguidance fills; a ``MaskBuffer`` holds the rows of a batch). While the model reasons
+(the prompt left it inside a reasoning block, or it opened one as its first token) nothing is
+constrained: the grammar starts after the end-of-reasoning marker, found in the bytes of the
+sampled tokens whether the marker is one token or several.
 
 ``apply_masks`` turns the (rows, words) mask into ``-inf`` for every token a row may not take, in
 one compiled mx function for the whole batch (rows of unconstrained sequences are all ones).
