@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from mlxk.generation.detokenize import WindowedDetokenizer
+from mlxk.generation.detokenize import MAX_HELD, WindowedDetokenizer
 from tests.modelfix import build_tiny_chat_model, char_tokenizer, install
 
 
@@ -150,3 +150,30 @@ def test_a_space_waits_for_the_token_after_it_when_the_tokenizer_removes_spaces_
     assert tokenizer.decode(tokens) == "a,b c"
     pieces = streamed(WindowedDetokenizer(tokenizer), tokens)
     assert pieces == ["a", "", ",", "b", "", " c", ""]
+
+
+@pytest.mark.parametrize("text", ["\udcff" * 300, " " * 300])
+def test_a_long_run_of_held_tokens_keeps_the_window_short(text: str) -> None:
+    """Invalid bytes (each decodes to U+FFFD) and spaces (held while a comma may follow) are held
+    back only up to ``MAX_HELD`` tokens: a run of them does not make the window grow."""
+    tokenizer = fast(byte_fallback_tokenizer(), clean_spaces=True)
+    if text.startswith(" "):
+        tokens = [tokenizer.convert_tokens_to_ids(" ")] * len(text)
+    else:  # 0xFF is never valid UTF-8
+        tokens = [tokenizer.convert_tokens_to_ids("<0xFF>")] * len(text)
+    windows: list[int] = []
+
+    class Counting:
+        def __init__(self) -> None:
+            self.encode = tokenizer.encode
+
+        def decode(self, ids: list[int]) -> str:
+            windows.append(len(ids))
+            return str(tokenizer.decode(ids))
+
+    detokenizer = WindowedDetokenizer(Counting())
+    windows.clear()
+    pieces = streamed(detokenizer, tokens)
+    assert "".join(pieces) == tokenizer.decode(tokens)
+    assert max(windows) <= 2 * MAX_HELD < len(tokens) // 10  # far shorter than the run
+    assert sum(1 for piece in pieces if piece) >= len(tokens) // 10  # it streams as it goes

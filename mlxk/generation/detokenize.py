@@ -10,7 +10,8 @@ after the tokens of the last settled piece, whose own text is subtracted again. 
 tokens give the decoder its context (a space the decoder puts between words or strips at the
 start), so the pieces add up to what decoding the whole answer gives. A window whose text ends in
 U+FFFD (part of a UTF-8 character) waits for the rest of the character, and so does one that ends
-in a space when the tokenizer removes spaces before punctuation (the next token may be a comma).
+in a space when the tokenizer removes spaces before punctuation (the next token may be a comma),
+up to ``MAX_HELD`` tokens, so that no run of tokens makes the window grow with the answer.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from __future__ import annotations
 from typing import Any
 
 _PARTIAL = "\ufffd"
+# The most tokens held back: a UTF-8 character is at most 4 bytes (4 byte tokens). Past that, a
+# run of U+FFFD is invalid bytes, not a character still coming, a long run of spaces settles
+# (should a comma follow, the one space a whole decode would remove before it stays), and so do
+# tokens without text of their own.
+MAX_HELD = 8
 
 
 class WindowedDetokenizer:
@@ -41,11 +47,13 @@ class WindowedDetokenizer:
     def add_token(self, token: int) -> None:
         self.tokens.append(token)
         before, text = self._window()
-        if len(text) <= len(before) or text.endswith(_PARTIAL):
-            return
-        if self._clean_spaces and text.endswith(" "):
-            return
-        self._settle(text[len(before) :])
+        waits = (
+            len(text) <= len(before)  # nothing new yet
+            or text.endswith(_PARTIAL)
+            or (self._clean_spaces and text.endswith(" "))
+        )
+        if not waits or len(self.tokens) - self._read >= MAX_HELD:
+            self._settle(text[len(before) :])
 
     def finalize(self) -> None:
         if self._read < len(self.tokens):
