@@ -120,25 +120,32 @@ def test_an_incomplete_character_at_the_end_comes_out_on_finalize() -> None:
     assert pieces[-1] == tokenizer.decode(half_euro) and pieces[-1].startswith("\ufffd")
 
 
-def test_each_token_decodes_a_few_tokens_however_long_the_line() -> None:
-    """The work per token stays flat: a 3,000-token line without a line break (compact JSON)
-    never decodes more than a few tokens at a time (mlx-lm's fallback decodes the whole line)."""
-    tokenizer = fast(char_tokenizer())
+def counted(tokenizer: Any) -> tuple[WindowedDetokenizer, list[int]]:
+    """A detokenizer over ``tokenizer``, and the list where each of its decodes records how many
+    tokens it decoded (from after its construction)."""
     windows: list[int] = []
 
     class Counting:
         def __init__(self) -> None:
             self.encode = tokenizer.encode
 
-        def decode(self, tokens: list[int]) -> str:
-            windows.append(len(tokens))
-            return str(tokenizer.decode(tokens))
+        def decode(self, ids: list[int]) -> str:
+            windows.append(len(ids))
+            return str(tokenizer.decode(ids))
 
+    detokenizer = WindowedDetokenizer(Counting())
+    windows.clear()  # the probe for space clean-up at construction
+    return detokenizer, windows
+
+
+def test_each_token_decodes_a_few_tokens_however_long_the_line() -> None:
+    """The work per token stays flat: a 3,000-token line without a line break (compact JSON)
+    never decodes more than a few tokens at a time (mlx-lm's fallback decodes the whole line)."""
+    tokenizer = fast(char_tokenizer())
     line = '{"a":[' + ",".join(f'"{i}"' for i in range(600)) + "]}"
     tokens = tokenizer.encode(line, add_special_tokens=False)
     assert len(tokens) > 3000
-    detokenizer = WindowedDetokenizer(Counting())
-    windows.clear()  # the probe for space clean-up at construction
+    detokenizer, windows = counted(tokenizer)
     pieces = streamed(detokenizer, tokens)
     assert "".join(pieces) == line
     assert max(windows) <= 2 and len(windows) <= 2 * len(tokens) + 2
@@ -152,27 +159,13 @@ def test_a_space_waits_for_the_token_after_it_when_the_tokenizer_removes_spaces_
     assert pieces == ["a", "", ",", "b", "", " c", ""]
 
 
-@pytest.mark.parametrize("text", ["\udcff" * 300, " " * 300])
-def test_a_long_run_of_held_tokens_keeps_the_window_short(text: str) -> None:
+@pytest.mark.parametrize("held", ["<0xFF>", " "])  # 0xFF is never valid UTF-8: U+FFFD each
+def test_a_long_run_of_held_tokens_keeps_the_window_short(held: str) -> None:
     """Invalid bytes (each decodes to U+FFFD) and spaces (held while a comma may follow) are held
     back only up to ``MAX_HELD`` tokens: a run of them does not make the window grow."""
     tokenizer = fast(byte_fallback_tokenizer(), clean_spaces=True)
-    if text.startswith(" "):
-        tokens = [tokenizer.convert_tokens_to_ids(" ")] * len(text)
-    else:  # 0xFF is never valid UTF-8
-        tokens = [tokenizer.convert_tokens_to_ids("<0xFF>")] * len(text)
-    windows: list[int] = []
-
-    class Counting:
-        def __init__(self) -> None:
-            self.encode = tokenizer.encode
-
-        def decode(self, ids: list[int]) -> str:
-            windows.append(len(ids))
-            return str(tokenizer.decode(ids))
-
-    detokenizer = WindowedDetokenizer(Counting())
-    windows.clear()
+    tokens = [tokenizer.convert_tokens_to_ids(held)] * 300
+    detokenizer, windows = counted(tokenizer)
     pieces = streamed(detokenizer, tokens)
     assert "".join(pieces) == tokenizer.decode(tokens)
     assert max(windows) <= 2 * MAX_HELD < len(tokens) // 10  # far shorter than the run
