@@ -34,17 +34,18 @@ def follow_rank_0(group: Group, location: CacheLocation, model: str, output_form
     from mlxk.generation.cluster import load_sharded
     from mlxk.generation.lockstep import follow
 
-    engine = load_sharded(group, str(runnable_model(location, model, shards=group.size).path))
-    if output_format is not None:  # the same segmenter as rank 0's: the same finishing decisions
-        engine.use_format(output_format)
-    _leave_with_rank_0(group.rank)
-
     def lost(why: str) -> None:  # from the watchdog: the main thread may wait on the lost rank for ever
         sys.stderr.write(f"mlxk serve: rank {group.rank}: {why}\n")
         sys.stderr.flush()
         os._exit(1)
 
+    # set before the shard loads: rank 0 serves (and may be stopped) as soon as both ranks hold
+    # their shard, while this rank may still be on its way from the load to ``follow``
     group.on_lost = lost
+    engine = load_sharded(group, str(runnable_model(location, model, shards=group.size).path))
+    if output_format is not None:  # the same segmenter as rank 0's: the same finishing decisions
+        engine.use_format(output_format)
+    _leave_with_rank_0(group.rank)
     follow(engine, group)
 
 
