@@ -341,3 +341,70 @@ def test_a_token_the_grammar_refuses_ends_the_answer_with_length(
     last = seq.finish()
     assert (last.finish_reason, seq.generated) == ("length", [brace])
     assert "the grammar refused token" in caplog.text
+
+
+def masked_first_step(engine: Any, model: Any) -> tuple[Any, Any, list[bool]]:
+    """One decoding step of a constrained row through ``MaskedForward`` over ``model``: the masked
+    logits, the row's constraint, and, for each call of the real model's second layer, whether
+    the constraint had taken in the step's input token by then."""
+    import mlx.core as mx
+    from mlx_lm.models.cache import make_prompt_cache
+
+    from mlxk.generation.grammar.batching import MaskedForward
+
+    seq = engine.sequence(ask("Hi", schema_format("weather")))
+    constraint = seq.constraint
+    assert constraint is not None and constraint.skip_next
+    cache = make_prompt_cache(engine.model)
+    layers = engine.model.layers
+    second = layers[1]
+    seen: list[bool] = []
+
+    class Recording:  # the second layer, noting when the forward calls it
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            seen.append(not constraint.skip_next)
+            return second(*args, **kwargs)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(second, name)
+
+    layers[1] = Recording()
+    try:
+        forward = MaskedForward(model, {0: constraint}.get, engine.mask_buffer, lambda: True, lambda: [0])
+        logits = forward(mx.array([[seq.prompt[-1]]]), cache=cache)
+        mx.eval(logits)
+    finally:
+        layers[1] = second
+    return logits, constraint, seen
+
+
+def test_on_the_cpu_the_grammar_works_once_the_first_layer_is_launched(engine: Any) -> None:
+    """On MLX's CPU backend the batch's forward launches its first layer, the constraints take in
+    the step's tokens while MLX computes it, and only then is the rest of the forward built; the
+    model gets its own first layer back. A model whose forward does not go through its list of
+    layers gets the grammar after the whole forward, with the same masked logits."""
+    import mlx.core as mx
+
+    first = engine.model.layers[0]
+    hooked, constraint, seen = masked_first_step(engine, engine.model)
+    assert seen == [True]  # advanced before the second layer was built
+    assert engine.model.layers[0] is first
+    assert not constraint.skip_next
+
+    class OwnLayers:  # its ``layers`` is a copy: the forward never meets the swapped first layer
+        def __init__(self, model: Any) -> None:
+            self.model = model
+
+        @property
+        def layers(self) -> list[Any]:
+            return list(self.model.layers)
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            return self.model(*args, **kwargs)
+
+    after, constraint, seen = masked_first_step(engine, OwnLayers(engine.model))
+    assert seen == [False]  # the forward was built before the grammar ran
+    assert not constraint.skip_next
+    allowed = mx.isfinite(hooked)
+    assert 0 < allowed.sum().item() < hooked.size  # a real mask: some tokens allowed, some not
+    assert mx.array_equal(hooked, after).item()
