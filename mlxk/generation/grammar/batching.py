@@ -23,6 +23,7 @@ from functools import cache
 from typing import Any
 
 from mlxk.generation.grammar.constraint import Constraint, MaskBuffer
+from mlxk.generation.grammar.overlap import forward_then, hookable_layers
 
 Lookup = Callable[[int], "Constraint | None"]  # batch uid -> its constraint
 
@@ -44,24 +45,13 @@ class MaskedForward:
         uids: Callable[[], list[int]],
         sampled: Callable[[], Any] | None = None,
     ) -> None:
-        import mlx.core as mx
-
         self.model = model
         self.lookup = lookup
         self.buffer = buffer
         self.active = active  # any constrained sequence in the runner at all (else: no work)
         self.uids = uids
         self.sampled = sampled
-        # Where the grammar works. On a GPU: once the whole forward is launched, while it runs.
-        # On MLX's CPU backend, the thread that launches also prepares every operation, and MLX
-        # lets it run only about a hundred operations ahead of the computing thread: launching
-        # the whole forward first left the computing thread idle during the grammar and the
-        # separate launch of the masked sampling after it. Launching the first layer, working
-        # while MLX computes it, then launching the rest of the forward with the sampling in
-        # one piece keeps both threads busy: 8 streams on the tests' tiny model, json_schema /
-        # unconstrained tokens/s 0.83-0.91 -> 0.95 (three runs of 12 paired rounds each).
-        layers = getattr(model, "layers", None) if mx.default_device() == mx.cpu else None
-        self._layers: list[Any] | None = layers if isinstance(layers, list) and layers else None
+        self._layers = hookable_layers(model)  # on the CPU: the grammar after the first layer
 
     def __call__(self, inputs: Any, cache: Any = None, **kwargs: Any) -> Any:
         if not self.active():
@@ -73,19 +63,11 @@ class MaskedForward:
         def advance_while(launched: Any) -> None:
             self._advance_while(launched, constraints, inputs)
 
-        layers = self._layers
-        if layers is None:
+        if self._layers is None:
             logits = self.model(inputs, cache=cache, **kwargs)
             advance_while(logits)
         else:
-            first = layers[0]
-            layers[0] = hook = _FirstLayer(first, advance_while)
-            try:
-                logits = self.model(inputs, cache=cache, **kwargs)
-            finally:
-                layers[0] = first
-            if not hook.ran:  # the model's forward does not go through its list of layers
-                advance_while(logits)
+            logits = forward_then(self.model, self._layers, advance_while, inputs, cache, **kwargs)
         return self.buffer().masked(logits, constraints)
 
     def _advance_while(self, launched: Any, constraints: list[Constraint | None], inputs: Any) -> None:
@@ -110,29 +92,6 @@ class MaskedForward:
 
     def __getattr__(self, name: str) -> Any:  # anything else a batch may read of its model
         return getattr(self.model, name)
-
-
-class _FirstLayer:
-    """The model's first layer during one forward: its first output goes to ``then`` (which
-    launches the graph built so far and works while MLX computes it); anything else a model
-    reads of its layer is the layer's own."""
-
-    __slots__ = ("layer", "ran", "then")
-
-    def __init__(self, layer: Any, then: Callable[[Any], None]) -> None:
-        self.layer = layer
-        self.then = then
-        self.ran = False
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        out = self.layer(*args, **kwargs)
-        if not self.ran:
-            self.ran = True
-            self.then(out)
-        return out
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.layer, name)
 
 
 def install(
