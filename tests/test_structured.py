@@ -382,7 +382,7 @@ def test_on_the_cpu_the_grammar_works_once_the_first_layer_is_launched(engine: A
     """On MLX's CPU backend the batch's forward launches its first layer, the constraints take in
     the step's tokens while MLX computes it, and only then is the rest of the forward built; the
     model gets its own first layer back. A model whose forward does not go through its list of
-    layers gets the grammar after the whole forward, with the same masked logits."""
+    layers, or has none, gets the grammar after the whole forward, with the same masked logits."""
     import mlx.core as mx
 
     first = engine.model.layers[0]
@@ -402,11 +402,18 @@ def test_on_the_cpu_the_grammar_works_once_the_first_layer_is_launched(engine: A
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
             return self.model(*args, **kwargs)
 
-    after, constraint, seen = masked_first_step(engine, OwnLayers(engine.model))
-    assert seen == [False]  # the forward was built before the grammar ran
-    assert not constraint.skip_next
+    class NoLayers:  # no list of layers at all: the whole forward, then the grammar
+        def __init__(self, model: Any) -> None:
+            self.model = model
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            return self.model(*args, **kwargs)
+
     allowed = mx.isfinite(hooked).astype(mx.int32).sum().item()
-    assert (
-        isinstance(allowed, int) and 0 < allowed < hooked.size
-    )  # a real mask: some tokens allowed, some not
-    assert mx.array_equal(hooked, after).item()
+    assert isinstance(allowed, int)
+    assert 0 < allowed < hooked.size  # a real mask: some tokens allowed, some not
+    for model in (OwnLayers(engine.model), NoLayers(engine.model)):
+        after, constraint, seen = masked_first_step(engine, model)
+        assert seen == [False]  # the forward was built before the grammar ran
+        assert not constraint.skip_next
+        assert mx.array_equal(hooked, after).item()
