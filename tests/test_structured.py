@@ -417,3 +417,23 @@ def test_on_the_cpu_the_grammar_works_once_the_first_layer_is_launched(engine: A
         assert seen == [False]  # the forward was built before the grammar ran
         assert not constraint.skip_next
         assert mx.array_equal(hooked, after).item()
+
+
+def test_a_first_layer_called_again_in_the_same_forward_hands_on_only_its_first_output() -> None:
+    """A model that runs its first layer more than once per forward (a recurrent block) launches
+    and runs the grammar once, after the first call."""
+    import mlx.core as mx
+
+    from mlxk.generation.grammar.overlap import forward_then
+
+    layers = [lambda h: h + 1]
+
+    def model(inputs: Any, cache: Any = None) -> Any:
+        for _ in range(3):
+            inputs = layers[0](inputs)
+        return inputs
+
+    handed: list[Any] = []
+    out = forward_then(model, layers, handed.append, mx.array([0]), None)
+    assert [a.item() for a in handed] == [1]
+    assert out.item() == 3
