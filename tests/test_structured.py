@@ -223,7 +223,6 @@ def test_a_schema_that_cannot_be_enforced_is_refused_by_name(engine: Any, schema
 def test_reasoning_is_free_and_the_answer_starts_after_it(engine: Any) -> None:
     """The prompt leaves the model inside a reasoning block: nothing is masked until the close
     marker has been sampled (here written over several tokens), then only JSON may come."""
-
     from mlxk.generation.grammar.constraint import Constraint, MaskBuffer
     from mlxk.generation.grammar.enforce import Enforcer
 
