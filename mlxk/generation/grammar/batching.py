@@ -63,11 +63,7 @@ class MaskedForward:
         def advance_while(launched: Any) -> None:
             self._advance_while(launched, constraints, inputs)
 
-        if self._layers is None:
-            logits = self.model(inputs, cache=cache, **kwargs)
-            advance_while(logits)
-        else:
-            logits = forward_then(self.model, self._layers, advance_while, inputs, cache, **kwargs)
+        logits = forward_then(self.model, self._layers, advance_while, inputs, cache, **kwargs)
         return self.buffer().masked(logits, constraints)
 
     def _advance_while(self, launched: Any, constraints: list[Constraint | None], inputs: Any) -> None:
