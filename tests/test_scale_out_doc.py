@@ -32,9 +32,9 @@ from tests.servefix import ServerProcess, metric, start_server, wait_for
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "scale-out.md"
 CHAT = "test/Tiny-Chat"
 CLIENTS = 32
-TOKENS = 256  # each stream's length (the untouched tiny model always runs to it): long enough that
-# streams are still open when the signal is handled, which 64 tokens were not always, once streaming
-# got faster
+TOKENS = 400  # each stream's length (the untouched tiny model always runs to it): long enough that
+# streams are still open when the signal is handled, which 64 and then 256 tokens were not always,
+# once streaming got faster
 DOC_PORTS = {"frontend": 8000, "r1": 8001, "r2": 8002}  # the addresses the page's config names
 
 
