@@ -5,6 +5,7 @@ ring backend), so that each rank's exit and stderr are its own."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import select
 import signal
@@ -70,8 +71,10 @@ def cache(hub: Path, tiny_models: dict[str, dict[str, bytes]]) -> Path:
     return hub
 
 
-@pytest.fixture
-def ranks(cache: Path, tmp_path: Path) -> Iterator[Ranks]:
+@contextlib.contextmanager
+def started_ranks(cache: Path, tmp_path: Path, *, loaded: bool) -> Iterator[Ranks]:
+    """Rank 0 and rank 1 of a ring group on this host, once rank 0 has announced its address
+    (before either loads its shard) or, with ``loaded``, once rank 0 serves (both hold their shard)."""
     port = _free_port_pair()
     ring = tmp_path / "ring.json"
     ring.write_text(json.dumps([[f"127.0.0.1:{port}"], [f"127.0.0.1:{port + 1}"]]))
@@ -88,7 +91,8 @@ def ranks(cache: Path, tmp_path: Path) -> Iterator[Ranks]:
         assert stdout is not None
         ready, _, _ = select.select([stdout], [], [], 120)
         url = json.loads(stdout.readline())["data"]["url"] if ready else ""
-        wait_for(lambda: health(url) == 200, "rank 0 to load its shard", 120)
+        if loaded:
+            wait_for(lambda: health(url) == 200, "rank 0 to load its shard", 120)
         yield Ranks(procs, logs, url)
     finally:
         # SIGTERM first (each rank drains and exits, and what coverage.py measured there is saved)
@@ -97,6 +101,12 @@ def ranks(cache: Path, tmp_path: Path) -> Iterator[Ranks]:
             proc.wait(timeout=30)
             if proc.stdout is not None:
                 proc.stdout.close()
+
+
+@pytest.fixture
+def ranks(cache: Path, tmp_path: Path) -> Iterator[Ranks]:
+    with started_ranks(cache, tmp_path, loaded=True) as started:
+        yield started
 
 
 @pytest.fixture
@@ -119,6 +129,18 @@ def test_a_rank_that_loses_rank_0_exits_1_saying_so(ranks: Ranks) -> None:
     ranks.procs[0].wait(timeout=30)
     assert ranks.procs[1].wait(timeout=60) == 1
     assert "mlxk serve: rank 1: the distributed group lost a rank (rank 0" in ranks.log(1)
+
+
+def test_a_rank_that_loses_rank_0_while_loading_its_shard_exits_1_saying_so(
+    cache: Path, tmp_path: Path
+) -> None:
+    # rank 0 announces its address before it loads, so rank 1 is still loading (it cannot pass
+    # mlx-lm's closing barrier without rank 0): the loss comes up inside the load, not in a step
+    with started_ranks(cache, tmp_path, loaded=False) as ranks:
+        ranks.procs[0].kill()
+        ranks.procs[0].wait(timeout=30)
+        assert ranks.procs[1].wait(timeout=60) == 1
+        assert "mlxk serve: rank 1: the distributed group lost a rank (rank 0" in ranks.log(1)
 
 
 def test_a_second_stop_signal_ends_a_rank_at_once(ranks: Ranks) -> None:

@@ -63,7 +63,8 @@ def agree_on_model(group: Group, find: Callable[[str], Any], name: str) -> Any:
     except MlxkError as error:
         report["error"] = error.message
     encoded = json.dumps(report).encode()[:RECORD_BYTES].ljust(RECORD_BYTES, b"\0")
-    raw = bytes(as_ints(mx.distributed.all_gather(from_bytes(encoded), group=group.handle), "uint8"))
+    with group.peers_watched():
+        raw = bytes(as_ints(mx.distributed.all_gather(from_bytes(encoded), group=group.handle), "uint8"))
     reports = [
         json.loads(raw[i * RECORD_BYTES : (i + 1) * RECORD_BYTES].rstrip(b"\0")) for i in range(group.size)
     ]
@@ -115,12 +116,15 @@ def load_sharded(group: Group, path: str) -> Engine:
     mode = _mode(load_model(Path(path), lazy=True, strict=False)[0])
     tensor = group.handle if mode == "tensor" else None
     pipeline = group.handle if mode == "pipeline" else None
-    try:
-        loaded = sharded_load(Path(path), pipeline, tensor, return_config=True)
-    except ValueError as exc:  # mlx-lm's refusal of a model it cannot shard
-        raise ModelIncompatible(str(exc)) from None
-    model, tokenizer, config = loaded
-    mine = mx.array([os.getpid() if group.rank == 0 else 0], dtype=mx.int64)
-    (seed,) = as_ints(mx.distributed.all_sum(mine, group=group.handle), "int64")
+    # a rank lost while the others load (mlx-lm's closing barrier, the seed's all_sum) is reported
+    # as such, on every rank still there
+    with group.peers_watched():
+        try:
+            loaded = sharded_load(Path(path), pipeline, tensor, return_config=True)
+        except ValueError as exc:  # mlx-lm's refusal of a model it cannot shard
+            raise ModelIncompatible(str(exc)) from None
+        model, tokenizer, config = loaded
+        mine = mx.array([os.getpid() if group.rank == 0 else 0], dtype=mx.int64)
+        (seed,) = as_ints(mx.distributed.all_sum(mine, group=group.handle), "int64")
     mx.random.seed(seed)
     return Engine(model, tokenizer, dict(config), time.perf_counter() - started)

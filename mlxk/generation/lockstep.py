@@ -116,6 +116,18 @@ class Group:
         ranks = [r for r in range(self.size) if r != self.rank]
         return ", ".join(f"rank {r}" + (f" ({self.hosts[r]})" if r < len(self.hosts) else "") for r in ranks)
 
+    @contextlib.contextmanager
+    def peers_watched(self) -> Iterator[None]:
+        """Around work that runs collectives among other things (loading the shards, a batch step
+        with the model's own collectives): the backend's report of a lost peer becomes
+        ``GroupLost`` (through ``lose``); any other error stays what it is."""
+        try:
+            yield
+        except RuntimeError as exc:
+            if "[ring]" in str(exc) or "peer" in str(exc):
+                raise self.lose(exc) from None
+            raise
+
     def lose(self, error: BaseException) -> GroupLost:
         """The group failed: remember why (once), tell ``on_lost``, and return the error to raise."""
         if self.lost is None:
@@ -269,12 +281,8 @@ class LockstepRunner:
         return min(IDLE_PAUSE_MAX_S, max(IDLE_PAUSE_MIN_S, (now - self._idle_since) * IDLE_PAUSE_SHARE))
 
     def _step(self) -> None:
-        try:
+        with self._group.peers_watched():  # a collective inside the model's forward pass
             self._runner.step()
-        except RuntimeError as exc:
-            if "[ring]" in str(exc) or "peer" in str(exc):  # a collective inside the model's forward pass
-                raise self._group.lose(exc) from None
-            raise
 
     def fail(self, exc: BaseException) -> None:
         self._runner.fail(exc)
