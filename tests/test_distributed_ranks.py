@@ -36,6 +36,10 @@ class Ranks:
     def log(self, rank: int) -> str:
         return self.logs[rank].read_text(errors="replace")
 
+    def tail(self, rank: int) -> str:
+        """The end of the rank's log, for a failure's message."""
+        return self.log(rank)[-3000:]
+
 
 def health(url: str) -> int:
     try:
@@ -84,7 +88,8 @@ def started_ranks(cache: Path, tmp_path: Path, *, loaded: bool) -> Iterator[Rank
     procs = []
     for rank, log in enumerate(logs):
         with log.open("wb") as stderr:
-            env = serve_env(cache, MLX_RANK=str(rank), MLX_HOSTFILE=str(ring))
+            # a crash in native code (MLX's backend) leaves every thread's Python stack in the log
+            env = serve_env(cache, MLX_RANK=str(rank), MLX_HOSTFILE=str(ring), PYTHONFAULTHANDLER="1")
             procs.append(subprocess.Popen(serve, stdout=subprocess.PIPE, stderr=stderr, env=env))
     try:
         stdout = procs[0].stdout
@@ -127,7 +132,7 @@ def test_a_group_with_a_tool_format_answers_as_one_process_does(ranks: Ranks, si
 def test_a_rank_that_loses_rank_0_exits_1_saying_so(ranks: Ranks) -> None:
     ranks.procs[0].kill()
     ranks.procs[0].wait(timeout=30)
-    assert ranks.procs[1].wait(timeout=60) == 1
+    assert ranks.procs[1].wait(timeout=60) == 1, ranks.tail(1)
     assert "mlxk serve: rank 1: the distributed group lost a rank (rank 0" in ranks.log(1)
 
 
@@ -139,7 +144,7 @@ def test_a_rank_that_loses_rank_0_while_loading_its_shard_exits_1_saying_so(
     with started_ranks(cache, tmp_path, loaded=False) as ranks:
         ranks.procs[0].kill()
         ranks.procs[0].wait(timeout=30)
-        assert ranks.procs[1].wait(timeout=60) == 1
+        assert ranks.procs[1].wait(timeout=60) == 1, ranks.tail(1)
         assert "mlxk serve: rank 1: the distributed group lost a rank (rank 0" in ranks.log(1)
 
 
@@ -151,7 +156,7 @@ def test_a_second_stop_signal_ends_a_rank_at_once(ranks: Ranks) -> None:
     wait_for(lambda: "rank 1 stops with rank 0" in ranks.log(1), "rank 1 to take the first signal")
     assert rank1.poll() is None  # the first signal leaves it waiting for rank 0
     rank1.send_signal(signal.SIGTERM)
-    assert rank1.wait(timeout=60) == 1
+    assert rank1.wait(timeout=60) == 1, ranks.tail(1)
     wait_for(lambda: not alive(ranks.procs[0].pid), "rank 0 to find rank 1 gone", 60)
-    assert ranks.procs[0].wait(timeout=30) == 1
+    assert ranks.procs[0].wait(timeout=30) == 1, ranks.tail(0)
     assert "lost a rank (rank 1" in ranks.log(0)
