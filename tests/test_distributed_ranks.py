@@ -129,11 +129,15 @@ def test_a_group_with_a_tool_format_answers_as_one_process_does(ranks: Ranks, si
     assert mine["choices"][0]["finish_reason"] == theirs["choices"][0]["finish_reason"]
 
 
-def test_a_rank_that_loses_rank_0_exits_1_saying_so(ranks: Ranks) -> None:
+def kill_rank_0_then_rank_1_exits_1_saying_so(ranks: Ranks) -> None:
     ranks.procs[0].kill()
     ranks.procs[0].wait(timeout=30)
     assert ranks.procs[1].wait(timeout=60) == 1, ranks.tail(1)
     assert "mlxk serve: rank 1: the distributed group lost a rank (rank 0" in ranks.log(1)
+
+
+def test_a_rank_that_loses_rank_0_exits_1_saying_so(ranks: Ranks) -> None:
+    kill_rank_0_then_rank_1_exits_1_saying_so(ranks)
 
 
 def test_a_rank_that_loses_rank_0_while_loading_its_shard_exits_1_saying_so(
@@ -142,10 +146,7 @@ def test_a_rank_that_loses_rank_0_while_loading_its_shard_exits_1_saying_so(
     # rank 0 announces its address before it loads, so rank 1 is still loading (it cannot pass
     # mlx-lm's closing barrier without rank 0): the loss comes up inside the load, not in a step
     with started_ranks(cache, tmp_path, loaded=False) as ranks:
-        ranks.procs[0].kill()
-        ranks.procs[0].wait(timeout=30)
-        assert ranks.procs[1].wait(timeout=60) == 1, ranks.tail(1)
-        assert "mlxk serve: rank 1: the distributed group lost a rank (rank 0" in ranks.log(1)
+        kill_rank_0_then_rank_1_exits_1_saying_so(ranks)
 
 
 def test_a_second_stop_signal_ends_a_rank_at_once(ranks: Ranks) -> None:
